@@ -1,0 +1,143 @@
+"""The one place where workflow and task templates (as dicts) are checked.
+
+Every check appends a `Problem` naming where it is; callers raise them all
+at once with `tukio.errors.template_error`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from tukio.dag import describe_cycle, find_cycle
+from tukio.errors import DAGValidationError, Problem, TemplateGraphError
+from tukio.policy import OverrunPolicy
+
+SCHEMA_VERSIONS = (1,)
+TASK_KEYS = ("id", "name", "config", "topics", "timeout", "retry")
+WORKFLOW_KEYS = ("id", "title", "policy", "topics", "timeout", "schema", "tasks", "graph")
+
+
+def _type(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _check_optional_str(d: Mapping[str, Any], key: str, where: str, out: list[Problem]) -> None:
+    value = d.get(key)
+    if value is not None and not isinstance(value, str):
+        out.append(Problem(f"{where}{key}", f"must be a string, got {_type(value)}", TypeError))
+
+
+def _check_topics(d: Mapping[str, Any], where: str, out: list[Problem]) -> None:
+    topics = d.get("topics")
+    if topics is None:
+        return
+    if not isinstance(topics, list):
+        out.append(Problem(f"{where}topics", f"must be null or a list of strings, got {_type(topics)}", TypeError))
+        return
+    for i, topic in enumerate(topics):
+        if not isinstance(topic, str):
+            out.append(Problem(f"{where}topics[{i}]", f"must be a string, got {_type(topic)}", TypeError))
+
+
+def check_timeout(value: Any, where: str, out: list[Problem]) -> None:
+    """Check `value` is None or a positive finite number."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        out.append(Problem(where, f"must be a positive number, got {_type(value)}", TypeError))
+    elif not (value > 0 and math.isfinite(value)):
+        out.append(Problem(where, f"must be a positive number, got {value!r}", ValueError))
+
+
+def check_task(d: Any, where: str) -> list[Problem]:
+    """Check one task template dict; `where` prefixes locations (``tasks[2].``)."""
+    out: list[Problem] = []
+    if not isinstance(d, Mapping):
+        return [Problem(where.rstrip("."), f"must be an object, got {_type(d)}", TypeError)]
+    if "name" not in d:
+        out.append(Problem(f"{where}name", "missing (every task needs the name of a registered task)", KeyError))
+    elif not isinstance(d["name"], str) or not d["name"]:
+        out.append(Problem(f"{where}name", f"must be a non-empty string, got {d['name']!r}", TypeError))
+    _check_optional_str(d, "id", where, out)
+    config = d.get("config")
+    if config is not None and not isinstance(config, Mapping):
+        out.append(Problem(f"{where}config", f"must be an object, got {_type(config)}", TypeError))
+    _check_topics(d, where, out)
+    check_timeout(d.get("timeout"), f"{where}timeout", out)
+    if d.get("retry") is not None:
+        from tukio.retry import check_retry
+
+        check_retry(d["retry"], f"{where}retry", out)
+    return out
+
+
+def check_workflow(d: Any) -> list[Problem]:
+    """Check a workflow template dict: structure, ids, graph and cycles.
+
+    Zero or several roots and unregistered names are *not* problems here
+    (see `WorkflowTemplate.validate`).
+    """
+    if not isinstance(d, Mapping):
+        return [Problem("template", f"must be an object, got {_type(d)}", TypeError)]
+    out: list[Problem] = []
+    _check_optional_str(d, "id", "", out)
+    _check_optional_str(d, "title", "", out)
+    policy = d.get("policy")
+    if policy is not None:
+        try:
+            OverrunPolicy.get(policy)
+        except (ValueError, TypeError) as exc:
+            out.append(Problem("policy", str(exc), ValueError))
+    _check_topics(d, "", out)
+    check_timeout(d.get("timeout"), "timeout", out)
+    schema = d.get("schema")
+    if schema is not None and (isinstance(schema, bool) or schema not in SCHEMA_VERSIONS):
+        out.append(Problem("schema", f"unsupported version {schema!r} (expected one of {SCHEMA_VERSIONS})", ValueError))
+    ids = _check_tasks(d.get("tasks", []), out)
+    _check_graph(d.get("graph", {}), ids, out)
+    return out
+
+
+def _check_tasks(tasks: Any, out: list[Problem]) -> set[str] | None:
+    """Check the task list; return the set of task ids (None if unusable)."""
+    if not isinstance(tasks, list):
+        out.append(Problem("tasks", f"must be a list, got {_type(tasks)}", TypeError))
+        return None
+    ids: set[str] = set()
+    for i, task in enumerate(tasks):
+        out.extend(check_task(task, f"tasks[{i}]."))
+        uid = task.get("id") if isinstance(task, Mapping) else None
+        if isinstance(uid, str):
+            if uid in ids:
+                out.append(Problem(f"tasks[{i}].id", f"duplicate id {uid!r}", ValueError))
+            ids.add(uid)
+    return ids
+
+
+def _check_graph(graph: Any, ids: set[str] | None, out: list[Problem]) -> None:
+    if not isinstance(graph, Mapping):
+        out.append(Problem("graph", f"must be an object, got {_type(graph)}", TypeError))
+        return
+    clean = True
+    for key, successors in graph.items():
+        where = f"graph.{key}"
+        if ids is not None and key not in ids:
+            out.append(Problem(where, f"unknown task id {key!r}", TemplateGraphError))
+            clean = False
+        if not isinstance(successors, list):
+            out.append(Problem(where, f"successors must be a list, got {_type(successors)}", TypeError))
+            clean = False
+            continue
+        for succ in successors:
+            if not isinstance(succ, str):
+                out.append(Problem(where, f"successor must be a task id string, got {_type(succ)}", TypeError))
+                clean = False
+            elif ids is not None and succ not in ids:
+                out.append(Problem(where, f"unknown task id {succ!r}", TemplateGraphError))
+                clean = False
+    if clean and ids is not None:
+        cycle = find_cycle({key: graph.get(key, []) for key in ids})
+        if cycle is not None:
+            out.append(Problem("graph", f"cycle {describe_cycle(cycle)}", DAGValidationError))

@@ -1,0 +1,247 @@
+"""`Engine`: starts workflows when data arrives, under their overrun policy."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Generator, Iterable
+from typing import Any
+
+from tukio._loop import resolve_loop
+from tukio.broker import get_broker
+from tukio.event import Event
+from tukio.policy import Decision, decide
+from tukio.selector import WorkflowSelector
+from tukio.task.factory import tukio_factory
+from tukio.workflow.template import WorkflowTemplate
+from tukio.workflow.workflow import Workflow
+
+__all__ = ["Engine"]
+
+log = logging.getLogger(__name__)
+
+
+class _Running:
+    """The running instances of one template id, and how many are locked."""
+
+    __slots__ = ("instances", "locked")
+
+    def __init__(self) -> None:
+        self.instances: dict[str, Workflow] = {}
+        self.locked = 0
+
+
+class Engine:
+    """Loads workflow templates and runs them when data arrives.
+
+    The engine installs `tukio_factory` on its loop. Await it: it completes
+    once `stop()` was called and no workflow runs any more.
+
+    Args:
+        selector: decides which loaded templates data triggers (a
+            `WorkflowSelector` when None).
+        loop: the loop to run on (the running loop when None).
+    """
+
+    def __init__(
+        self, *, selector: WorkflowSelector | None = None, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        self._loop = resolve_loop(loop)
+        if self._loop.get_task_factory() is not tukio_factory:
+            self._loop.set_task_factory(tukio_factory)
+        self.selector = selector if selector is not None else WorkflowSelector()
+        self._broker = get_broker(self._loop)
+        self._instances: dict[str, Workflow] = {}
+        self._running: dict[str, _Running] = {}
+        self._stopping = False
+        self._stopped: asyncio.Future[None] = self._loop.create_future()
+
+    # -- state -------------------------------------------------------------------
+    @property
+    def instances(self) -> list[Workflow]:
+        """The running workflows (a new list)."""
+        return list(self._instances.values())
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop()` was called."""
+        return self._stopping
+
+    def running(self, template_id: str) -> list[Workflow]:
+        """The running workflows of the template with that id."""
+        group = self._running.get(template_id)
+        return list(group.instances.values()) if group is not None else []
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._stopped.__await__()
+
+    # -- templates ---------------------------------------------------------------
+    async def load(self, template: WorkflowTemplate | dict[str, Any]) -> WorkflowTemplate:
+        """Validate and load `template`, replacing one with the same id.
+
+        Running instances of a replaced template are not touched.
+
+        Raises:
+            TemplateError: the template is invalid (see `WorkflowTemplate.validate`).
+        """
+        if isinstance(template, dict):
+            template = WorkflowTemplate.from_dict(template)
+        template.validate()
+        self.selector.add(template)
+        log.info("template %s loaded", template.uid)
+        return template
+
+    async def reload(self, templates: Iterable[WorkflowTemplate]) -> None:
+        """Replace every loaded template with `templates` (all or nothing).
+
+        Raises:
+            TemplateError: a template is invalid; nothing was changed.
+        """
+        templates = list(templates)
+        for template in templates:
+            template.validate()
+        self.selector.load(templates)
+
+    async def unload(self, template_id: str) -> WorkflowTemplate:
+        """Unload and return the template with that id.
+
+        Raises:
+            KeyError: no template has that id.
+        """
+        return self.selector.remove(template_id)
+
+    # -- starting workflows ----------------------------------------------------------
+    async def data_received(self, data: dict[str, Any] | Event, topic: str | None = None) -> list[Workflow] | None:
+        """Dispatch `data` on `topic`, then start the templates it triggers.
+
+        Returns the workflows started, or None once the engine is stopping.
+
+        Raises:
+            ValueError: `data` is neither a dict nor an Event.
+        """
+        if self._stopping:
+            return None
+        event = data if isinstance(data, Event) else Event(data, topic=topic)
+        self._broker.dispatch(event, topics=topic)
+        started = []
+        for template in self.selector.select(topic):
+            workflow = self._start(template, Event(event, topic=event.topic, source=event.source))
+            if workflow is not None:
+                started.append(workflow)
+        return started
+
+    async def trigger(self, template_id: str, data: dict[str, Any] | Event) -> Workflow | None:
+        """Start the loaded template `template_id` with `data`, policy applying.
+
+        Returns the workflow, or None (unknown template, policy said skip, or
+        the engine is stopping).
+        """
+        template = self.selector.get(template_id)
+        if template is None or self._stopping:
+            return None
+        return self._start(template, Event(data))
+
+    async def run_once(self, template: WorkflowTemplate, data: dict[str, Any] | Event) -> Workflow | None:
+        """Run `template` once with `data`, whatever its policy, without loading it.
+
+        Raises:
+            TemplateError: the template is invalid.
+        """
+        if self._stopping:
+            return None
+        template.validate()
+        workflow = Workflow(template, loop=self._loop, broker=self._broker)
+        self._track(workflow)
+        workflow.run(Event(data))
+        return workflow
+
+    async def rescue(self, template: WorkflowTemplate, report: dict[str, Any]) -> Workflow:
+        """Rebuild a workflow from its last report and run it to the end.
+
+        Raises:
+            RescueError: the report cannot be rescued (nothing is left behind).
+            TemplateError: the template is invalid.
+        """
+        template.validate()
+        workflow = Workflow(template, loop=self._loop, broker=self._broker)
+        workflow.fast_forward(report)
+        self._track(workflow)
+        return workflow
+
+    def _start(self, template: WorkflowTemplate, event: Event) -> Workflow | None:
+        group = self._running.get(template.uid)
+        running = len(group.instances) if group is not None else 0
+        decision = decide(template.policy, running, group.locked if group is not None else 0)
+        if decision is Decision.skip:
+            log.debug("template %s: skipped by policy %s", template.uid, template.policy.value)
+            return None
+        workflow = Workflow(template, loop=self._loop, broker=self._broker)
+        if decision is Decision.abort_then_start and group is not None:
+            previous = list(group.instances.values())
+            self._track(workflow)
+            self._start_after(workflow, event, previous)
+        else:
+            self._track(workflow)
+            workflow.run(event)
+        return workflow
+
+    def _start_after(self, workflow: Workflow, event: Event, previous: list[Workflow]) -> None:
+        """Cancel `previous` and run `workflow` once they are all done."""
+        left = len(previous)
+
+        def one_done(_: asyncio.Future[Any]) -> None:
+            nonlocal left
+            left -= 1
+            if left == 0 and not workflow.done():
+                workflow.run(event)
+
+        for old in previous:
+            old.cancel()
+            old.add_done_callback(one_done)
+
+    def _track(self, workflow: Workflow) -> None:
+        uid = workflow.template.uid
+        group = self._running.get(uid)
+        if group is None:
+            group = self._running[uid] = _Running()
+        group.instances[workflow.uid] = workflow
+        self._instances[workflow.uid] = workflow
+        if workflow.lock.locked():
+            group.locked += 1
+            workflow.lock.add_release_callback(lambda: self._unlocked(uid))
+        workflow.add_done_callback(self._workflow_done)
+
+    def _unlocked(self, template_id: str) -> None:
+        group = self._running.get(template_id)
+        if group is not None:
+            group.locked -= 1
+
+    def _workflow_done(self, future: asyncio.Future[Any]) -> None:
+        assert isinstance(future, Workflow)
+        uid = future.template.uid
+        self._instances.pop(future.uid, None)
+        group = self._running.get(uid)
+        if group is not None:
+            group.instances.pop(future.uid, None)
+            if not group.instances and not group.locked:
+                del self._running[uid]
+        if not future.cancelled() and future.exception() is not None:
+            log.error("[%s] workflow %s failed: %s", future.uid, uid, future.exception())
+        self._check_stopped()
+
+    # -- stopping ------------------------------------------------------------------
+    def stop(self, force: bool = False) -> Engine:
+        """Start no new workflow; with `force`, cancel the running ones.
+
+        Returns the engine, to be awaited until every workflow has ended.
+        """
+        self._stopping = True
+        if force:
+            for workflow in list(self._instances.values()):
+                workflow.cancel()
+        self._check_stopped()
+        return self
+
+    def _check_stopped(self) -> None:
+        if self._stopping and not self._instances and not self._stopped.done():
+            self._stopped.set_result(None)

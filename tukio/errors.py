@@ -1,0 +1,101 @@
+"""The one exception tree of tukio.
+
+Every error tukio raises derives from :class:`TukioError`.  Template problems
+are collected and raised together as a :class:`TemplateError`; when the
+original tukio raised a different builtin for the same problem (``KeyError``
+for a missing task name, ``TypeError`` for successors that are not a list...),
+the raised error is *also* an instance of that class, so old ``except``
+clauses keep working.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import NamedTuple
+
+
+class TukioError(Exception):
+    """Base class of every error raised by tukio."""
+
+    # Some members of the tree are also KeyErrors, whose str() is a repr.
+    __str__ = Exception.__str__
+
+
+class TemplateError(TukioError, ValueError):
+    """A workflow or task template is invalid; `problems` lists each one.
+
+    Each problem is a string that starts with where it is, e.g.
+    ``tasks[2].timeout: must be a positive number``.
+    """
+
+    def __init__(self, problems: list[str] | str) -> None:
+        if isinstance(problems, str):
+            problems = [problems]
+        self.problems: list[str] = list(problems)
+        super().__init__("; ".join(self.problems) or "invalid template")
+
+
+class DAGValidationError(TemplateError):
+    """A graph is not a directed acyclic graph (it has a cycle)."""
+
+
+class UnknownTaskName(TemplateError, KeyError):
+    """No task is registered under that name."""
+
+
+class WorkflowError(TukioError):
+    """Base class of the errors about workflows."""
+
+
+class WorkflowRootTaskError(WorkflowError, TemplateError):
+    """A workflow template does not have exactly one root task."""
+
+
+class TemplateGraphError(WorkflowError, TemplateError, KeyError):
+    """The graph of a workflow template names a task id that does not exist."""
+
+
+class RescueError(WorkflowError):
+    """A workflow cannot be rebuilt from the report it was given."""
+
+
+class Problem(NamedTuple):
+    """One problem found in a template: where, what, and the legacy class."""
+
+    where: str
+    message: str
+    kind: type[Exception] = TemplateError
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@functools.cache
+def _error_class(kinds: frozenset[type[Exception]]) -> type[TemplateError]:
+    # Drop the kinds already implied by another one, keep a stable order.
+    needed = [k for k in kinds if not any(o is not k and issubclass(o, k) for o in kinds)]
+    needed.sort(key=lambda k: (k.__module__, k.__qualname__))
+    if not any(issubclass(k, TemplateError) for k in needed):
+        needed.append(TemplateError)
+    if len(needed) == 1:
+        only = needed[0]
+        assert issubclass(only, TemplateError)
+        return only
+    # The name stays TemplateError so tracebacks read the same whatever mix.
+    return type(
+        "TemplateError",
+        tuple(needed),
+        {"__module__": __name__, "__qualname__": "TemplateError", "__str__": Exception.__str__},
+    )
+
+
+def template_error(problems: Iterable[Problem]) -> TemplateError:
+    """Build the single error that reports every problem at once.
+
+    The returned error is an instance of `TemplateError` and of the class of
+    every problem (`KeyError`, `DAGValidationError`, ...).
+    """
+    found = list(problems)
+    cls = _error_class(frozenset(p.kind for p in found))
+    return cls([str(p) for p in found])

@@ -1,0 +1,113 @@
+"""Events: the data carried by the broker, and where it comes from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Event", "EventSource"]
+
+
+class EventSource:
+    """Where an event comes from: a workflow template and execution, a task."""
+
+    __slots__ = ("_task_exec_id", "_task_template_id", "_workflow_exec_id", "_workflow_template_id")
+
+    def __init__(
+        self,
+        workflow_template_id: str | None = None,
+        workflow_exec_id: str | None = None,
+        task_template_id: str | None = None,
+        task_exec_id: str | None = None,
+    ) -> None:
+        self._workflow_template_id = workflow_template_id
+        self._workflow_exec_id = workflow_exec_id
+        self._task_template_id = task_template_id
+        self._task_exec_id = task_exec_id
+
+    @property
+    def workflow_template_id(self) -> str | None:
+        """Id of the workflow template, if any."""
+        return self._workflow_template_id
+
+    @property
+    def workflow_exec_id(self) -> str | None:
+        """Id of the workflow execution, if any."""
+        return self._workflow_exec_id
+
+    @property
+    def task_template_id(self) -> str | None:
+        """Id of the task template, if any."""
+        return self._task_template_id
+
+    @property
+    def task_exec_id(self) -> str | None:
+        """Id of the task execution, if any."""
+        return self._task_exec_id
+
+    def as_dict(self) -> dict[str, str | None]:
+        """Return the four ids as a dict."""
+        return {
+            "workflow_template_id": self._workflow_template_id,
+            "workflow_exec_id": self._workflow_exec_id,
+            "task_template_id": self._task_template_id,
+            "task_exec_id": self._task_exec_id,
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EventSource):
+            return NotImplemented
+        return self.as_dict() == other.as_dict()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.as_dict().values()))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items() if v is not None)
+        return f"EventSource({fields})"
+
+
+class Event:
+    """Data dispatched by the broker, with its topic and source.
+
+    Args:
+        data: a dict (stored as a shallow copy) or an `Event` (its data is copied).
+        topic: the topic the event was dispatched on.
+        source: an `EventSource`, or None.
+
+    Raises:
+        ValueError: `data` is not a dict or an Event, or `source` is not an
+            EventSource.
+    """
+
+    __slots__ = ("_data", "_source", "_topic")
+
+    def __init__(
+        self, data: dict[str, Any] | Event, topic: str | None = None, source: EventSource | None = None
+    ) -> None:
+        if isinstance(data, Event):
+            data = data.data
+        elif not isinstance(data, dict):
+            raise ValueError(f"event data must be a dict or an Event, not {type(data).__name__}")
+        if source is not None and not isinstance(source, EventSource):
+            raise ValueError(f"event source must be an EventSource or None, not {type(source).__name__}")
+        self._data = dict(data)
+        self._topic = topic
+        self._source = source
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The event's data (a dict the receiver may modify)."""
+        return self._data
+
+    @property
+    def topic(self) -> str | None:
+        """The topic the event was dispatched on, if any."""
+        return self._topic
+
+    @property
+    def source(self) -> EventSource | None:
+        """Where the event comes from, if known."""
+        return self._source
+
+    def __repr__(self) -> str:
+        return f"Event(data={self._data!r}, topic={self._topic!r}, source={self._source!r})"

@@ -1,0 +1,98 @@
+"""Creating tukio tasks: `new_task` and the loop's task factory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Generator
+from typing import TYPE_CHECKING, Any
+
+from tukio._loop import resolve_loop
+from tukio.task.registry import TaskRegistry
+from tukio.task.states import TaskExecState
+from tukio.task.task import TukioTask
+from tukio.utils import TimeoutHandle
+
+if TYPE_CHECKING:
+    from tukio.task.template import TaskTemplate
+    from tukio.workflow.workflow import Workflow
+
+__all__ = ["TaskExecState", "new_task", "start_task", "tukio_factory"]
+
+
+def new_task(
+    task_name: str,
+    *,
+    data: Any = None,
+    config: dict[str, Any] | None = None,
+    timeout: float | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> TukioTask:
+    """Create and schedule the task registered as `task_name`.
+
+    The holder class (if any) is built with `config`, its coroutine called
+    with `data`; the task's `inputs` are `data` (an Event's data) and the
+    timeout is armed.
+
+    Raises:
+        UnknownTaskName: nothing is registered as `task_name`.
+        TypeError: the coroutine does not take exactly one data argument.
+        Exception: whatever the holder's ``__init__`` raises.
+    """
+    task = start_task(task_name, data, config=config, loop=loop)
+    if timeout is not None:
+        TimeoutHandle(task, timeout).start()
+    return task
+
+
+def start_task(
+    task_name: str,
+    data: Any,
+    *,
+    config: dict[str, Any] | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
+    template: TaskTemplate | None = None,
+    workflow: Workflow | None = None,
+) -> TukioTask:
+    """Create the task, bind it to its template and workflow, emit 'task-begin'.
+
+    The template's timeout and topics apply. See `new_task` for what it raises.
+    """
+    klass, coro_fn = TaskRegistry.get(task_name)
+    loop = resolve_loop(loop)
+    if klass is None:
+        holder = None
+        coro = coro_fn(data)
+    else:
+        holder = klass(config)
+        coro = coro_fn(holder, data)
+    try:
+        task = TukioTask(coro, loop=loop, holder=holder)
+    except BaseException:
+        coro.close()
+        raise
+    task.started(data, template, workflow)
+    return task
+
+
+def tukio_factory(
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any],
+    **kwargs: Any,
+) -> asyncio.Task[Any]:
+    """The asyncio task factory tukio installs on a loop.
+
+    A coroutine of a registered task becomes a `TukioTask` (with its holder
+    when it is a holder's method); anything else a plain `asyncio.Task`.
+    Accepts the keyword arguments newer Pythons pass (name, context,
+    eager_start).
+    """
+    code = getattr(coro, "cr_code", None)
+    if code is not None:
+        registered, klass = TaskRegistry.holder_class(code)
+        if registered:
+            holder = None
+            if klass is not None:
+                frame = getattr(coro, "cr_frame", None)
+                holder = frame.f_locals.get("self") if frame is not None else None
+            return TukioTask(coro, loop=loop, holder=holder, **kwargs)
+    return asyncio.Task(coro, loop=loop, **kwargs)

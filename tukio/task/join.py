@@ -1,0 +1,97 @@
+"""`JoinTask`, registered as 'join': wait for several parents, merge their data."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tukio.event import Event
+from tukio.task.holder import TaskHolder
+from tukio.task.registry import register
+
+__all__ = ["JoinTask"]
+
+
+@register("join", "execute")
+class JoinTask(TaskHolder):
+    """Waits until the awaited parents have all delivered their data.
+
+    Config ``wait_for``: a count of parents, or a list of parent task ids
+    (default: every parent of the task in its workflow). The task starts with
+    its first parent's data and returns it with ``'data_stash'``, the list of
+    every awaited parent's data in arrival order. On timeout, `teardown`
+    returns what was gathered so far.
+
+    Raises (at creation):
+        TypeError: ``wait_for`` is neither a positive count nor a list of ids.
+    """
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        super().__init__(config)
+        wait_for = self.config.get("wait_for")
+        if wait_for is not None and not (
+            (isinstance(wait_for, int) and not isinstance(wait_for, bool) and wait_for >= 1)
+            or (isinstance(wait_for, list) and all(isinstance(i, str) for i in wait_for))
+        ):
+            raise TypeError(f"join: wait_for must be a positive count or a list of task ids, got {wait_for!r}")
+        self.wait_for: int | list[str] | None = wait_for
+        self.data_stash: list[Any] = []
+        self._base: dict[str, Any] = {}
+        self._remaining: set[str] | None = None
+        self._count = 0
+
+    def _accepts(self, event: Any, workflow_id: str | None) -> str | None:
+        """Return the parent id of `event` if it comes from this workflow."""
+        source = event.source if isinstance(event, Event) else None
+        if source is None or source.workflow_exec_id != workflow_id or source.task_template_id is None:
+            return None
+        return source.task_template_id
+
+    def _take(self, event: Any, workflow_id: str | None) -> None:
+        parent = self._accepts(event, workflow_id)
+        if parent is None:
+            return
+        data = event.data if isinstance(event, Event) else event
+        if self._remaining is not None:
+            if parent in self._remaining:
+                self._remaining.discard(parent)
+                self.data_stash.append(data)
+        else:
+            self._count -= 1
+            self.data_stash.append(data)
+
+    def _satisfied(self) -> bool:
+        return not self._remaining if self._remaining is not None else self._count <= 0
+
+    async def execute(self, event: Any) -> dict[str, Any]:
+        """Gather the awaited parents' data; return the first with 'data_stash'."""
+        task = asyncio.current_task()
+        workflow = getattr(task, "workflow", None)
+        template = getattr(task, "template", None)
+        wf_id = workflow.uid if workflow is not None else None
+        wait_for = self.wait_for
+        if wait_for is None and workflow is not None and template is not None:
+            wait_for = list(workflow.template.plan().parents.get(template.uid, ()))
+        if isinstance(wait_for, list):
+            self._remaining = set(wait_for)
+        else:
+            self._count = wait_for or 1
+        self._base = dict(event.data) if isinstance(event, Event) else dict(event or {})
+        self._take(event, wf_id)
+        queue = self.queue
+        assert queue is not None
+        while not self._satisfied():
+            self._take(await queue.get(), wf_id)
+        return self._result()
+
+    def _result(self) -> dict[str, Any]:
+        return {**self._base, "data_stash": list(self.data_stash)}
+
+    def report(self) -> dict[str, Any]:
+        """Report which parents are still awaited."""
+        remaining = sorted(self._remaining) if self._remaining is not None else self._count
+        return {"received": len(self.data_stash), "waiting_for": remaining}
+
+    def teardown(self) -> dict[str, Any]:
+        """Return what was gathered so far (on timeout or cancellation)."""
+        return self._result()

@@ -1,0 +1,289 @@
+"""`TukioTask`: an asyncio task that knows its template, workflow and data."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Coroutine, Generator
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from tukio.broker import EXEC_TOPIC, Broker, get_broker
+from tukio.errors import TukioError
+from tukio.event import Event, EventSource
+from tukio.task.holder import TaskHolder
+from tukio.task.states import TaskExecState
+from tukio.utils import FutureState, Listen, TimeoutHandle
+
+if TYPE_CHECKING:
+    from tukio.task.template import TaskTemplate
+    from tukio.workflow.workflow import Workflow
+
+__all__ = ["TukioTask", "TukioTaskError"]
+
+log = logging.getLogger(__name__)
+
+
+class TukioTaskError(TukioError):
+    """Raise it from a task to fail it while keeping `outputs` in its report."""
+
+    def __init__(self, outputs: Any = None, message: str | None = None) -> None:
+        super().__init__(message or "task failed")
+        self.outputs = outputs
+
+
+def utc(timestamp: float | None) -> datetime | None:
+    """Turn a `time.time()` value into an aware UTC datetime."""
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc)
+
+
+def shallow_copy(value: Any) -> Any:
+    """Copy dicts, lists and sets one level deep; give other values back as is."""
+    if isinstance(value, Event):
+        return dict(value.data)
+    if isinstance(value, (dict, list, set)):
+        return value.copy()
+    return value
+
+
+class TukioTask(asyncio.Task):  # type: ignore[type-arg]
+    """An asyncio task running a registered tukio coroutine.
+
+    Created by `new_task`, by a workflow, or by `tukio_factory` for any
+    registered coroutine scheduled on a loop that uses it.
+    """
+
+    # Class-level defaults keep rarely-set attributes out of each instance.
+    holder: Any = None
+    template: TaskTemplate | None = None
+    workflow: Workflow | None = None
+    committed = False
+    _timed_out = False
+    _suspended = False
+    _uid: str | None = None
+    _inputs: Any = None
+    _outputs: Any = None
+    _argument: Any = None
+    _end: float | None = None
+    _queue: asyncio.Queue[Event] | None = None
+    _source: EventSource | None = None
+    _listening: tuple[str | None, ...] = ()
+
+    def __init__(
+        self,
+        coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any],
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        holder: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        # Set before asyncio.Task.__init__: nothing may run before they exist.
+        if holder is not None:
+            self.holder = holder
+            if isinstance(holder, TaskHolder):
+                holder.attach(self)
+            else:
+                holder.queue = self.queue
+        self._start = time.time()
+        # A tukio task must not run before its inputs and workflow are set.
+        kwargs.pop("eager_start", None)
+        super().__init__(coro, loop=loop, **kwargs)
+        self.add_done_callback(TukioTask._on_done)
+
+    # -- identity and data -------------------------------------------------
+    @property
+    def uid(self) -> str:
+        """The holder's uid, else a uuid4 string made on first use."""
+        if self._uid is None:
+            uid = getattr(self.holder, "uid", None)
+            self._uid = uid if isinstance(uid, str) else str(uuid.uuid4())
+        return self._uid
+
+    @property
+    def inputs(self) -> Any:
+        """The data the task was started with (an Event's data, copied)."""
+        return self._inputs
+
+    @inputs.setter
+    def inputs(self, data: Any) -> None:
+        self._inputs = shallow_copy(data)
+
+    @property
+    def outputs(self) -> Any:
+        """What the task hands to its successors (a copy of its result)."""
+        return self._outputs
+
+    @outputs.setter
+    def outputs(self, data: Any) -> None:
+        self._outputs = shallow_copy(data)
+
+    @property
+    def argument(self) -> Any:
+        """The value the coroutine was called with (an Event, usually)."""
+        return self._argument
+
+    @property
+    def queue(self) -> asyncio.Queue[Event]:
+        """Events received while running (made on first use)."""
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        return self._queue
+
+    @property
+    def timed_out(self) -> bool:
+        """True once the task's timeout expired."""
+        return self._timed_out
+
+    @property
+    def future_state(self) -> FutureState:
+        """The task's state as a `FutureState`."""
+        return FutureState.of(self, timed_out=self._timed_out, suspended=self._suspended)
+
+    @property
+    def event_source(self) -> EventSource:
+        """The `EventSource` naming this task and its workflow."""
+        if self._source is None:
+            wf = self.workflow
+            self._source = EventSource(
+                workflow_template_id=wf.template.uid if wf is not None else None,
+                workflow_exec_id=wf.uid if wf is not None else None,
+                task_template_id=self.template.uid if self.template is not None else None,
+                task_exec_id=self.uid,
+            )
+        return self._source
+
+    def in_progress(self) -> bool:
+        """True while the task has not ended."""
+        return not self.done()
+
+    async def data_received(self, event: Event) -> None:
+        """Put `event` in the task's queue (a broker handler)."""
+        self.queue.put_nowait(event)
+
+    def deliver(self, event: Event) -> None:
+        """Put `event` in the task's queue now (a plain-callable handler)."""
+        self.queue.put_nowait(event)
+
+    # -- control -----------------------------------------------------------
+    def timeout(self) -> bool:
+        """End the task as timed out; return False if it had already ended."""
+        if self.done():
+            return False
+        self._timed_out = True
+        return self.cancel()
+
+    def suspend(self) -> bool:
+        """Cancel the task and mark it suspended; return False if it had ended."""
+        if self.done():
+            return False
+        self._suspended = True
+        return self.cancel()
+
+    # -- events and reports ------------------------------------------------
+    def _broker(self) -> Broker:
+        wf = self.workflow
+        return wf.broker if wf is not None else get_broker(self.get_loop())
+
+    def _exec_topics(self) -> tuple[str, ...]:
+        wf = self.workflow
+        return wf.exec_topics if wf is not None else (EXEC_TOPIC,)
+
+    def emit(self, event_type: TaskExecState | str, content: Any) -> None:
+        """Dispatch an execution event of this task on its workflow's topics."""
+        self._broker().publish(self._exec_topics(), str(event_type), content, lambda: self.event_source)
+
+    def dispatch_progress(self, data: Any, event_type: str | None = None) -> None:
+        """Dispatch a progress event ('task-progress' unless told otherwise)."""
+        self.emit(event_type or TaskExecState.progress, data)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return ``{'id','start','end','state','inputs','outputs'}``."""
+        return {
+            "id": self.uid,
+            "start": utc(self._start),
+            "end": utc(self._end),
+            "state": self.future_state.value,
+            "inputs": self._inputs,
+            "outputs": self._outputs,
+        }
+
+    def started(self, data: Any, template: TaskTemplate | None, workflow: Workflow | None) -> None:
+        """Record what the task was started with, listen, and emit 'task-begin'."""
+        self._argument = data
+        self.inputs = data.data if isinstance(data, Event) else data
+        self.template = template
+        self.workflow = workflow
+        timeout = template.timeout if template is not None else None
+        if timeout is not None:
+            TimeoutHandle(self, timeout).start()
+        if template is not None:
+            self._listen(template)
+        self.emit(TaskExecState.begin, self._inputs)
+
+    def _listen(self, template: TaskTemplate) -> None:
+        mode = template.listen
+        if mode is Listen.nothing:
+            return
+        topics: tuple[str | None, ...] = (None,) if mode is Listen.everything else tuple(template.topics or ())
+        broker = self._broker()
+        for topic in topics:
+            broker.register(self.deliver, topic)
+        self._listening = topics
+
+    def _on_done(self) -> None:
+        self._end = time.time()
+        if self._listening:
+            broker = self._broker()
+            for topic in self._listening:
+                broker.unregister(self.deliver, topic)
+        state = self.future_state
+        prefix = self._log_prefix()
+        match state:
+            case FutureState.finished:
+                result = self.result()
+                self._outputs = self._inputs if result is None else shallow_copy(result)
+                self.emit(TaskExecState.end, self._outputs)
+            case FutureState.skipped:
+                self._outputs = self._inputs
+                log.info("%s skipped: %s", prefix, self.exception())
+                self.emit(TaskExecState.skip, self._outputs)
+            case FutureState.exception:
+                exc = self.exception()
+                if isinstance(exc, TukioTaskError):
+                    self._outputs = shallow_copy(exc.outputs)
+                    log.warning("%s failed: %s", prefix, exc)
+                    self.emit(TaskExecState.error, self._outputs)
+                else:
+                    assert exc is not None
+                    log.error("%s raised %r", prefix, exc, exc_info=(type(exc), exc, exc.__traceback__))
+                    self.emit(TaskExecState.error, {"exception": exc})
+            case FutureState.timeout:
+                outputs = self._teardown()
+                self._outputs = self._inputs if outputs is None else shallow_copy(outputs)
+                log.warning("%s timed out", prefix)
+                self.emit(TaskExecState.timeout, self._outputs)
+            case _:  # cancelled or suspended
+                outputs = self._teardown()
+                if outputs is not None:
+                    self._outputs = shallow_copy(outputs)
+
+    def _teardown(self) -> Any:
+        teardown = getattr(self.holder, "teardown", None)
+        if not callable(teardown):
+            return None
+        try:
+            return teardown()
+        except Exception:
+            log.exception("%s teardown failed", self._log_prefix())
+            return None
+
+    def _log_prefix(self) -> str:
+        wf = self.workflow
+        tid = self.template.uid if self.template is not None else self.uid
+        return f"[{wf.uid}] task {tid}" if wf is not None else f"task {tid}"
+
+    def __repr__(self) -> str:
+        name = self.template.name if self.template is not None else "?"
+        return f"<TukioTask {name} {self.future_state.value}>"

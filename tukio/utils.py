@@ -1,0 +1,132 @@
+"""Small shared helpers: future states, task skipping, listen modes, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["FutureState", "Listen", "SkipTask", "TimeoutHandle"]
+
+
+class SkipTask(Exception):
+    """Raise it inside a task to skip it: its inputs flow to its successors."""
+
+    def __init__(self, reason: str | None = None) -> None:
+        super().__init__(reason or "task skipped")
+        self.reason = reason
+
+
+class FutureState(str, enum.Enum):
+    """The state of a task or workflow, as reported by `as_dict()`."""
+
+    pending = "pending"
+    cancelled = "cancelled"
+    exception = "exception"
+    finished = "finished"
+    skipped = "skipped"
+    suspended = "suspended"
+    timeout = "timeout"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def get(cls, future: asyncio.Future[Any]) -> FutureState:
+        """Return the state of `future` (a tukio task, a workflow or any future)."""
+        own = getattr(future, "future_state", None)
+        if isinstance(own, FutureState):
+            return own
+        return cls.of(future, timed_out=False, suspended=False)
+
+    @classmethod
+    def of(cls, future: asyncio.Future[Any], *, timed_out: bool, suspended: bool) -> FutureState:
+        """Compute the state of `future` given the two flags asyncio lacks."""
+        if not future.done():
+            return cls.suspended if suspended else cls.pending
+        if timed_out:
+            return cls.timeout
+        if future.cancelled():
+            return cls.suspended if suspended else cls.cancelled
+        exc = future.exception()
+        if exc is None:
+            return cls.finished
+        if isinstance(exc, SkipTask):
+            return cls.skipped
+        return cls.exception
+
+    def done(self) -> bool:
+        """True for the end states that let data flow or record a failure."""
+        return self in _DONE
+
+
+_DONE = frozenset({FutureState.finished, FutureState.skipped, FutureState.exception, FutureState.timeout})
+
+
+class Listen(enum.Enum):
+    """What a task or workflow listens to, derived from its `topics`."""
+
+    everything = "everything"
+    nothing = "nothing"
+    topics = "topics"
+
+    @classmethod
+    def get(cls, topics: list[str] | None) -> Listen:
+        """Map `topics` to a mode: None → everything, [] → nothing, a list → topics.
+
+        Raises:
+            TypeError: `topics` is neither None nor a list.
+        """
+        if topics is None:
+            return cls.everything
+        if isinstance(topics, list):
+            return cls.topics if topics else cls.nothing
+        raise TypeError(f"topics must be None or a list of strings, not {type(topics).__name__}")
+
+
+class TimeoutHandle:
+    """Ends a future after `timeout` seconds unless it is done before.
+
+    When the delay expires, the future's own `timeout()` method is called if it
+    has one (tukio tasks and workflows do), else the future is cancelled.
+    """
+
+    __slots__ = ("_future", "_handle", "_timeout")
+
+    def __init__(self, future: asyncio.Future[Any], timeout: float | None, loop: Any = None) -> None:
+        self._future = future
+        self._timeout = timeout
+        self._handle: asyncio.TimerHandle | None = None
+
+    @property
+    def timeout(self) -> float | None:
+        """The delay in seconds, or None for no timeout."""
+        return self._timeout
+
+    def start(self) -> None:
+        """Arm the timer (does nothing without a timeout or once the future is done)."""
+        if self._timeout is None or self._future.done() or self._handle is not None:
+            return
+        loop = self._future.get_loop()
+        self._handle = loop.call_later(self._timeout, self._expire)
+        self._future.add_done_callback(self._disarm)
+
+    def cancel(self) -> None:
+        """Disarm the timer."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _disarm(self, _future: asyncio.Future[Any]) -> None:
+        self.cancel()
+
+    def _expire(self) -> None:
+        self._handle = None
+        if self._future.done():
+            return
+        expire: Callable[[], Any] | None = getattr(self._future, "timeout", None)
+        if callable(expire):
+            expire()
+        else:
+            self._future.cancel()

@@ -1,0 +1,278 @@
+"""`WorkflowTemplate`: a single-root DAG of task templates, loaded from JSON."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from tukio._validation import check_workflow
+from tukio.dag import DAG
+from tukio.errors import Problem, TemplateError, UnknownTaskName, WorkflowRootTaskError, template_error
+from tukio.policy import OverrunPolicy
+from tukio.task.registry import TaskRegistry
+from tukio.task.template import TaskTemplate
+from tukio.utils import Listen
+
+__all__ = ["Plan", "WorkflowTemplate"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a running workflow needs from its template, computed once.
+
+    `error` is set instead of `root` when the template has not exactly one root.
+    """
+
+    root: TaskTemplate | None
+    error: WorkflowRootTaskError | None
+    by_id: dict[str, TaskTemplate]
+    successors: dict[str, tuple[str, ...]]
+    parents: dict[str, tuple[str, ...]]
+
+
+class WorkflowTemplate:
+    """The description of a workflow: tasks, graph, policy, topics, timeout.
+
+    Args:
+        uid: the template id (a uuid4 string when None).
+        policy: an `OverrunPolicy` or its name (the default when None).
+        topics: None: triggered by data on any topic or none; ``[]``: never
+            triggered by data; a list: by data on those topics only.
+        timeout: seconds before a running instance is cancelled (None: never).
+        schema: version of the JSON format (1).
+        title: a human-readable title.
+
+    Raises:
+        ValueError: unknown policy.
+        TypeError: `topics` is neither None nor a list.
+    """
+
+    def __init__(
+        self,
+        uid: str | None = None,
+        policy: OverrunPolicy | str | None = None,
+        topics: list[str] | None = None,
+        timeout: float | None = None,
+        schema: int | None = None,
+        title: str | None = None,
+    ) -> None:
+        self.uid = uid if uid is not None else str(uuid.uuid4())
+        self.title = title
+        self.policy = OverrunPolicy.get(policy)
+        Listen.get(topics)
+        self.topics = topics
+        self.timeout = timeout
+        self.schema = schema if schema is not None else 1
+        self.dag: DAG[TaskTemplate] = DAG()
+        self._plan: Plan | None = None
+
+    # -- structure ---------------------------------------------------------
+    @property
+    def tasks(self) -> list[TaskTemplate]:
+        """The task templates, in the order they were added."""
+        return list(self.dag.graph)
+
+    @property
+    def listen(self) -> Listen:
+        """Which data triggers the workflow, derived from `topics`."""
+        return Listen.get(self.topics)
+
+    def add(self, task_template: TaskTemplate) -> None:
+        """Add a task template.
+
+        Raises:
+            TypeError: it is not a `TaskTemplate`.
+            ValueError: it is already in the template.
+        """
+        if not isinstance(task_template, TaskTemplate):
+            raise TypeError(f"expected a TaskTemplate, got {type(task_template).__name__}")
+        if any(t.uid == task_template.uid for t in self.dag.graph):
+            raise ValueError(f"a task with id {task_template.uid!r} is already in the template")
+        self.dag.add_node(task_template)
+        self._plan = None
+
+    def delete(self, task_template: TaskTemplate) -> None:
+        """Remove a task template and its edges.
+
+        Raises:
+            KeyError: it is not in the template.
+        """
+        self.dag.delete_node(task_template)
+        self._plan = None
+
+    def link(self, up: TaskTemplate, down: TaskTemplate) -> None:
+        """Make `down` a successor of `up`.
+
+        Raises:
+            KeyError: a task is not in the template.
+            DAGValidationError: the link would close a cycle.
+        """
+        self.dag.add_edge(up, down)
+        self._plan = None
+
+    def unlink(self, up: TaskTemplate, down: TaskTemplate) -> None:
+        """Remove the link from `up` to `down`.
+
+        Raises:
+            KeyError: there is no such link.
+        """
+        self.dag.delete_edge(up, down)
+        self._plan = None
+
+    def root(self) -> TaskTemplate:
+        """Return the root task template.
+
+        Raises:
+            WorkflowRootTaskError: the template has zero or several roots.
+        """
+        roots = self.dag.root_nodes()
+        if len(roots) != 1:
+            raise WorkflowRootTaskError([self._root_problem(roots)])
+        return roots[0]
+
+    @staticmethod
+    def _root_problem(roots: list[TaskTemplate]) -> str:
+        if not roots:
+            return "graph: no root task, expected 1"
+        return f"graph: {len(roots)} root tasks ({', '.join(t.uid for t in roots)}), expected 1"
+
+    def validate(self) -> None:
+        """Check the template can run: one root, every task name registered.
+
+        Raises:
+            WorkflowRootTaskError: zero or several roots (naming them).
+            UnknownTaskName: naming every unregistered task name.
+            TemplateError: both at once (an instance of both classes above).
+        """
+        problems: list[Problem] = []
+        roots = self.dag.root_nodes()
+        if len(roots) != 1:
+            where, message = self._root_problem(roots).split(": ", 1)
+            problems.append(Problem(where, message, WorkflowRootTaskError))
+        for i, task in enumerate(self.dag.graph):
+            if not TaskRegistry.registered(task.name):
+                problems.append(Problem(f"tasks[{i}].name", f"unknown task name {task.name!r}", UnknownTaskName))
+        if problems:
+            raise template_error(problems)
+        self._plan = None
+
+    def plan(self) -> Plan:
+        """Return the execution plan (cached until the template changes)."""
+        plan = self._plan
+        if plan is None:
+            roots = self.dag.root_nodes()
+            order = {t: i for i, t in enumerate(self.dag.graph)}
+            successors = {
+                t.uid: tuple(s.uid for s in sorted(succs, key=order.__getitem__)) for t, succs in self.dag.graph.items()
+            }
+            parents: dict[str, list[str]] = {t.uid: [] for t in self.dag.graph}
+            for uid, succs in successors.items():
+                for succ in succs:
+                    parents[succ].append(uid)
+            error = None if len(roots) == 1 else WorkflowRootTaskError([self._root_problem(roots)])
+            plan = self._plan = Plan(
+                root=roots[0] if len(roots) == 1 else None,
+                error=error,
+                by_id={t.uid: t for t in self.dag.graph},
+                successors=successors,
+                parents={uid: tuple(p) for uid, p in parents.items()},
+            )
+        return plan
+
+    # -- (de)serialisation -------------------------------------------------
+    @classmethod
+    def from_dict(cls, wf_dict: dict[str, Any]) -> WorkflowTemplate:
+        """Build a template from its JSON object.
+
+        Checks the structure and reports every problem at once; zero or
+        several roots and unregistered names are accepted (see `validate`).
+
+        Raises:
+            TemplateError: listing each problem with where it is; also an
+                instance of what the original tukio raised for those problems
+                (`KeyError`, `TypeError`, `ValueError`, `DAGValidationError`,
+                `TemplateGraphError`).
+        """
+        problems = check_workflow(wf_dict)
+        if problems:
+            raise template_error(problems)
+        template = cls(
+            uid=wf_dict.get("id"),
+            policy=wf_dict.get("policy"),
+            topics=list(wf_dict["topics"]) if wf_dict.get("topics") is not None else None,
+            timeout=wf_dict.get("timeout"),
+            schema=wf_dict.get("schema"),
+            title=wf_dict.get("title"),
+        )
+        by_id: dict[str, TaskTemplate] = {}
+        for task_dict in wf_dict.get("tasks", []):
+            task = TaskTemplate.build(task_dict)
+            template.dag.add_node(task)
+            by_id[task.uid] = task
+        # The checks above ruled out unknown ids and cycles: link directly.
+        for uid, successors in wf_dict.get("graph", {}).items():
+            template.dag.graph[by_id[uid]].update(by_id[s] for s in successors)
+        return template
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> WorkflowTemplate:
+        """Build a template from JSON text.
+
+        Raises:
+            TemplateError: the text is not JSON (naming line and column) or
+                the template is invalid.
+        """
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise TemplateError(f"json: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        except (TypeError, UnicodeDecodeError) as exc:
+            raise TemplateError(f"json: {exc}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> WorkflowTemplate:
+        """Build a template from a JSON file.
+
+        Raises:
+            OSError: the file cannot be read.
+            TemplateError: as `from_json`.
+        """
+        with open(path, "rb") as f:
+            return cls.from_json(f.read())
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the JSON object of the template (`from_dict` round-trips it)."""
+        plan = self.plan()
+        return {
+            "id": self.uid,
+            "title": self.title,
+            "policy": self.policy.value,
+            "topics": self.topics,
+            "timeout": self.timeout,
+            "schema": self.schema,
+            "tasks": [task.as_dict() for task in self.dag.graph],
+            "graph": {uid: list(succs) for uid, succs in plan.successors.items()},
+        }
+
+    def copy(self) -> WorkflowTemplate:
+        """Return a deep copy with every field (same ids)."""
+        new = WorkflowTemplate(
+            uid=self.uid,
+            policy=self.policy,
+            topics=copy.copy(self.topics),
+            timeout=self.timeout,
+            schema=self.schema,
+            title=self.title,
+        )
+        clones = {task: task.copy() for task in self.dag.graph}
+        for task, succs in self.dag.graph.items():
+            new.dag.graph[clones[task]] = {clones[s] for s in succs}
+        return new
+
+    def __repr__(self) -> str:
+        return f"<WorkflowTemplate uid={self.uid!r} title={self.title!r} tasks={len(self.dag)}>"
