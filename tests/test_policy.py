@@ -1,0 +1,81 @@
+"""Overrun policies: the decision table, `new_workflow`, the workflow lock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from support import template
+
+from tukio import Event, OverrunPolicy, Workflow
+from tukio.policy import Decision, decide
+from tukio.workflow import new_workflow
+from tukio.workflow.lock import WorkflowLock
+
+
+@pytest.mark.parametrize(
+    ("policy", "running", "locked", "expected"),
+    [
+        (OverrunPolicy.start_new, 5, 5, Decision.start),
+        (OverrunPolicy.skip, 0, 0, Decision.start),
+        (OverrunPolicy.skip, 1, 0, Decision.skip),
+        (OverrunPolicy.skip_until_unlock, 3, 0, Decision.start),
+        (OverrunPolicy.skip_until_unlock, 3, 1, Decision.skip),
+        (OverrunPolicy.abort_running, 0, 0, Decision.start),
+        (OverrunPolicy.abort_running, 2, 2, Decision.abort_then_start),
+    ],
+)
+def test_decide(policy: OverrunPolicy, running: int, locked: int, expected: Decision) -> None:
+    assert decide(policy, running, locked) is expected
+
+
+def test_policy_names() -> None:
+    assert OverrunPolicy.get(None) is OverrunPolicy.skip_until_unlock
+    assert OverrunPolicy.get_default_policy() is OverrunPolicy.skip_until_unlock
+    assert OverrunPolicy.get("abort-running") is OverrunPolicy.abort_running
+    assert OverrunPolicy.get(OverrunPolicy.skip) is OverrunPolicy.skip
+    assert [p.value for p in OverrunPolicy] == ["skip", "start-new", "skip-until-unlock", "abort-running"]
+    with pytest.raises(ValueError, match="unknown overrun policy 'sometimes'"):
+        OverrunPolicy.get("sometimes")
+
+
+def test_lock_callbacks_run_once() -> None:
+    lock = WorkflowLock()
+    calls: list[str] = []
+    lock.add_release_callback(lambda: calls.append("a"))
+    lock.add_release_callback(lambda: calls.append("b"))
+    assert lock.locked()
+    lock.release()
+    lock.release()
+    assert not lock.locked()
+    assert calls == ["a", "b"]
+    lock.add_release_callback(lambda: calls.append("late"))
+    assert calls == ["a", "b", "late"]
+
+
+async def test_new_workflow_applies_the_policy(registered: Callable[..., Any]) -> None:
+    release = asyncio.Event()
+
+    async def park(event: Event) -> None:
+        await release.wait()
+
+    registered("nw-park", park)
+
+    def tmpl(policy: str) -> Any:
+        return template([("a", "nw-park")], {}, policy=policy)
+
+    running = Workflow(tmpl("skip"))
+    running.run({})
+    assert new_workflow(tmpl("skip"), [running]) is None
+    assert new_workflow(tmpl("skip-until-unlock"), [running]) is None
+    fresh = new_workflow(tmpl("start-new"), [running])
+    assert isinstance(fresh, Workflow)
+    assert not fresh.done()
+    assert new_workflow(tmpl("skip"), []) is not None
+    replacement = new_workflow(tmpl("abort-running"), [running])
+    assert replacement is not None
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    release.set()
