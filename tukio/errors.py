@@ -75,9 +75,10 @@ class Problem(NamedTuple):
 def _error_class(kinds: frozenset[type[Exception]]) -> type[TemplateError]:
     # Drop the kinds already implied by another one, keep a stable order.
     needed = [k for k in kinds if not any(o is not k and issubclass(o, k) for o in kinds)]
-    needed.sort(key=lambda k: (k.__module__, k.__qualname__))
+    # tukio's classes first, so their __init__ (which keeps `problems`) wins.
+    needed.sort(key=lambda k: (not issubclass(k, TukioError), k.__module__, k.__qualname__))
     if not any(issubclass(k, TemplateError) for k in needed):
-        needed.append(TemplateError)
+        needed.insert(0, TemplateError)
     if len(needed) == 1:
         only = needed[0]
         assert issubclass(only, TemplateError)
@@ -86,7 +87,12 @@ def _error_class(kinds: frozenset[type[Exception]]) -> type[TemplateError]:
     return type(
         "TemplateError",
         tuple(needed),
-        {"__module__": __name__, "__qualname__": "TemplateError", "__str__": Exception.__str__},
+        {
+            "__module__": __name__,
+            "__qualname__": "TemplateError",
+            "__init__": TemplateError.__init__,
+            "__str__": Exception.__str__,
+        },
     )
 
 
