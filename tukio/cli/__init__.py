@@ -1,0 +1,76 @@
+"""The ``tukio`` command: validate, show, run and draw workflows.
+
+Each command lives in its own module of this package, exposing
+``add_parser(subparsers)`` and ``run(args) -> int``; adding a command is
+adding its module name to `COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Protocol, cast
+
+import tukio
+from tukio.cli._common import EXIT_BAD_INPUT, EXIT_CODES_HELP, InputError
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+# Module names under tukio.cli, in the order `tukio --help` lists them.
+COMMANDS: tuple[str, ...] = ("validate", "show", "run", "graph")
+
+
+class Command(Protocol):
+    """What a command module provides."""
+
+    def add_parser(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        """Add the command's parser, with ``set_defaults(command=run)``."""
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Run the command; return the exit code."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the parser of ``tukio`` with every command of `COMMANDS`."""
+    parser = argparse.ArgumentParser(
+        prog="tukio",
+        description="Validate, inspect, run and draw tukio workflows.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {tukio.__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name in COMMANDS:
+        module = cast(Command, importlib.import_module(f"tukio.cli.{name}"))
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``tukio`` command line.
+
+    Args:
+        argv: the arguments (``sys.argv[1:]`` when None).
+
+    Returns:
+        The exit code: 0 success, 1 a workflow ended with a failed,
+        timed-out or cancelled task, 2 bad input.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+    command = getattr(args, "command", None)
+    if command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return int(command(args))
+    except InputError as exc:
+        print(f"tukio: error: {exc}", file=sys.stderr)
+        for line in exc.details:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT

@@ -1,0 +1,217 @@
+"""What the commands share: exit codes, the input error, loading modules and files."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import textwrap
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from tukio.errors import TemplateError
+from tukio.task.registry import TaskRegistry
+from tukio.workflow.template import WorkflowTemplate
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_CODES_HELP",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "InputError",
+    "add_command",
+    "check_runnable",
+    "first_doc_line",
+    "import_module",
+    "load_json_file",
+    "load_template",
+    "parse_data",
+    "table",
+    "tasks_of_module",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0  success
+  1  a workflow ended with a failed, timed-out or cancelled task
+  2  bad input: unreadable file, invalid template, unknown module or task, bad --data"""
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str, description: str
+) -> argparse.ArgumentParser:
+    """Add a command's parser: `summary` for ``tukio --help``, `description` wrapped, exit codes below."""
+    return subparsers.add_parser(
+        name,
+        help=summary,
+        description=textwrap.fill(description, 78),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+class InputError(Exception):
+    """Bad input from the command line; `main` prints it and exits with 2.
+
+    Args:
+        message: the first line to print.
+        details: more lines (one problem each), printed indented.
+    """
+
+    def __init__(self, message: str, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or []
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def import_module(spec: str) -> ModuleType:
+    """Import a module given as a dotted name or as the path of a ``.py`` file.
+
+    A file's folder is put first on ``sys.path`` and the file imported under
+    its stem, so that it can import its neighbours.
+
+    Raises:
+        InputError: the module cannot be found or raised while importing.
+    """
+    path = Path(spec)
+    is_file = spec.endswith(".py") or os.sep in spec or (os.altsep is not None and os.altsep in spec)
+    if is_file:
+        if not path.is_file():
+            raise InputError(f"module file not found: {spec}")
+        folder = str(path.resolve().parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        name = path.stem
+    else:
+        name = spec
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            raise InputError(f"unknown module: {spec}") from None
+        raise InputError(f"cannot import module {spec}: {_describe(exc)}") from None
+    except Exception as exc:
+        raise InputError(f"cannot import module {spec}: {_describe(exc)}") from None
+    if is_file:
+        loaded = getattr(module, "__file__", None)
+        if loaded is None or Path(loaded).resolve() != path.resolve():
+            raise InputError(f"cannot import {spec}: the name {name!r} is already taken by {loaded or module!r}")
+    return module
+
+
+def tasks_of_module(spec: str) -> tuple[ModuleType, list[str]]:
+    """Import `spec` and return it with the task names it registers.
+
+    The names registered while importing come first, in registration order;
+    when the module was already imported, the registered tasks whose code
+    lives in it are found instead.
+
+    Raises:
+        InputError: see `import_module`.
+    """
+    before = set(TaskRegistry.all())
+    module = import_module(spec)
+    entries = TaskRegistry.all()
+    names = [name for name in entries if name not in before]
+    for name, (klass, coro_fn) in entries.items():
+        owner = klass if klass is not None else coro_fn
+        if name not in names and getattr(owner, "__module__", None) == module.__name__:
+            names.append(name)
+    return module, names
+
+
+def load_json_file(path: str, what: str = "file") -> Any:
+    """Read and parse a JSON file.
+
+    Raises:
+        InputError: the file cannot be read or is not JSON (naming line and column).
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: json: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: json: {exc}") from None
+
+
+def load_template(path: str) -> WorkflowTemplate:
+    """Read a workflow template file (structure checked, names not).
+
+    Raises:
+        InputError: unreadable file, or the template's problems, one per detail line.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read workflow: {exc.strerror or exc}") from None
+    try:
+        return WorkflowTemplate.from_json(raw)
+    except TemplateError as exc:
+        raise InputError(f"{path}: invalid workflow template", [f"{path}: {p}" for p in exc.problems]) from None
+
+
+def check_runnable(template: WorkflowTemplate, path: str) -> None:
+    """Check the template has one root and only registered task names.
+
+    Raises:
+        InputError: listing every problem.
+    """
+    try:
+        template.validate()
+    except TemplateError as exc:
+        raise InputError(f"{path}: workflow cannot run", [f"{path}: {p}" for p in exc.problems]) from None
+
+
+def parse_data(text: str | None) -> dict[str, Any]:
+    """Parse the ``--data`` option: a JSON object, or ``@file.json`` holding one.
+
+    Raises:
+        InputError: not JSON, unreadable file, or not an object.
+    """
+    if text is None:
+        return {}
+    if text.startswith("@"):
+        value = load_json_file(text[1:], "data")
+        where = text[1:]
+    else:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--data: not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        where = "--data"
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: the data must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def first_doc_line(obj: Any) -> str:
+    """The first non-empty line of `obj`'s docstring ('' without one)."""
+    doc = getattr(obj, "__doc__", None) or ""
+    for line in doc.strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """Lay out rows in left-aligned columns under `header` (trailing spaces stripped)."""
+    all_rows = [list(header), *(list(r) for r in rows)]
+    widths = [max(len(r[i]) for r in all_rows) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in all_rows]
