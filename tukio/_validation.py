@@ -41,14 +41,28 @@ def _check_topics(d: Mapping[str, Any], where: str, out: list[Problem]) -> None:
             out.append(Problem(f"{where}topics[{i}]", f"must be a string, got {_type(topic)}", TypeError))
 
 
+def finite(value: int | float) -> float | None:
+    """`value` as a float, or None if it is NaN, infinite or too large for a float."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
 def check_timeout(value: Any, where: str, out: list[Problem]) -> None:
     """Check `value` is None or a positive finite number."""
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         out.append(Problem(where, f"must be a positive number, got {_type(value)}", TypeError))
-    elif not (value > 0 and math.isfinite(value)):
-        out.append(Problem(where, f"must be a positive number, got {value!r}", ValueError))
+    elif not (value > 0 and finite(value) is not None):
+        out.append(Problem(where, f"must be a positive number, got {short_repr(value)}", ValueError))
 
 
 def check_task(d: Any, where: str) -> list[Problem]:
@@ -100,23 +114,27 @@ def check_workflow(d: Any) -> list[Problem]:
     return out
 
 
-def _check_tasks(tasks: Any, out: list[Problem]) -> set[str] | None:
-    """Check the task list; return the set of task ids (None if unusable)."""
+def _check_tasks(tasks: Any, out: list[Problem]) -> dict[str, None] | None:
+    """Check the task list; return its task ids in order (None if unusable).
+
+    The ids are kept in task order (a dict, not a set) so that a cycle is
+    always reported the same way, whatever the hash seed.
+    """
     if not isinstance(tasks, list):
         out.append(Problem("tasks", f"must be a list, got {_type(tasks)}", TypeError))
         return None
-    ids: set[str] = set()
+    ids: dict[str, None] = {}
     for i, task in enumerate(tasks):
         out.extend(check_task(task, f"tasks[{i}]."))
         uid = task.get("id") if isinstance(task, Mapping) else None
         if isinstance(uid, str):
             if uid in ids:
                 out.append(Problem(f"tasks[{i}].id", f"duplicate id {uid!r}", ValueError))
-            ids.add(uid)
+            ids[uid] = None
     return ids
 
 
-def _check_graph(graph: Any, ids: set[str] | None, out: list[Problem]) -> None:
+def _check_graph(graph: Any, ids: dict[str, None] | None, out: list[Problem]) -> None:
     if not isinstance(graph, Mapping):
         out.append(Problem("graph", f"must be an object, got {_type(graph)}", TypeError))
         return

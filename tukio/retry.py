@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tukio._validation import finite, short_repr
 from tukio.errors import Problem, template_error
 
 __all__ = ["RetryPolicy", "check_retry"]
@@ -21,9 +22,9 @@ def _number(d: Mapping[str, Any], key: str, where: str, out: list[Problem], *, m
     value = d[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         out.append(Problem(f"{where}.{key}", f"must be a number, got {type(value).__name__}", TypeError))
-    elif value < minimum or (strict and value == minimum) or value != value:
+    elif finite(value) is None or value < minimum or (strict and value == minimum):
         bound = f"> {minimum}" if strict else f">= {minimum}"
-        out.append(Problem(f"{where}.{key}", f"must be {bound}, got {value!r}", ValueError))
+        out.append(Problem(f"{where}.{key}", f"must be {bound}, got {short_repr(value)}", ValueError))
 
 
 def check_retry(value: Any, where: str, out: list[Problem]) -> None:

@@ -87,12 +87,17 @@ def tukio_factory(
     eager_start).
     """
     code = getattr(coro, "cr_code", None)
-    if code is not None:
-        registered, klass = TaskRegistry.holder_class(code)
-        if registered:
-            holder = None
-            if klass is not None:
-                frame = getattr(coro, "cr_frame", None)
-                holder = frame.f_locals.get("self") if frame is not None else None
-            return TukioTask(coro, loop=loop, holder=holder, **kwargs)
-    return asyncio.Task(coro, loop=loop, **kwargs)
+    registered, klass = TaskRegistry.holder_class(code) if code is not None else (False, None)
+    if not registered:
+        return asyncio.Task(coro, loop=loop, **kwargs)
+    holder = None
+    if klass is not None:
+        frame = getattr(coro, "cr_frame", None)
+        holder = frame.f_locals.get("self") if frame is not None else None
+    try:
+        return TukioTask(coro, loop=loop, holder=holder, **kwargs)
+    except BaseException:
+        # The coroutine will never run: close it rather than leave a
+        # "never awaited" warning behind the real error.
+        coro.close()
+        raise

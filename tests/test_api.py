@@ -1,0 +1,146 @@
+"""The public surface: the import paths of SPEC.md, `__all__`, packaging."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import subprocess
+import sys
+import types
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+import tukio
+
+# "Import paths that must work" in SPEC.md: module -> names.
+IMPORT_PATHS: dict[str, list[str]] = {
+    "tukio": [
+        "Engine",
+        "TaskRegistry",
+        "TaskHolder",
+        "JoinTask",
+        "UnknownTaskName",
+        "WorkflowTemplate",
+        "Workflow",
+        "Event",
+        "EventSource",
+        "get_broker",
+        "EXEC_TOPIC",
+    ],
+    "tukio.task": [
+        "register",
+        "new_task",
+        "TaskRegistry",
+        "UnknownTaskName",
+        "TaskHolder",
+        "JoinTask",
+        "TaskTemplate",
+        "TukioTask",
+        "TukioTaskError",
+        "tukio_factory",
+    ],
+    "tukio.task.factory": ["TaskExecState"],
+    "tukio.workflow": [
+        "Workflow",
+        "WorkflowTemplate",
+        "OverrunPolicy",
+        "WorkflowExecState",
+        "WorkflowError",
+        "WorkflowRootTaskError",
+        "TemplateGraphError",
+        "RescueError",
+        "new_workflow",
+    ],
+    "tukio.broker": ["Broker", "get_broker", "EXEC_TOPIC", "workflow_exec_topics", "TopicManager"],
+    "tukio.event": ["Event", "EventSource"],
+    "tukio.dag": ["DAG", "DAGValidationError"],
+    "tukio.utils": ["FutureState", "SkipTask", "Listen", "TimeoutHandle"],
+}
+
+PAIRS = [(module, name) for module, names in IMPORT_PATHS.items() for name in names]
+
+
+@pytest.mark.parametrize(("module", "name"), PAIRS, ids=[f"{m}.{n}" for m, n in PAIRS])
+def test_import_path(module: str, name: str) -> None:
+    namespace: dict[str, object] = {}
+    exec(f"from {module} import {name}", namespace)
+    assert namespace[name] is getattr(importlib.import_module(module), name)
+
+
+def test_same_object_under_every_path() -> None:
+    for name in ("TaskRegistry", "TaskHolder", "JoinTask", "UnknownTaskName", "WorkflowTemplate", "Workflow"):
+        objects = {id(getattr(importlib.import_module(m), name)) for m, names in IMPORT_PATHS.items() if name in names}
+        assert len(objects) == 1, name
+    assert tukio.get_broker is importlib.import_module("tukio.broker").get_broker
+
+
+def isort_key(name: str) -> tuple[int, str]:
+    """The order ruff's RUF022 keeps: CONSTANTS, then Classes, then the rest."""
+    if name.isupper():
+        return 0, name
+    if name[0].isupper():
+        return 1, name
+    return 2, name
+
+
+def test_all_is_sorted() -> None:
+    assert tukio.__all__ == sorted(tukio.__all__, key=isort_key)
+    assert len(set(tukio.__all__)) == len(tukio.__all__)
+
+
+def test_all_matches_what_is_importable() -> None:
+    for name in tukio.__all__:
+        assert hasattr(tukio, name), name
+    namespace: dict[str, object] = {}
+    exec("from tukio import *", namespace)
+    assert set(namespace) - {"__builtins__"} == set(tukio.__all__)
+    public = {
+        name
+        for name, value in vars(tukio).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public == set(tukio.__all__) - {"__version__"}
+    assert "__version__" in tukio.__all__
+    assert isinstance(tukio.__version__, str)
+
+
+@pytest.mark.parametrize(
+    "module", ["tukio.task", "tukio.workflow", "tukio.broker", "tukio.event", "tukio.dag", "tukio.utils"]
+)
+def test_submodule_all_resolves(module: str) -> None:
+    mod = importlib.import_module(module)
+    for name in mod.__all__:
+        assert hasattr(mod, name), f"{module}.{name}"
+    assert mod.__all__ == sorted(mod.__all__, key=isort_key)
+
+
+def test_py_typed_and_schema_are_shipped() -> None:
+    package = resources.files("tukio")
+    assert package.joinpath("py.typed").is_file()
+    assert package.joinpath("schema", "workflow.schema.json").is_file()
+    # setup.py declares both as package data, so wheels carry them.
+    setup = Path(tukio.__file__).resolve().parent.parent / "setup.py"
+    if not setup.is_file():  # pragma: no cover - running against an installed wheel
+        pytest.skip("no setup.py next to the package")
+    tree = ast.parse(setup.read_text(encoding="utf-8"))
+    [package_data] = [
+        ast.literal_eval(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.keyword) and node.arg == "package_data"
+    ]
+    assert "py.typed" in package_data["tukio"]
+    assert "schema/*.json" in package_data["tukio"]
+
+
+def test_only_the_standard_library_is_imported() -> None:
+    code = (
+        "import sys, tukio, tukio.schema, tukio.task, tukio.workflow, tukio.broker; "
+        "print('\\n'.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    third_party = {
+        m for m in out.split() if m not in sys.stdlib_module_names and m != "tukio" and not m.startswith("_")
+    }
+    assert third_party == set()
