@@ -125,7 +125,7 @@ class Broker:
         Costs one lookup when nobody listens: `source` is only called, and the
         event only built, when a handler will receive it.
         """
-        if self._global or any(topic in self._by_topic for topic in topics):
+        if self._global or not self._by_topic.keys().isdisjoint(topics):
             self.dispatch({"type": event_type, "content": content}, topics, source())
 
     def dispatch(self, data: dict[str, Any] | Event, topics: Topics = None, source: EventSource | None = None) -> None:

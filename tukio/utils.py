@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import os
 from collections.abc import Callable
 from typing import Any
 
 __all__ = ["FutureState", "Listen", "SkipTask", "TimeoutHandle"]
+
+
+def new_uid() -> str:
+    """Return a random uuid4 string, like ``str(uuid.uuid4())`` at less than half the cost.
+
+    Every task and workflow gets one; most of `uuid.uuid4()`'s cost is the
+    `uuid.UUID` object, so the string is formatted from the random bytes
+    directly (version nibble 4, variant bits 10, 122 random bits).
+    """
+    h = os.urandom(16).hex()
+    variant = "89ab"[int(h[16], 16) & 3]
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line naming an exception: ``ValueError: boom``."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class SkipTask(Exception):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +14,7 @@ from tukio.errors import TukioError
 from tukio.event import Event, EventSource
 from tukio.task.holder import TaskHolder
 from tukio.task.states import TaskExecState
-from tukio.utils import FutureState, Listen, TimeoutHandle
+from tukio.utils import FutureState, Listen, TimeoutHandle, new_uid
 
 if TYPE_CHECKING:
     from tukio.task.template import TaskTemplate
@@ -70,6 +69,8 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
     _queue: asyncio.Queue[Event] | None = None
     _source: EventSource | None = None
     _listening: tuple[str | None, ...] = ()
+    _final_state: FutureState | None = None  # set once the task has ended
+    _ended: Callable[[TukioTask], Any] | None = None
 
     def __init__(
         self,
@@ -98,7 +99,7 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
         """The holder's uid, else a uuid4 string made on first use."""
         if self._uid is None:
             uid = getattr(self.holder, "uid", None)
-            self._uid = uid if isinstance(uid, str) else str(uuid.uuid4())
+            self._uid = uid if isinstance(uid, str) else new_uid()
         return self._uid
 
     @property
@@ -139,6 +140,8 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
     @property
     def future_state(self) -> FutureState:
         """The task's state as a `FutureState`."""
+        if self._final_state is not None:
+            return self._final_state
         return FutureState.of(self, timed_out=self._timed_out, suspended=self._suspended)
 
     @property
@@ -186,13 +189,14 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
         wf = self.workflow
         return wf.broker if wf is not None else get_broker(self.get_loop())
 
-    def _exec_topics(self) -> tuple[str, ...]:
-        wf = self.workflow
-        return wf.exec_topics if wf is not None else (EXEC_TOPIC,)
-
     def emit(self, event_type: TaskExecState | str, content: Any) -> None:
         """Dispatch an execution event of this task on its workflow's topics."""
-        self._broker().publish(self._exec_topics(), str(event_type), content, lambda: self.event_source)
+        kind = event_type.value if isinstance(event_type, TaskExecState) else str(event_type)
+        wf = self.workflow
+        if wf is not None:
+            wf.broker.publish(wf.exec_topics, kind, content, lambda: self.event_source)
+        else:
+            get_broker(self.get_loop()).publish((EXEC_TOPIC,), kind, content, lambda: self.event_source)
 
     def dispatch_progress(self, data: Any, event_type: str | None = None) -> None:
         """Dispatch a progress event ('task-progress' unless told otherwise)."""
@@ -232,13 +236,29 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
             broker.register(self.deliver, topic)
         self._listening = topics
 
+    def on_ended(self, callback: Callable[[TukioTask], Any]) -> None:
+        """Call `callback(task)` once the task has ended and its outputs are set.
+
+        It runs inside the task's own done callback, so it costs no extra
+        turn of the loop (a workflow uses it to start the successors).
+        """
+        self._ended = callback
+
     def _on_done(self) -> None:
+        try:
+            self._settle()
+        finally:
+            if self._ended is not None:
+                self._ended(self)
+
+    def _settle(self) -> None:
+        """Record the end: time, final state, outputs, and the execution event."""
         self._end = time.time()
         if self._listening:
             broker = self._broker()
             for topic in self._listening:
                 broker.unregister(self.deliver, topic)
-        state = self.future_state
+        state = self._final_state = self.future_state
         prefix = self._log_prefix()
         match state:
             case FutureState.finished:

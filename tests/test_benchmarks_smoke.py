@@ -1,0 +1,47 @@
+"""The benchmark runner works end to end at tiny sizes (no timing is checked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SCENARIOS = {
+    "chain",
+    "chain-lazy",
+    "fanout",
+    "fanout-join",
+    "trigger",
+    "scaling-same",
+    "scaling-distinct",
+    "memory",
+    "broker",
+    "exec-event",
+}
+
+
+@pytest.mark.slow
+def test_quick_run_writes_every_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--repeat", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text(encoding="utf-8"))
+    assert set(results["scenarios"]) == SCENARIOS
+    assert {row["scenario"] for row in results["results"]} == SCENARIOS
+    for row in results["results"]:
+        assert row["tukio"] > 0, row
+        assert len(row["tukio_samples"]) == 1, row
+    assert results["targets"], "the targets are evaluated"
+    assert all(isinstance(t["met"], bool) for t in results["targets"])
