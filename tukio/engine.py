@@ -5,16 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Generator, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tukio._loop import resolve_loop
 from tukio.broker import get_broker
+from tukio.errors import RescueError
 from tukio.event import Event
 from tukio.policy import Decision, decide
 from tukio.selector import WorkflowSelector
 from tukio.task.factory import tukio_factory
 from tukio.workflow.template import WorkflowTemplate
 from tukio.workflow.workflow import Workflow
+
+if TYPE_CHECKING:
+    from tukio.store.base import ExecutionInfo, Store
+    from tukio.store.journal import Journal
 
 __all__ = ["Engine"]
 
@@ -41,10 +46,18 @@ class Engine:
         selector: decides which loaded templates data triggers (a
             `WorkflowSelector` when None).
         loop: the loop to run on (the running loop when None).
+        store: journals every workflow and task transition (see
+            `tukio.store`); `recover()` resumes what a crash interrupted.
     """
 
+    _journal: Journal | None = None
+
     def __init__(
-        self, *, selector: WorkflowSelector | None = None, loop: asyncio.AbstractEventLoop | None = None
+        self,
+        *,
+        selector: WorkflowSelector | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        store: Store | None = None,
     ) -> None:
         self._loop = resolve_loop(loop)
         if self._loop.get_task_factory() is not tukio_factory:
@@ -55,6 +68,11 @@ class Engine:
         self._running: dict[str, _Running] = {}
         self._stopping = False
         self._stopped: asyncio.Future[None] = self._loop.create_future()
+        self._unrecovered: list[ExecutionInfo] = []
+        if store is not None:
+            from tukio.store.journal import Journal
+
+            self._journal = Journal(store, self._loop)
 
     # -- state -------------------------------------------------------------------
     @property
@@ -150,7 +168,7 @@ class Engine:
         if self._stopping:
             return None
         template.validate()
-        workflow = Workflow(template, loop=self._loop, broker=self._broker)
+        workflow = self._new(template)
         self._track(workflow)
         workflow.run(Event(data))
         return workflow
@@ -163,9 +181,94 @@ class Engine:
             TemplateError: the template is invalid.
         """
         template.validate()
-        workflow = Workflow(template, loop=self._loop, broker=self._broker)
+        workflow = self._new(template)
         workflow.fast_forward(report)
         self._track(workflow)
+        return workflow
+
+    def _new(self, template: WorkflowTemplate) -> Workflow:
+        return Workflow(template, loop=self._loop, broker=self._broker, journal=self._journal)
+
+    # -- the journal -----------------------------------------------------------------
+    @property
+    def store(self) -> Store | None:
+        """The store the engine journals to, or None."""
+        return self._journal.store if self._journal is not None else None
+
+    @property
+    def unrecovered(self) -> list[ExecutionInfo]:
+        """Unfinished executions the last `recover()` could not resume.
+
+        Their template is not loaded (or their report is unusable); they stay
+        in the store, and a later `recover()` picks them up once it is loaded.
+        """
+        return list(self._unrecovered)
+
+    async def flush(self) -> None:
+        """Wait until every transition recorded so far is durable in the store.
+
+        Raises:
+            JournalError: the store failed to write.
+        """
+        if self._journal is not None:
+            await self._journal.flush()
+
+    async def recover(self) -> list[Workflow]:
+        """Resume every unfinished execution of the store whose template is loaded.
+
+        Each one goes on from its journaled report with the same id: tasks
+        recorded as done are not run again, tasks that were running run again
+        (at least once per task), and the workflow runs to its end. Executions
+        of templates not loaded are logged, kept in the store and listed by
+        `unrecovered`. Executions already running in this engine are left alone.
+
+        Returns:
+            The workflows resumed.
+
+        Raises:
+            RuntimeError: the engine has no store.
+        """
+        if self._journal is None:
+            raise RuntimeError("this engine has no store: there is nothing to recover")
+        if self._stopping:
+            return []
+        store = self._journal.store
+        await self._journal.flush()  # workflows of this engine that ended are not unfinished
+        recovered: list[Workflow] = []
+        left: list[ExecutionInfo] = []
+        for info in await asyncio.to_thread(store.unfinished):
+            if info.exec_id in self._instances:
+                continue
+            template = self.selector.get(info.template_id) if info.template_id is not None else None
+            if template is None:
+                log.warning("[%s] not recovered: template %s is not loaded", info.exec_id, info.template_id)
+                left.append(info)
+                continue
+            try:
+                report = await asyncio.to_thread(store.load, info.exec_id)
+                recovered.append(self._resume(template, report))
+            except (KeyError, RescueError) as exc:
+                log.error("[%s] not recovered: %s", info.exec_id, exc)
+                left.append(info)
+        self._unrecovered = left
+        log.info("recovered %d workflow(s), %d left in the store", len(recovered), len(left))
+        return recovered
+
+    def _resume(self, template: WorkflowTemplate, report: dict[str, Any]) -> Workflow:
+        workflow = self._new(template)
+        root = template.plan().root
+        started = root is not None and any(
+            t.get("id") == root.uid and t.get("exec") is not None for t in report.get("tasks", [])
+        )
+        if started:
+            workflow.fast_forward(report)
+            self._track(workflow)
+        else:
+            # Only the trigger was recorded: run the workflow from the start, under its id.
+            workflow.uid = report["exec"]["id"]
+            self._track(workflow)
+            event = report["exec"].get("event")
+            workflow.run(Event(event) if isinstance(event, dict) else event)
         return workflow
 
     def _start(self, template: WorkflowTemplate, event: Event) -> Workflow | None:
@@ -175,7 +278,7 @@ class Engine:
         if decision is Decision.skip:
             log.debug("template %s: skipped by policy %s", template.uid, template.policy.value)
             return None
-        workflow = Workflow(template, loop=self._loop, broker=self._broker)
+        workflow = self._new(template)
         if decision is Decision.abort_then_start and group is not None:
             previous = list(group.instances.values())
             self._track(workflow)
@@ -244,4 +347,14 @@ class Engine:
 
     def _check_stopped(self) -> None:
         if self._stopping and not self._instances and not self._stopped.done():
+            if self._journal is None:
+                self._stopped.set_result(None)
+                return
+            # The last records (workflow ends) are written before the engine is done.
+            self._journal.flush().add_done_callback(self._flushed)
+
+    def _flushed(self, done: asyncio.Future[None]) -> None:
+        if done.exception() is not None:
+            log.error("journal: the last records could not be written: %s", done.exception())
+        if not self._stopped.done() and not self._instances:
             self._stopped.set_result(None)

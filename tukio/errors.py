@@ -60,6 +60,10 @@ class RescueError(WorkflowError):
     """A workflow cannot be rebuilt from the report it was given."""
 
 
+class JournalError(TukioError):
+    """The journal of an engine could not record something (see `tukio.store`)."""
+
+
 class Problem(NamedTuple):
     """One problem found in a template: where, what, and the legacy class."""
 

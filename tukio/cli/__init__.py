@@ -19,7 +19,7 @@ from tukio.cli._common import EXIT_BAD_INPUT, EXIT_CODES_HELP, InputError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 # Module names under tukio.cli, in the order `tukio --help` lists them.
-COMMANDS: tuple[str, ...] = ("validate", "show", "run", "graph")
+COMMANDS: tuple[str, ...] = ("validate", "show", "run", "graph", "inspect")
 
 
 class Command(Protocol):

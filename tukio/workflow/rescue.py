@@ -40,6 +40,8 @@ class RescuePlan:
     to_start: list[Start] = field(default_factory=list)
     # Data of further done parents for tasks that restart (joins).
     to_deliver: list[Start] = field(default_factory=list)
+    # Failed attempts of tasks that restart (retries go on counting).
+    attempts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -100,4 +102,6 @@ def plan_rescue(plan: Plan, report: Any) -> RescuePlan:
         else:
             handled[tid] = True
             result.to_start.append(item)
+            if ex is not None and isinstance(ex.get("attempts"), list) and ex["attempts"]:
+                result.attempts[tid] = list(ex["attempts"])
     return result

@@ -7,21 +7,25 @@ import contextvars
 import enum
 import logging
 import time
-import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tukio._loop import resolve_loop
 from tukio.broker import Broker, get_broker, workflow_exec_topics
+from tukio.errors import JournalError
 from tukio.event import Event, EventSource
 from tukio.task.factory import start_task
 from tukio.task.states import TaskExecState
 from tukio.task.task import TukioTask, utc
 from tukio.task.template import TaskTemplate
-from tukio.utils import FutureState, TimeoutHandle
+from tukio.utils import FutureState, TimeoutHandle, describe_error, new_uid
 from tukio.workflow.lock import WorkflowLock
 from tukio.workflow.rescue import Start, plan_rescue
+from tukio.workflow.retries import Retries, retry_error
 from tukio.workflow.states import WorkflowExecState
 from tukio.workflow.template import WorkflowTemplate
+
+if TYPE_CHECKING:
+    from tukio.store.journal import Journal
 
 __all__ = ["Workflow"]
 
@@ -37,11 +41,6 @@ class _Halt(enum.Enum):
     suspend = "suspend"
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line naming an exception: ``ValueError: boom``."""
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
 class Workflow(asyncio.Future):  # type: ignore[type-arg]
     """An execution of a `WorkflowTemplate`.
 
@@ -52,6 +51,8 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
         template: what to run.
         loop: the loop to run on (the running loop when None).
         broker: where execution events go (the loop's broker when None).
+        journal: records every transition durably (see `tukio.store`); the
+            successors of a task start only once its end is recorded.
     """
 
     # Rarely-set state lives on the class until an instance needs it.
@@ -68,8 +69,9 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
     _deferred: list[TukioTask] | None = None
     _failures: dict[str, dict[str, Any]] | None = None
     _kept: dict[str, dict[str, Any]] | None = None
-    _attempts: dict[str, list[dict[str, Any]]] | None = None
-    _retrying: dict[str, tuple[asyncio.TimerHandle, TukioTask]] | None = None
+    _retries: Retries | None = None
+    _journal: Journal | None = None
+    _holding: set[TukioTask] | None = None
 
     def __init__(
         self,
@@ -77,13 +79,16 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         broker: Broker | None = None,
+        journal: Journal | None = None,
     ) -> None:
         loop = resolve_loop(loop)
         super().__init__(loop=loop)
-        self.uid = str(uuid.uuid4())
+        self.uid = new_uid()
         self.template = template
         self.policy = template.policy
         self.broker = broker if broker is not None else get_broker(loop)
+        if journal is not None:
+            self._journal = journal
         self.lock = WorkflowLock()
         self.tasks_by_id: dict[str, TukioTask] = {}
         self._plan = template.plan()
@@ -102,9 +107,20 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
         return self._timed_out
 
     @property
+    def uid(self) -> str:
+        """The execution id (a rescued workflow takes the one of its report)."""
+        return self._uid
+
+    @uid.setter
+    def uid(self, uid: str) -> None:
+        self._uid = uid
+        # Built once per id: every execution event goes to these topics.
+        self._exec_topics = workflow_exec_topics(uid)
+
+    @property
     def exec_topics(self) -> tuple[str, str]:
         """The two topics this workflow's execution events go to."""
-        return workflow_exec_topics(self.uid)
+        return self._exec_topics
 
     @property
     def future_state(self) -> FutureState:
@@ -121,6 +137,9 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
     def run(self, event_or_dict: Event | dict[str, Any] | Any) -> TukioTask | None:
         """Start the root task with `event_or_dict`; return it (None if it failed).
 
+        With a journal, the root starts (and None is returned) once the
+        triggering data is recorded.
+
         Raises:
             RuntimeError: the workflow was already started.
         """
@@ -136,10 +155,36 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
             self._finish()
             return None
         self._arm_timeout()
+        if self._journal is not None:
+            self._run_journaled(data)
+            return None
         task = self._start_task(self._plan.root, data)
         if self._pending == 0:
             self._finish()
         return task
+
+    def _run_journaled(self, data: Any) -> None:
+        """Start the root once the triggering data is durable (write-ahead)."""
+        assert self._journal is not None
+        self._pending += 1
+
+        def start_root(error: BaseException | None) -> None:
+            self._pending -= 1
+            if error is not None:
+                self._error = error
+            elif self._halt is not _Halt.cancel:
+                assert self._plan.root is not None
+                root = self._start_task(self._plan.root, data)
+                if root is not None and self._halt is _Halt.suspend:
+                    root.suspend()
+            if self._pending == 0:
+                self._finish()
+
+        refused = self._journal.workflow_begin(self, data.data if isinstance(data, Event) else data, start_root)
+        if refused is not None:
+            self._pending -= 1
+            self._error = JournalError(refused)
+            self._finish()
 
     def fast_forward(self, report: dict[str, Any]) -> None:
         """Rebuild this workflow from its last `report()` and go on from there.
@@ -160,10 +205,14 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
         self.uid = rescue.exec_id
         self._start = rescue.start.timestamp() if rescue.start is not None else time.time()
         self._kept = rescue.kept
+        if rescue.attempts:
+            self._retries = Retries(rescue.attempts)
         self._arm_timeout()
         log.info(
             "[%s] workflow rescued: %d task(s) kept, %d restarted", self.uid, len(rescue.kept), len(rescue.to_start)
         )
+        if self._journal is not None:
+            self._journal.workflow_rescued(self, rescue.kept)
         for item in rescue.to_start:
             self._start_task(self._plan.by_id[item.task_id], self._rescue_event(item))
         for item in rescue.to_deliver:
@@ -197,7 +246,13 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
             _current.reset(token)
         self.tasks_by_id[template.uid] = task
         self._pending += 1
-        task.add_done_callback(self._on_task_done)
+        task.on_ended(self._on_task_done)
+        if self._journal is not None:
+            entry = task.as_dict()
+            attempts = self._retries.made(template.uid) if self._retries is not None else None
+            if attempts:
+                entry["attempts"] = attempts
+            self._journal.task_record(self, template.uid, entry)
         return task
 
     def _record_failure(self, template: TaskTemplate, data: Any, exc: Exception) -> None:
@@ -218,6 +273,8 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
         }
         source = EventSource(self.template.uid, self.uid, template.uid, None)
         self.broker.publish(self.exec_topics, TaskExecState.error.value, {"exception": exc}, lambda: source)
+        if self._journal is not None:
+            self._journal.task_record(self, template.uid, self._failures[template.uid])
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop:
@@ -226,6 +283,8 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
     def _on_task_done(self, task: asyncio.Future[Any]) -> None:
         assert isinstance(task, TukioTask)
         assert task.template is not None
+        if self._journal is not None and self._hold_for_journal(task):
+            return
         self._pending -= 1
         if task is self._unlock_task:
             self.lock.release()
@@ -235,9 +294,9 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
             if self._suspended is None:
                 self._suspended = {}
             self._suspended[tid] = task
-        elif self._halt is None and self._should_retry(task, state):
+        elif self._halt is None and self._should_retry(task):
             pass
-        elif state in _FLOWING:
+        elif state in _FLOWING and (self._failures is None or tid not in self._failures):
             if self._halt is None:
                 self._flow(task)
             elif self._halt is _Halt.suspend:
@@ -246,6 +305,42 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
                 self._deferred.append(task)
         if self._pending == 0 and not (self._halt is _Halt.suspend and (self._suspended or self._deferred)):
             self._finish()
+
+    def _hold_for_journal(self, task: TukioTask) -> bool:
+        """Record the end of `task`; True while the record is not durable yet.
+
+        `_on_task_done` runs again once it is: only then do successors start.
+        A task about to be retried is not held (`_should_retry` records it).
+        """
+        assert self._journal is not None
+        assert task.template is not None
+        if self._holding is not None and task in self._holding:
+            self._holding.discard(task)
+            return False
+        if self._halt is None and self._retry_error(task) is not None:
+            return False
+        tid = task.template.uid
+        entry = self._task_report(tid)
+        assert entry is not None
+        if self._holding is None:
+            self._holding = set()
+        self._holding.add(task)
+
+        def durable(error: BaseException | None) -> None:
+            if error is not None:
+                self._refuse(tid, describe_error(error))
+            self._on_task_done(task)
+
+        refused = self._journal.task_end(self, tid, entry, durable)
+        if refused is not None:
+            self._refuse(tid, refused)
+        return True
+
+    def _refuse(self, tid: str, error: str) -> None:
+        """Fail task `tid` because the journal could not record it; its branch stops."""
+        if self._failures is None:
+            self._failures = {}
+        self._failures[tid] = {"state": FutureState.exception.value, "outputs": None, "error": error}
 
     def _flow(self, task: TukioTask) -> None:
         """Start (or feed) the successors of `task` with its outputs."""
@@ -266,58 +361,43 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
             elif self._failures is None or succ not in self._failures:
                 self._start_task(self._plan.by_id[succ], data)
 
-    # -- retries ---------------------------------------------------------------
-    def _should_retry(self, task: TukioTask, state: FutureState) -> bool:
+    # -- retries (see tukio.workflow.retries) ----------------------------------
+    def _retry_error(self, task: TukioTask) -> BaseException | None:
+        if self._retries is None:
+            return retry_error(task, 0)
+        return self._retries.error_of(task)
+
+    def _should_retry(self, task: TukioTask) -> bool:
+        exc = self._retry_error(task)
+        if exc is None:
+            return False
         assert task.template is not None
-        policy = task.template.retry
-        if policy is None or state not in (FutureState.exception, FutureState.timeout):
-            return False
-        exc = (
-            task.exception()
-            if state is FutureState.exception
-            else TimeoutError(f"timed out after {task.template.timeout}s")
-        )
-        assert exc is not None
-        tid = task.template.uid
-        attempts = self._attempts.setdefault(tid, []) if self._attempts is not None else None
-        if attempts is None:
-            self._attempts = {tid: []}
-            attempts = self._attempts[tid]
-        attempt = len(attempts) + 1
-        if attempt >= policy.max_attempts or not policy.matches(exc):
-            return False
-        delay = policy.next_delay(attempt)
-        record = task.as_dict()
-        record.update(attempt=attempt, error=describe_error(exc), next_delay=delay)
-        attempts.append(record)
-        log.warning(
-            "[%s] task %s attempt %d failed (%s); retrying in %.3gs", self.uid, tid, attempt, describe_error(exc), delay
-        )
-        task.emit(TaskExecState.retry, {"attempt": attempt, "error": exc, "delay": delay})
-        if self._retrying is None:
-            self._retrying = {}
-        self._retrying[tid] = (self._loop.call_later(delay, self._retry, task), task)
+        if self._retries is None:
+            self._retries = Retries()
+        self._retries.schedule(task, exc, self._retry)
         self._pending += 1
+        if self._journal is not None:
+            # Recorded as pending: a crash before the next attempt runs it again.
+            tid = task.template.uid
+            entry = self._task_report(tid)
+            assert entry is not None
+            entry["state"] = FutureState.pending.value
+            entry.pop("error", None)
+            self._journal.task_record(self, tid, entry)
         return True
 
     def _retry(self, task: TukioTask) -> None:
         assert task.template is not None
-        assert self._retrying is not None
-        del self._retrying[task.template.uid]
         self._pending -= 1
         self._start_task(task.template, task.argument)
         if self._pending == 0:
             self._finish()
 
     def _drop_retries(self) -> list[TukioTask]:
-        if not self._retrying:
+        if self._retries is None:
             return []
-        tasks = []
-        for handle, task in self._retrying.values():
-            handle.cancel()
-            tasks.append(task)
+        tasks = self._retries.drop()
         self._pending -= len(tasks)
-        self._retrying = None
         return tasks
 
     # -- control ---------------------------------------------------------------
@@ -441,6 +521,9 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
             self._emit(WorkflowExecState.error, {"exception": self._error})
         else:
             self._emit(WorkflowExecState.end, {"state": state.value})
+        if self._journal is not None:
+            error = describe_error(self._error) if state is FutureState.exception and self._error else None
+            self._journal.workflow_end(self, state.value, error)
 
     def _emit(self, kind: WorkflowExecState, content: Any) -> None:
         self.broker.publish(self.exec_topics, kind.value, content, self._source)
@@ -477,14 +560,17 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
                 entry["reporting"] = reporter()
             if task.done() and not task.cancelled() and task.exception() is not None:
                 entry["error"] = describe_error(task.exception())  # type: ignore[arg-type]
+            if self._failures is not None and tid in self._failures:
+                entry.update(self._failures[tid])
         elif self._failures is not None and tid in self._failures:
             entry = dict(self._failures[tid])
         elif self._kept is not None and tid in self._kept:
             entry = dict(self._kept[tid])
         else:
             return None
-        if self._attempts and tid in self._attempts:
-            entry["attempts"] = list(self._attempts[tid])
+        attempts = self._retries.made(tid) if self._retries is not None else None
+        if attempts:
+            entry["attempts"] = attempts
         return entry
 
     def __repr__(self) -> str:

@@ -1,0 +1,265 @@
+"""The `Store` interface: where an engine journals its executions.
+
+A store keeps one row per workflow execution and one row per task of it.
+The engine's journal (`tukio.store.journal`) serializes the data (events,
+inputs, outputs) with the store's `serializer` on the event loop and hands the
+store ready-made records; a store only has to keep them and give reports back.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
+
+__all__ = [
+    "ExecutionInfo",
+    "ExecutionRecord",
+    "JSONSerializer",
+    "Record",
+    "Serializer",
+    "Store",
+    "TaskRecord",
+    "build_report",
+    "iso",
+    "parse_states",
+    "parse_time",
+]
+
+#: The state of an execution that has not ended.
+UNFINISHED = "pending"
+
+_S = TypeVar("_S", bound="Store")
+
+
+class Serializer(Protocol):
+    """Turns the data of executions into text (or bytes) and back."""
+
+    def dumps(self, value: Any) -> str | bytes:
+        """Return the serialized form of `value`; raise when it cannot be stored."""
+
+    def loads(self, data: str | bytes) -> Any:
+        """Return the value `data` was made from."""
+
+
+class JSONSerializer:
+    """The default serializer: strict JSON (tuples come back as lists).
+
+    Args:
+        default: called for objects JSON cannot encode (see `json.dumps`);
+            without it such objects raise `TypeError`.
+    """
+
+    def __init__(self, default: Any = None) -> None:
+        self._encoder = json.JSONEncoder(separators=(",", ":"), default=default)
+        self._decoder = json.JSONDecoder()
+
+    def dumps(self, value: Any) -> str:
+        """Encode `value` as compact JSON.
+
+        Raises:
+            TypeError: `value` holds an object JSON cannot encode.
+            ValueError: `value` holds a circular reference.
+        """
+        return self._encoder.encode(value)
+
+    def loads(self, data: str | bytes) -> Any:
+        """Decode JSON text."""
+        return self._decoder.decode(data.decode() if isinstance(data, bytes) else data)
+
+
+@dataclass(frozen=True)
+class ExecutionRecord:
+    """One write about a workflow execution (an upsert).
+
+    `template` and `event` are None in later writes: the store keeps what it has.
+    """
+
+    exec_id: str
+    template_id: str | None
+    state: str
+    start: str | None
+    end: str | None = None
+    error: str | None = None
+    template: str | bytes | None = None
+    event: str | bytes | None = None
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One write about a task of an execution (an upsert on exec_id + task_id).
+
+    `data` is the serialized ``{'inputs', 'outputs', ...}`` of the report entry.
+    """
+
+    exec_id: str
+    task_id: str
+    task_exec_id: str | None
+    state: str
+    start: str | None
+    end: str | None
+    data: str | bytes
+    error: str | None = None
+
+
+Record = ExecutionRecord | TaskRecord
+
+
+@dataclass(frozen=True)
+class ExecutionInfo:
+    """A summary of one execution, as `Store.executions` lists it."""
+
+    exec_id: str
+    template_id: str | None
+    state: str
+    start: datetime | None
+    end: datetime | None
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True once the execution ended (in any state)."""
+        return self.state != UNFINISHED
+
+
+def iso(value: datetime | None) -> str | None:
+    """Write a time as the journal stores it (sortable ISO 8601, UTC)."""
+    return None if value is None else value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """Read back an ISO 8601 time written by the journal."""
+    return datetime.fromisoformat(value) if value else None
+
+
+def parse_states(state: str | Iterable[str] | None) -> frozenset[str] | None:
+    """Normalise the `state` filter of `Store.executions`."""
+    if state is None:
+        return None
+    return frozenset((state,) if isinstance(state, str) else state)
+
+
+def build_report(
+    serializer: Serializer,
+    execution: ExecutionRecord,
+    tasks: Iterable[TaskRecord],
+) -> dict[str, Any]:
+    """Rebuild a `Workflow.report()` from what a store kept.
+
+    The report is the template's dict plus ``'exec'`` (with 'event': the
+    triggering data, and 'error' when the workflow failed); each task dict
+    gets its ``'exec'`` entry, or None when it never started.
+    """
+    template: dict[str, Any] = (
+        serializer.loads(execution.template) if execution.template is not None else {"id": execution.template_id}
+    )
+    report = dict(template)
+    report["exec"] = {
+        "id": execution.exec_id,
+        "start": parse_time(execution.start),
+        "end": parse_time(execution.end),
+        "state": execution.state,
+        "event": serializer.loads(execution.event) if execution.event is not None else None,
+    }
+    if execution.error is not None:
+        report["exec"]["error"] = execution.error
+    entries: dict[str, dict[str, Any]] = {}
+    for row in tasks:
+        entry: dict[str, Any] = {
+            "id": row.task_exec_id,
+            "start": parse_time(row.start),
+            "end": parse_time(row.end),
+            "state": row.state,
+        }
+        entry.update(serializer.loads(row.data))
+        for attempt in entry.get("attempts") or ():
+            attempt["start"], attempt["end"] = parse_time(attempt.get("start")), parse_time(attempt.get("end"))
+        if row.error is not None:
+            entry["error"] = row.error
+        entries[row.task_id] = entry
+    task_dicts = [dict(t) for t in template.get("tasks", [])]
+    for task_dict in task_dicts:
+        task_dict["exec"] = entries.pop(str(task_dict.get("id")), None)
+    report["tasks"] = task_dicts
+    return report
+
+
+class Store(abc.ABC):
+    """Keeps the journal of workflow executions.
+
+    Implementations must be safe to call from two threads (the engine writes
+    from its journal thread while the application lists or loads). Every
+    method may do I/O: from a coroutine, call them through
+    `asyncio.to_thread` when that matters.
+
+    Args:
+        serializer: encodes data for storage (`JSONSerializer` when None).
+    """
+
+    #: True when writes touch a disk: the journal then writes from a thread.
+    blocking = True
+
+    def __init__(self, serializer: Serializer | None = None) -> None:
+        self.serializer: Serializer = serializer if serializer is not None else JSONSerializer()
+
+    @abc.abstractmethod
+    def write(self, records: Sequence[Record]) -> None:
+        """Apply `records` in order, all or nothing (one transaction).
+
+        Raises:
+            Exception: the write failed; nothing of `records` was kept.
+        """
+
+    @abc.abstractmethod
+    def executions(
+        self, *, state: str | Iterable[str] | None = None, template_id: str | None = None
+    ) -> list[ExecutionInfo]:
+        """List executions, oldest first.
+
+        Args:
+            state: keep only executions in this state (or these states);
+                ``'pending'`` selects the unfinished ones.
+            template_id: keep only executions of this template.
+
+        Returns:
+            A summary of each execution.
+        """
+
+    @abc.abstractmethod
+    def load(self, exec_id: str) -> dict[str, Any]:
+        """Return the report of one execution (see `build_report`).
+
+        Raises:
+            KeyError: no execution has that id.
+        """
+
+    @abc.abstractmethod
+    def prune(self, *, before: datetime | None = None, template_id: str | None = None) -> int:
+        """Delete finished executions (any state but 'pending').
+
+        Args:
+            before: delete only those that ended before this time (aware datetime).
+            template_id: delete only executions of this template.
+
+        Returns:
+            How many executions were deleted.
+        """
+
+    def unfinished(self) -> list[ExecutionInfo]:
+        """List the executions that have not ended (what `Engine.recover` resumes)."""
+        return self.executions(state=UNFINISHED)
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release the store's resources (no-op by default)."""
+
+    def __enter__(self: _S) -> _S:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,104 @@
+"""`MemoryStore`: a journal kept in memory (tests, and services that only want reports)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from tukio.store.base import (
+    UNFINISHED,
+    ExecutionInfo,
+    ExecutionRecord,
+    Record,
+    Serializer,
+    Store,
+    TaskRecord,
+    build_report,
+    iso,
+    parse_states,
+    parse_time,
+)
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(Store):
+    """Keeps executions in dicts; nothing survives the process.
+
+    Data still goes through the serializer, so what a `MemoryStore` accepts
+    a disk store accepts too, and reports come back the same.
+
+    Args:
+        serializer: encodes data (`JSONSerializer` when None).
+    """
+
+    blocking = False
+
+    def __init__(self, serializer: Serializer | None = None) -> None:
+        super().__init__(serializer)
+        self._lock = threading.Lock()
+        self._executions: dict[str, ExecutionRecord] = {}
+        self._tasks: dict[str, dict[str, TaskRecord]] = {}
+
+    def write(self, records: Sequence[Record]) -> None:
+        """Apply `records` in order (see `Store.write`)."""
+        with self._lock:
+            for record in records:
+                if isinstance(record, TaskRecord):
+                    self._tasks.setdefault(record.exec_id, {})[record.task_id] = record
+                    continue
+                old = self._executions.get(record.exec_id)
+                if old is not None:
+                    record = replace(
+                        record,
+                        template_id=record.template_id if record.template_id is not None else old.template_id,
+                        start=record.start if record.start is not None else old.start,
+                        template=record.template if record.template is not None else old.template,
+                        event=record.event if record.event is not None else old.event,
+                    )
+                self._executions[record.exec_id] = record
+
+    def executions(
+        self, *, state: str | Iterable[str] | None = None, template_id: str | None = None
+    ) -> list[ExecutionInfo]:
+        """List executions, oldest first (see `Store.executions`)."""
+        states = parse_states(state)
+        with self._lock:
+            rows = list(self._executions.values())
+        return [
+            ExecutionInfo(r.exec_id, r.template_id, r.state, parse_time(r.start), parse_time(r.end), r.error)
+            for r in sorted(rows, key=lambda r: r.start or "")
+            if (states is None or r.state in states) and (template_id is None or r.template_id == template_id)
+        ]
+
+    def load(self, exec_id: str) -> dict[str, Any]:
+        """Return the report of one execution (see `Store.load`).
+
+        Raises:
+            KeyError: no execution has that id.
+        """
+        with self._lock:
+            execution = self._executions.get(exec_id)
+            if execution is None:
+                raise KeyError(f"no execution {exec_id!r} in the store")
+            tasks = list(self._tasks.get(exec_id, {}).values())
+        return build_report(self.serializer, execution, tasks)
+
+    def prune(self, *, before: datetime | None = None, template_id: str | None = None) -> int:
+        """Delete finished executions (see `Store.prune`)."""
+        limit = iso(before)
+        with self._lock:
+            doomed = [
+                r.exec_id
+                for r in self._executions.values()
+                if r.state != UNFINISHED
+                and (template_id is None or r.template_id == template_id)
+                and (limit is None or (r.end is not None and r.end < limit))
+            ]
+            for exec_id in doomed:
+                del self._executions[exec_id]
+                self._tasks.pop(exec_id, None)
+        return len(doomed)

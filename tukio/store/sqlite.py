@@ -1,0 +1,218 @@
+"""`SQLiteStore`: the journal in an SQLite database (standard-library `sqlite3`, WAL mode)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from tukio.store.base import (
+    UNFINISHED,
+    ExecutionInfo,
+    ExecutionRecord,
+    Record,
+    Serializer,
+    Store,
+    TaskRecord,
+    build_report,
+    iso,
+    parse_states,
+    parse_time,
+)
+
+__all__ = ["SQLiteStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS executions (
+    exec_id TEXT PRIMARY KEY,
+    template_id TEXT,
+    state TEXT NOT NULL,
+    started TEXT,
+    ended TEXT,
+    error TEXT,
+    template BLOB,
+    event BLOB
+);
+CREATE INDEX IF NOT EXISTS executions_by_state ON executions (state, template_id);
+CREATE TABLE IF NOT EXISTS tasks (
+    exec_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    task_exec_id TEXT,
+    state TEXT NOT NULL,
+    started TEXT,
+    ended TEXT,
+    data BLOB,
+    error TEXT,
+    PRIMARY KEY (exec_id, task_id)
+) WITHOUT ROWID;
+"""
+
+_UPSERT_EXECUTION = """
+INSERT INTO executions (exec_id, template_id, state, started, ended, error, template, event)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (exec_id) DO UPDATE SET
+    template_id = coalesce(excluded.template_id, template_id),
+    state = excluded.state,
+    started = coalesce(excluded.started, started),
+    ended = excluded.ended,
+    error = excluded.error,
+    template = coalesce(excluded.template, template),
+    event = coalesce(excluded.event, event)
+"""
+
+_UPSERT_TASK = """
+INSERT OR REPLACE INTO tasks (exec_id, task_id, task_exec_id, state, started, ended, data, error)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+_COLUMNS = "exec_id, template_id, state, started, ended, error"
+
+
+class SQLiteStore(Store):
+    """Keeps executions in an SQLite database file, in WAL mode.
+
+    A commit is durable against a crash of the process as soon as it returns.
+    With ``synchronous="NORMAL"`` (the default) the last commits may be lost
+    if the whole machine loses power; ``"FULL"`` syncs every commit to the
+    disk, at the cost of one fsync per commit.
+
+    Args:
+        path: the database file (created when missing).
+        serializer: encodes data (`JSONSerializer` when None).
+        synchronous: SQLite's ``synchronous`` setting, "NORMAL" or "FULL".
+
+    Raises:
+        ValueError: unknown `synchronous` value.
+        sqlite3.Error: the database cannot be opened.
+    """
+
+    blocking = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        serializer: Serializer | None = None,
+        synchronous: str = "NORMAL",
+    ) -> None:
+        super().__init__(serializer)
+        if synchronous.upper() not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
+        self.path = os.fspath(path)
+        self._lock = threading.Lock()
+        # One connection shared by the journal thread and the application,
+        # serialised by the lock.
+        self._db: sqlite3.Connection | None = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=10.0
+        )
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.executescript(_SCHEMA)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise sqlite3.ProgrammingError(f"store {self.path!r} is closed")
+        return self._db
+
+    def write(self, records: Sequence[Record]) -> None:
+        """Apply `records` in one transaction (see `Store.write`)."""
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for r in records:
+                    if isinstance(r, TaskRecord):
+                        row = (r.exec_id, r.task_id, r.task_exec_id, r.state, r.start, r.end, r.data, r.error)
+                        db.execute(_UPSERT_TASK, row)
+                    else:
+                        db.execute(
+                            _UPSERT_EXECUTION,
+                            (r.exec_id, r.template_id, r.state, r.start, r.end, r.error, r.template, r.event),
+                        )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def executions(
+        self, *, state: str | Iterable[str] | None = None, template_id: str | None = None
+    ) -> list[ExecutionInfo]:
+        """List executions, oldest first (see `Store.executions`)."""
+        where, params = self._filter(parse_states(state), template_id)
+        with self._lock:
+            rows = self._conn().execute(f"SELECT {_COLUMNS} FROM executions{where} ORDER BY started", params).fetchall()
+        return [ExecutionInfo(r[0], r[1], r[2], parse_time(r[3]), parse_time(r[4]), r[5]) for r in rows]
+
+    @staticmethod
+    def _filter(states: frozenset[str] | None, template_id: str | None) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if states is not None:
+            clauses.append(f"state IN ({', '.join('?' * len(states))})" if states else "0")
+            params.extend(sorted(states))
+        if template_id is not None:
+            clauses.append("template_id = ?")
+            params.append(template_id)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def load(self, exec_id: str) -> dict[str, Any]:
+        """Return the report of one execution (see `Store.load`).
+
+        Raises:
+            KeyError: no execution has that id.
+        """
+        with self._lock:
+            db = self._conn()
+            row = db.execute(f"SELECT {_COLUMNS}, template, event FROM executions WHERE exec_id = ?", (exec_id,))
+            found = row.fetchone()
+            if found is None:
+                raise KeyError(f"no execution {exec_id!r} in the store")
+            tasks = db.execute(
+                "SELECT task_id, task_exec_id, state, started, ended, data, error FROM tasks WHERE exec_id = ?",
+                (exec_id,),
+            ).fetchall()
+        execution = ExecutionRecord(
+            found[0], found[1], found[2], found[3], found[4], found[5], template=found[6], event=found[7]
+        )
+        records = [TaskRecord(exec_id, t[0], t[1], t[2], t[3], t[4], t[5], t[6]) for t in tasks]
+        return build_report(self.serializer, execution, records)
+
+    def prune(self, *, before: datetime | None = None, template_id: str | None = None) -> int:
+        """Delete finished executions (see `Store.prune`)."""
+        clauses = ["state != ?"]
+        params: list[Any] = [UNFINISHED]
+        if before is not None:
+            clauses.append("ended < ?")
+            params.append(iso(before))
+        if template_id is not None:
+            clauses.append("template_id = ?")
+            params.append(template_id)
+        where = " AND ".join(clauses)
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(f"DELETE FROM tasks WHERE exec_id IN (SELECT exec_id FROM executions WHERE {where})", params)
+                count = db.execute(f"DELETE FROM executions WHERE {where}", params).rowcount
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        return count
+
+    def close(self) -> None:
+        """Close the database (idempotent); the store cannot be used afterwards."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {self.path!r}>"
