@@ -1,12 +1,15 @@
 """How much a durable journal costs: a chain of no-op tasks with and without a store.
 
-Runs a chain of 1,000 no-op tasks on an in-memory engine and on an engine
-journaling to a `SQLiteStore` (WAL mode, a fresh file per run), alternating
-the two, and prints the median time of each and their ratio. In the chain
-every task waits for its parent's end to be committed, so this measures the
-worst case of the write-ahead rule: one commit per task, nothing to batch.
+Runs the same work on an in-memory engine and on an engine journaling to a
+`SQLiteStore` (WAL mode, a fresh file per run), alternating the two, and
+prints the median time of each and their ratio, for:
 
-    python benchmarks/durable.py [--tasks 1000] [--runs 5]
+- one chain of 1,000 no-op tasks: every task waits for its parent's end to
+  be committed, so this is the worst case of the write-ahead rule (one
+  commit per task, nothing to batch);
+- 200 chains of 10 no-op tasks running at once: their records share commits.
+
+    python benchmarks/durable.py [--tasks 1000] [--concurrent 200] [--runs 5]
 """
 
 from __future__ import annotations
@@ -35,45 +38,54 @@ def chain(n: int) -> WorkflowTemplate:
     return WorkflowTemplate.from_dict({"id": "durable-chain", "tasks": tasks, "graph": graph})
 
 
-async def one_run(template: WorkflowTemplate, store: SQLiteStore | None) -> float:
-    """Seconds to run the chain once, from trigger to the end being durable."""
+async def one_run(template: WorkflowTemplate, store: SQLiteStore | None, workflows: int) -> float:
+    """Seconds to run `workflows` instances of the template at once, until all are durable."""
     engine = Engine(store=store)
     start = time.perf_counter()
-    workflow = await engine.run_once(template, {"n": 0})
-    assert workflow is not None
-    await workflow
+    started = [await engine.run_once(template, {"n": i}) for i in range(workflows)]
+    await asyncio.gather(*(wf for wf in started if wf is not None))
     await engine.stop()
     return time.perf_counter() - start
 
 
-async def main(n: int, runs: int) -> tuple[float, float]:
-    """Return the median seconds without and with a store."""
-    template = chain(n)
+async def compare(template: WorkflowTemplate, workflows: int, runs: int) -> tuple[float, float]:
+    """Median seconds without and with a store, the two alternating."""
     memory: list[float] = []
     durable: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        await one_run(template, None)  # warm-up
+        await one_run(template, None, workflows)  # warm-up
         for i in range(runs):
-            memory.append(await one_run(template, None))
+            memory.append(await one_run(template, None, workflows))
             store = SQLiteStore(Path(tmp) / f"run-{i}.db")
             try:
-                durable.append(await one_run(template, store))
+                durable.append(await one_run(template, store, workflows))
             finally:
                 store.close()
     return statistics.median(memory), statistics.median(durable)
 
 
+def show(title: str, mem: float, dur: float) -> None:
+    print(title)
+    print(f"  in memory:       {mem * 1000:8.1f} ms")
+    print(f"  SQLiteStore:     {dur * 1000:8.1f} ms")
+    print(f"  ratio:           {dur / mem:8.2f}x")
+
+
+async def main(tasks: int, concurrent: int, runs: int) -> None:
+    mem, dur = await compare(chain(tasks), 1, runs)
+    show(f"one chain of {tasks} no-op tasks (the worst case), median of {runs} interleaved runs", mem, dur)
+    mem, dur = await compare(chain(10), concurrent, runs)
+    show(f"{concurrent} chains of 10 no-op tasks at once (commits shared), median of {runs}", mem, dur)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--concurrent", type=int, default=200)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     register(TASK)(noop)
     try:
-        mem, dur = asyncio.run(main(args.tasks, args.runs))
+        asyncio.run(main(args.tasks, args.concurrent, args.runs))
     finally:
         TaskRegistry.unregister(TASK)
-    print(f"chain of {args.tasks} no-op tasks, median of {args.runs} interleaved runs")
-    print(f"in memory:       {mem * 1000:8.1f} ms")
-    print(f"SQLiteStore:     {dur * 1000:8.1f} ms")
-    print(f"ratio:           {dur / mem:8.2f}x")

@@ -45,3 +45,20 @@ def test_quick_run_writes_every_scenario(tmp_path: Path) -> None:
         assert len(row["tukio_samples"]) == 1, row
     assert results["targets"], "the targets are evaluated"
     assert all(isinstance(t["met"], bool) for t in results["targets"])
+
+
+@pytest.mark.slow
+def test_durable_benchmark_runs_both_cases(tmp_path: Path) -> None:
+    script = ROOT / "benchmarks" / "durable.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--tasks", "20", "--concurrent", "5", "--runs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "one chain of 20 no-op tasks" in done.stdout
+    assert "5 chains of 10 no-op tasks at once" in done.stdout
+    assert done.stdout.count("ratio:") == 2
