@@ -61,4 +61,4 @@ def test_durable_benchmark_runs_both_cases(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "one chain of 20 no-op tasks" in done.stdout
     assert "5 chains of 10 no-op tasks at once" in done.stdout
-    assert done.stdout.count("ratio:") == 2
+    assert done.stdout.count("ratio:") == 4

@@ -7,6 +7,7 @@ import pickle
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
@@ -16,11 +17,12 @@ from typing import Any
 import pytest
 from support import template
 
+import tukio.store.sqlite as sqlite_store
 from tukio import Engine, Event, JoinTask, WorkflowTemplate
 from tukio.cli import main as cli_main
 from tukio.errors import JournalError
 from tukio.store import MemoryStore, SQLiteStore, Store
-from tukio.store.base import Record
+from tukio.store.base import Record, TaskRecord
 
 RUNS: Counter[str] = Counter()
 GATES: dict[str, asyncio.Event] = {}
@@ -46,9 +48,16 @@ class PickleSerializer:
         return pickle.loads(data)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-full"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    made: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "journal.db")
+    """Each way the journal writes: on the loop (memory, SQLite) or from its thread (SQLite FULL)."""
+    made: Store
+    if request.param == "memory":
+        made = MemoryStore()
+    elif request.param == "sqlite":
+        made = SQLiteStore(tmp_path / "journal.db")
+    else:
+        made = SQLiteStore(tmp_path / "journal.db", synchronous="FULL")
     with made:
         yield made
 
@@ -351,3 +360,127 @@ def test_durable_service_example_recovers_the_crashed_order() -> None:
     assert "charging order 1" in lines
     assert "shipping order 2" in lines
     assert sorted(lines[-2:]) == ["journal: order 1 finished, shipped=True", "journal: order 2 finished, shipped=True"]
+
+
+class BusyStore(MemoryStore):
+    """Refuses the first `busy` writes on the loop; logs which thread wrote each batch."""
+
+    def __init__(self, busy: int) -> None:
+        super().__init__()
+        self.busy = busy
+        self.log: list[tuple[str, int]] = []
+
+    def write_nowait(self, records: Sequence[Record]) -> bool:
+        if self.busy:
+            self.busy -= 1
+            return False
+        return super().write_nowait(records)
+
+    def write(self, records: Sequence[Record]) -> None:
+        self.log.append((threading.current_thread().name, len(records)))
+        super().write(records)
+
+
+async def test_a_busy_store_is_written_from_the_thread_then_from_the_loop_again(step: str) -> None:
+    store = BusyStore(busy=2)
+    engine = Engine(store=store)
+    wf = await engine.run_once(chain(step), {"v": 0})
+    assert wf is not None
+    await asyncio.wait_for(wf, 5)
+    await engine.stop()
+    writers = [name for name, _ in store.log]
+    # The trigger and the end of 'a' were refused on the loop: the thread wrote them, in order,
+    # and once nothing was left in flight the loop wrote again.
+    assert writers[:2] == ["tukio-journal", "tukio-journal"]
+    assert set(writers[2:]) == {threading.current_thread().name}
+    assert states(store.load(wf.uid)) == {"a": "finished", "b": "finished", "c": "finished"}
+    assert store.load(wf.uid)["exec"]["state"] == "finished"
+
+
+class FailingStore(MemoryStore):
+    """Fails every write after the first `good` ones."""
+
+    def __init__(self, good: int) -> None:
+        super().__init__()
+        self.good = good
+
+    def write(self, records: Sequence[Record]) -> None:
+        if self.good == 0:
+            raise OSError("disk full")
+        self.good -= 1
+        super().write(records)
+
+
+async def test_a_failed_journal_write_fails_the_task_and_stops_its_branch(
+    step: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FailingStore(good=1)  # the trigger is written, the end of 'a' is not
+    engine = Engine(store=store)
+    wf = await engine.run_once(chain(step), {"v": 0})
+    assert wf is not None
+    await asyncio.wait_for(wf, 5)
+    await engine.stop()
+    report = wf.report()
+    assert states(report) == {"a": "exception", "b": None, "c": None}
+    assert "journal write failed" in report["tasks"][0]["exec"]["error"]
+    assert "disk full" in report["tasks"][0]["exec"]["error"]
+    assert RUNS["a"] == 1
+    assert RUNS["b"] == 0
+    assert "writing 1 record(s)" in caplog.text
+
+
+def _record(task_id: str) -> TaskRecord:
+    return TaskRecord("exec-1", task_id, None, "finished", None, None, "{}")
+
+
+def test_sqlite_write_nowait_refuses_when_the_database_is_locked(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    with SQLiteStore(path) as store:
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+            assert store.write_nowait([_record("a")]) is False
+            assert store.write_nowait([_record("a"), _record("b")]) is False
+            other.execute("ROLLBACK")
+            assert store.write_nowait([_record("a"), _record("b")]) is True
+        finally:
+            other.close()
+        rows = store._conn().execute("SELECT task_id FROM tasks ORDER BY task_id").fetchall()
+        assert rows == [("a",), ("b",)]
+        with store._lock:  # a long read in another thread: the loop does not wait for it
+            assert store.write_nowait([_record("c")]) is False
+
+
+def test_sqlite_write_nowait_raises_real_errors_and_keeps_nothing(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "bad.db") as store:
+        bad = TaskRecord("exec-1", "x", None, None, None, None, "{}")  # type: ignore[arg-type]
+        with pytest.raises(sqlite3.IntegrityError):
+            store.write_nowait([_record("a"), bad])
+        with pytest.raises(sqlite3.IntegrityError):
+            store.write_nowait([bad])
+        count = store._conn().execute("SELECT count(*) FROM tasks").fetchone()
+        assert count == (0,)
+
+
+def test_sqlite_full_never_writes_on_the_loop(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "full.db", synchronous="FULL") as store:
+        assert store.write_nowait([_record("a")]) is False
+    with SQLiteStore(tmp_path / "normal.db", write_on_loop=False) as store:
+        assert store.write_nowait([_record("a")]) is False
+        store.write([_record("a")])
+        assert store._conn().execute("SELECT task_id FROM tasks").fetchall() == [("a",)]
+    with MemoryStore() as memory:
+        assert memory.write_nowait([_record("a")]) is True
+
+
+def test_sqlite_checkpoints_the_wal_in_the_background(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY", 50)
+    path = tmp_path / "wal.db"
+    with SQLiteStore(path) as store:
+        before = path.stat().st_size
+        for i in range(200):
+            assert store.write_nowait([_record(f"t{i}")]) is True
+        assert store._checkpointer is not None
+        store._checkpointer.join()
+        # The rows were copied from the WAL into the database file.
+        assert path.stat().st_size > before

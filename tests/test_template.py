@@ -752,3 +752,16 @@ def test_several_bad_retry_fields_at_once() -> None:
         "tasks[0].retry.backoff",
         "tasks[0].retry.on",
     ]
+
+
+def test_a_long_list_of_problems_is_cut_in_the_message_but_kept_whole() -> None:
+    tasks = [{"id": f"t{i}", "timeout": -1} for i in range(30)]
+    with pytest.raises(TemplateError) as info:
+        WorkflowTemplate.from_dict({"tasks": tasks, "graph": {}})
+    problems = info.value.problems
+    assert len(problems) == 60  # a missing name and a bad timeout for each task
+    message = str(info.value)
+    assert message.startswith("tasks[0].name: missing")
+    assert message.count(";") == 20
+    assert message.endswith("; and 40 more problems (see .problems)")
+    assert all(p not in message for p in problems[20:])

@@ -22,18 +22,27 @@ class TukioError(Exception):
     __str__ = Exception.__str__
 
 
+#: How many problems the message of a `TemplateError` spells out; `problems` keeps them all.
+SHOWN_PROBLEMS = 20
+
+
 class TemplateError(TukioError, ValueError):
     """A workflow or task template is invalid; `problems` lists each one.
 
     Each problem is a string that starts with where it is, e.g.
-    ``tasks[2].timeout: must be a positive number``.
+    ``tasks[2].timeout: must be a positive number``. The message shows the
+    first `SHOWN_PROBLEMS` and counts the others.
     """
 
     def __init__(self, problems: list[str] | str) -> None:
         if isinstance(problems, str):
             problems = [problems]
         self.problems: list[str] = list(problems)
-        super().__init__("; ".join(self.problems) or "invalid template")
+        shown = "; ".join(self.problems[:SHOWN_PROBLEMS]) or "invalid template"
+        hidden = len(self.problems) - SHOWN_PROBLEMS
+        if hidden > 0:
+            shown += f"; and {hidden} more problem{'s' if hidden > 1 else ''} (see .problems)"
+        super().__init__(shown)
 
 
 class DAGValidationError(TemplateError):

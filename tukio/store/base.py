@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 __all__ = [
     "ExecutionInfo",
@@ -72,8 +72,7 @@ class JSONSerializer:
         return self._decoder.decode(data.decode() if isinstance(data, bytes) else data)
 
 
-@dataclass(frozen=True)
-class ExecutionRecord:
+class ExecutionRecord(NamedTuple):
     """One write about a workflow execution (an upsert).
 
     `template` and `event` are None in later writes: the store keeps what it has.
@@ -89,11 +88,11 @@ class ExecutionRecord:
     event: str | bytes | None = None
 
 
-@dataclass(frozen=True)
-class TaskRecord:
+class TaskRecord(NamedTuple):
     """One write about a task of an execution (an upsert on exec_id + task_id).
 
     `data` is the serialized ``{'inputs', 'outputs', ...}`` of the report entry.
+    (A named tuple: a task end makes one, and they are cheaper than dataclasses.)
     """
 
     exec_id: str
@@ -128,7 +127,11 @@ class ExecutionInfo:
 
 def iso(value: datetime | None) -> str | None:
     """Write a time as the journal stores it (sortable ISO 8601, UTC)."""
-    return None if value is None else value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    if value is None:
+        return None
+    if value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    return value.isoformat(timespec="microseconds")
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -200,7 +203,8 @@ class Store(abc.ABC):
         serializer: encodes data for storage (`JSONSerializer` when None).
     """
 
-    #: True when writes touch a disk: the journal then writes from a thread.
+    #: True when writes may wait for a disk or a lock: the journal then
+    #: commits from a thread, unless `write_nowait` says it can do better.
     blocking = True
 
     def __init__(self, serializer: Serializer | None = None) -> None:
@@ -213,6 +217,24 @@ class Store(abc.ABC):
         Raises:
             Exception: the write failed; nothing of `records` was kept.
         """
+
+    def write_nowait(self, records: Sequence[Record]) -> bool:
+        """Apply `records` now if that cannot wait for a disk or a lock; else do nothing.
+
+        The journal calls it on the event loop and falls back to `write` on a
+        thread when it returns False. The default writes only when `blocking`
+        is False.
+
+        Returns:
+            True when `records` were applied, False when nothing was tried.
+
+        Raises:
+            Exception: the write was tried and failed; nothing of `records` was kept.
+        """
+        if self.blocking:
+            return False
+        self.write(records)
+        return True
 
     @abc.abstractmethod
     def executions(

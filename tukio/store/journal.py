@@ -1,12 +1,14 @@
 """`Journal`: what an engine's workflows do, written to a `Store` in order and in batches.
 
 The journal serializes on the event loop (so a value that cannot be stored is
-caught where it is produced, and later mutations cannot tear a record), then
-hands batches to a writer: a dedicated thread for stores that touch a disk,
-the loop itself for in-memory stores. Records go out in the order they were
-made; a record asked for as *durable* gets a future that is resolved once its
-batch (and every batch before it) is committed. Other records ride along with
-the next durable one, or are written after `LAZY_DELAY` at the latest.
+caught where it is produced, and later mutations cannot tear a record). A
+record asked for as *durable* is committed at the end of the current turn of
+the loop, together with every other record made in that turn (group commit);
+its callback runs once the commit returns. The commit happens on the loop
+when the store can do it without blocking (`Store.write_nowait`), otherwise
+on a dedicated writer thread; batches are committed in the order they were
+made either way. Records nobody waits for ride along with the next durable
+one, or are written after `LAZY_DELAY` at the latest.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ IDLE_EXIT = 1.0
 
 #: Called in the loop once a durable record is committed: with None, or the write error.
 Then = Callable[[BaseException | None], None]
+#: A task's report entry, or a function that makes it when it is written (None: nothing to write).
+Entry = dict[str, Any] | Callable[[], dict[str, Any] | None]
 _COLUMN_KEYS = frozenset({"id", "start", "end", "state", "error"})
 
 
@@ -106,14 +110,27 @@ def commit(store: Store, batch: list[Record]) -> BaseException | None:
     return None
 
 
+def commit_nowait(store: Store, batch: list[Record]) -> bool | BaseException:
+    """Write `batch` to `store` if it needs no waiting: True, False (not tried) or the error."""
+    if not batch:
+        return True
+    try:
+        return store.write_nowait(batch)
+    except Exception as exc:
+        log.exception("journal: writing %d record(s) to %r failed", len(batch), store)
+        return exc
+
+
 class Journal:
     """Records workflow and task transitions of one engine in a `Store`.
 
-    Durable records (task ends, workflow begins) are handed to the writer at
-    once; the writer commits everything that queued up meanwhile in the same
-    transaction (group commit). Other records wait for the next durable one
-    or for `LAZY_DELAY`; a later record of the same task replaces a waiting
-    one (the batch is committed as a whole, so only the last state matters).
+    Durable records (task ends, workflow begins) are committed at the end of
+    the turn of the loop that made them, with everything else recorded
+    meanwhile (group commit): on the loop when the store allows it, else by
+    the writer thread, which also folds together batches that queued up
+    while it was busy. Other records wait for the next durable one or for
+    `LAZY_DELAY`; a later record of the same task replaces a waiting one (a
+    batch is committed as a whole, so only the last state matters).
 
     Args:
         store: where records go.
@@ -125,29 +142,54 @@ class Journal:
         self._loop = loop
         self._dumps: Callable[[Any], str | bytes] = store.serializer.dumps
         self._batch: list[Record] = []
-        self._lazy: dict[tuple[str, str], tuple[Workflow, dict[str, Any]]] = {}
+        self._lazy: dict[tuple[str, str], tuple[Workflow, Entry]] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._writer = _Writer(store, loop) if store.blocking else None
+        self._writer: _Writer | None = None
+        self._waiters: list[Then] = []
+        self._due = False  # a commit is scheduled for the end of this turn
+        self._in_thread = 0  # batches handed to the writer thread, not committed yet
         self._templates: dict[str | None, tuple[Plan, str | bytes]] = {}
 
     # -- batching --------------------------------------------------------------
     def _later(self) -> None:
+        # One timer at a time, never cancelled: a submit in between leaves it
+        # with nothing to do, which costs less than a timer per record.
         if self._timer is None:
-            self._timer = self._loop.call_later(LAZY_DELAY, self._submit, [])
+            self._timer = self._loop.call_later(LAZY_DELAY, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self._batch or self._lazy:
+            self._submit([])
 
     def _submit(self, waiters: list[Then]) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        for (_, tid), (workflow, entry) in self._lazy.items():
-            self._batch.append(self._task(workflow, tid, entry)[0])
+        """Commit everything recorded so far at the end of this turn, then call `waiters`."""
+        self._waiters.extend(waiters)
+        if not self._due:
+            self._due = True
+            self._loop.call_soon(self._commit)
+
+    def _commit(self) -> None:
+        self._due = False
+        for (_, tid), (workflow, lazy) in self._lazy.items():
+            entry = lazy() if callable(lazy) else lazy
+            if entry is not None:
+                self._batch.append(self._task(workflow, tid, entry)[0])
         self._lazy.clear()
         batch, self._batch = self._batch, []
-        if self._writer is not None:
-            self._writer.submit(batch, waiters)
-        else:
-            # Callbacks never run inside the call that recorded: same order as a thread.
-            self._loop.call_soon(_resolve, waiters, commit(self.store, batch))
+        waiters, self._waiters = self._waiters, []
+        if self._in_thread == 0:  # else this batch must wait for the earlier ones
+            done = commit_nowait(self.store, batch)
+            if done is not False:
+                _resolve(waiters, None if done is True else done)
+                return
+        if self._writer is None:
+            self._writer = _Writer(self.store, self._loop)
+        self._in_thread += 1
+        self._writer.submit(batch, [self._landed, *waiters])
+
+    def _landed(self, error: BaseException | None) -> None:
+        self._in_thread -= 1
 
     def flush(self) -> asyncio.Future[None]:
         """Return a future resolved once everything recorded so far is committed.
@@ -215,11 +257,14 @@ class Journal:
         self._batch.append(ExecutionRecord(workflow.uid, workflow.template.uid, state, None, _now(), error))
         self._later()
 
-    def task_record(self, workflow: Workflow, tid: str, entry: dict[str, Any]) -> None:
+    def task_record(self, workflow: Workflow, tid: str, entry: Entry) -> None:
         """Record the report entry of task `tid`; nobody waits for it.
 
-        It is serialized when written: data that cannot be stored then is
-        logged and the task recorded as failed.
+        `entry` may be a function making the entry, called only if the record
+        is still due when the batch is written (a task that ends first is
+        recorded by `task_end` instead). The entry is serialized when written:
+        data that cannot be stored then is logged and the task recorded as
+        failed.
         """
         self._lazy[workflow.uid, tid] = (workflow, entry)
         self._later()

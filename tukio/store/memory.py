@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -52,8 +51,7 @@ class MemoryStore(Store):
                     continue
                 old = self._executions.get(record.exec_id)
                 if old is not None:
-                    record = replace(
-                        record,
+                    record = record._replace(
                         template_id=record.template_id if record.template_id is not None else old.template_id,
                         start=record.start if record.start is not None else old.start,
                         template=record.template if record.template is not None else old.template,

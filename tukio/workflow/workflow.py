@@ -248,11 +248,8 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
         self._pending += 1
         task.on_ended(self._on_task_done)
         if self._journal is not None:
-            entry = task.as_dict()
-            attempts = self._retries.made(template.uid) if self._retries is not None else None
-            if attempts:
-                entry["attempts"] = attempts
-            self._journal.task_record(self, template.uid, entry)
+            tid = template.uid
+            self._journal.task_record(self, tid, lambda: self._task_report(tid))
         return task
 
     def _record_failure(self, template: TaskTemplate, data: Any, exc: Exception) -> None:
