@@ -93,32 +93,29 @@ class _Writer:
                     break
                 batch.extend(more)
                 waiters.extend(more_waiters)
-            error = commit(self._store, batch)
+            done = commit(self._store, batch)
+            error = done if isinstance(done, BaseException) else None
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 self._loop.call_soon_threadsafe(_resolve, waiters, error)
 
 
-def commit(store: Store, batch: list[Record]) -> BaseException | None:
-    """Write `batch` to `store`; return the error instead of raising it."""
+def commit(store: Store, batch: list[Record], *, nowait: bool = False) -> bool | BaseException:
+    """Write `batch` to `store`; return the error instead of raising it.
+
+    Returns:
+        True once written; False when `nowait` and the store declined to
+        write without waiting (`Store.write_nowait`); else the write error.
+    """
     if not batch:
-        return None
+        return True
     try:
+        if nowait:
+            return store.write_nowait(batch)
         store.write(batch)
     except Exception as exc:
         log.exception("journal: writing %d record(s) to %r failed", len(batch), store)
         return exc
-    return None
-
-
-def commit_nowait(store: Store, batch: list[Record]) -> bool | BaseException:
-    """Write `batch` to `store` if it needs no waiting: True, False (not tried) or the error."""
-    if not batch:
-        return True
-    try:
-        return store.write_nowait(batch)
-    except Exception as exc:
-        log.exception("journal: writing %d record(s) to %r failed", len(batch), store)
-        return exc
+    return True
 
 
 class Journal:
@@ -179,7 +176,7 @@ class Journal:
         batch, self._batch = self._batch, []
         waiters, self._waiters = self._waiters, []
         if self._in_thread == 0:  # else this batch must wait for the earlier ones
-            done = commit_nowait(self.store, batch)
+            done = commit(self.store, batch, nowait=True)
             if done is not False:
                 _resolve(waiters, None if done is True else done)
                 return
