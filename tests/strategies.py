@@ -93,7 +93,7 @@ def valid_templates(draw: st.DrawFn, max_tasks: int = 4) -> dict[str, Any]:
         "policy": st.none() | st.sampled_from(POLICIES),
         "topics": topic_lists,
         "timeout": timeouts,
-        "schema": st.none() | st.just(1),
+        "schema": st.none() | st.integers(min_value=1, max_value=2**31),
     }
     for key in draw(st.lists(st.sampled_from(list(optional)), unique=True)):
         template[key] = draw(optional[key])
@@ -221,7 +221,10 @@ _BAD_TOP = [
     ("policy", text(max_size=5).filter(lambda s: s not in POLICIES) | st.integers()),
     ("topics", text(max_size=3) | st.integers() | st.lists(st.integers(), min_size=1, max_size=2)),
     ("timeout", _not_positive),
-    ("schema", st.integers().filter(lambda n: n != 1) | text(max_size=2) | st.booleans()),
+    (
+        "schema",
+        st.integers(max_value=0) | st.floats().filter(lambda f: not f.is_integer()) | text(max_size=2) | st.booleans(),
+    ),
     ("tasks", text(max_size=3) | st.integers() | st.dictionaries(text(max_size=2), st.none(), max_size=2)),
     ("graph", text(max_size=3) | st.integers() | st.lists(st.none(), max_size=2)),
 ]

@@ -123,8 +123,12 @@ async def test_join_report_shows_what_it_waits_for(parents: dict[str, str]) -> N
         await asyncio.sleep(0)
     j = next(t for t in wf.report()["tasks"] if t["id"] == "j")["exec"]
     assert j["state"] == "pending"
-    assert j["reporting"] == {"received": 1, "waiting_for": ["p2", "p3"]}
+    assert j["reporting"]["status"] == "running"
+    assert [t["id"] for t in j["reporting"]["tasks"]] == ["p1"]
     GATES["p2"].set()
     GATES["p3"].set()
     await wf
     assert len(wf.tasks_by_id["j"].outputs["data_stash"]) == 3
+    j = next(t for t in wf.report()["tasks"] if t["id"] == "j")["exec"]
+    assert j["reporting"]["status"] == "done"
+    assert [t["id"] for t in j["reporting"]["tasks"]] == ["p1", "p2", "p3"]

@@ -14,7 +14,6 @@ from tukio.dag import describe_cycle, find_cycle
 from tukio.errors import DAGValidationError, Problem, TemplateGraphError
 from tukio.policy import OverrunPolicy
 
-SCHEMA_VERSIONS = (1,)
 TASK_KEYS = ("id", "name", "config", "topics", "timeout", "retry")
 WORKFLOW_KEYS = ("id", "title", "policy", "topics", "timeout", "schema", "tasks", "graph")
 
@@ -107,8 +106,8 @@ def check_workflow(d: Any) -> list[Problem]:
     _check_topics(d, "", out)
     check_timeout(d.get("timeout"), "timeout", out)
     schema = d.get("schema")
-    if schema is not None and (isinstance(schema, bool) or schema not in SCHEMA_VERSIONS):
-        out.append(Problem("schema", f"unsupported version {schema!r} (expected one of {SCHEMA_VERSIONS})", ValueError))
+    if schema is not None and (isinstance(schema, bool) or not isinstance(schema, int) or schema < 1):
+        out.append(Problem("schema", f"must be a positive integer, got {short_repr(schema)}", ValueError))
     ids = _check_tasks(d.get("tasks", []), out)
     _check_graph(d.get("graph", {}), ids, out)
     return out

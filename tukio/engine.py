@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Generator, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from tukio._loop import resolve_loop
@@ -14,6 +14,7 @@ from tukio.event import Event
 from tukio.policy import Decision, decide
 from tukio.selector import WorkflowSelector
 from tukio.task.factory import tukio_factory
+from tukio.utils import TimeoutHandle
 from tukio.workflow.template import WorkflowTemplate
 from tukio.workflow.workflow import Workflow
 
@@ -36,11 +37,13 @@ class _Running:
         self.locked = 0
 
 
-class Engine:
+class Engine(asyncio.Future):  # type: ignore[type-arg]
     """Loads workflow templates and runs them when data arrives.
 
-    The engine installs `tukio_factory` on its loop. Await it: it completes
-    once `stop()` was called and no workflow runs any more.
+    The engine installs `tukio_factory` on its loop. As in the original, it
+    is an `asyncio.Future`: await it (or use `done()`, `result()`,
+    `add_done_callback()`, `asyncio.wait([engine])`); its result, None, is
+    set once `stop()` was called and no workflow runs any more.
 
     Args:
         selector: decides which loaded templates data triggers (a
@@ -59,7 +62,7 @@ class Engine:
         loop: asyncio.AbstractEventLoop | None = None,
         store: Store | None = None,
     ) -> None:
-        self._loop = resolve_loop(loop)
+        super().__init__(loop=resolve_loop(loop))
         if self._loop.get_task_factory() is not tukio_factory:
             self._loop.set_task_factory(tukio_factory)
         self.selector = selector if selector is not None else WorkflowSelector()
@@ -67,7 +70,6 @@ class Engine:
         self._instances: dict[str, Workflow] = {}
         self._running: dict[str, _Running] = {}
         self._stopping = False
-        self._stopped: asyncio.Future[None] = self._loop.create_future()
         self._unrecovered: list[ExecutionInfo] = []
         if store is not None:
             from tukio.store.journal import Journal
@@ -89,9 +91,6 @@ class Engine:
         """The running workflows of the template with that id."""
         group = self._running.get(template_id)
         return list(group.instances.values()) if group is not None else []
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return self._stopped.__await__()
 
     # -- templates ---------------------------------------------------------------
     async def load(self, template: WorkflowTemplate | dict[str, Any]) -> WorkflowTemplate:
@@ -132,15 +131,20 @@ class Engine:
     async def data_received(self, data: dict[str, Any] | Event, topic: str | None = None) -> list[Workflow] | None:
         """Dispatch `data` on `topic`, then start the templates it triggers.
 
-        Returns the workflows started, or None once the engine is stopping.
+        Once `stop()` was called the data is still dispatched (tasks of the
+        workflows that are finishing get their events) but no workflow starts.
+
+        Returns:
+            The workflows started, or None once the engine is stopping.
 
         Raises:
             ValueError: `data` is neither a dict nor an Event.
         """
-        if self._stopping:
-            return None
         event = data if isinstance(data, Event) else Event(data, topic=topic)
         self._broker.dispatch(event, topics=topic)
+        if self._stopping:
+            log.debug("engine stopping: data on topic %s dispatched, no workflow started", topic)
+            return None
         started = []
         for template in self.selector.select(topic):
             workflow = self._start(template, Event(event, topic=event.topic, source=event.source))
@@ -148,19 +152,39 @@ class Engine:
                 started.append(workflow)
         return started
 
-    async def trigger(self, template_id: str, data: dict[str, Any] | Event) -> Workflow | None:
+    async def trigger(
+        self, template_id: str, data: dict[str, Any] | Event, timeout: float | None = None
+    ) -> Workflow | None:
         """Start the loaded template `template_id` with `data`, policy applying.
 
-        Returns the workflow, or None (unknown template, policy said skip, or
-        the engine is stopping).
+        Args:
+            template_id: the id of a loaded template.
+            data: the data the root task starts with.
+            timeout: seconds after which this execution times out, as the
+                template's own `timeout` would (None: only the template's).
+
+        Returns:
+            The workflow, or None (unknown template, policy said skip, or the
+            engine is stopping).
         """
         template = self.selector.get(template_id)
         if template is None or self._stopping:
             return None
-        return self._start(template, Event(data))
+        return self._start(template, Event(data), timeout)
 
-    async def run_once(self, template: WorkflowTemplate, data: dict[str, Any] | Event) -> Workflow | None:
+    async def run_once(
+        self, template: WorkflowTemplate, data: dict[str, Any] | Event, timeout: float | None = None
+    ) -> Workflow | None:
         """Run `template` once with `data`, whatever its policy, without loading it.
+
+        Args:
+            template: what to run.
+            data: the data the root task starts with.
+            timeout: seconds after which this execution times out (None:
+                only the template's own `timeout`).
+
+        Returns:
+            The workflow, or None once the engine is stopping.
 
         Raises:
             TemplateError: the template is invalid.
@@ -170,16 +194,21 @@ class Engine:
         template.validate()
         workflow = self._new(template)
         self._track(workflow)
-        workflow.run(Event(data))
+        self._run(workflow, Event(data), timeout)
         return workflow
 
-    async def rescue(self, template: WorkflowTemplate, report: dict[str, Any]) -> Workflow:
+    async def rescue(self, template: WorkflowTemplate, report: dict[str, Any]) -> Workflow | None:
         """Rebuild a workflow from its last report and run it to the end.
+
+        Returns:
+            The workflow, or None once the engine is stopping (as the original).
 
         Raises:
             RescueError: the report cannot be rescued (nothing is left behind).
             TemplateError: the template is invalid.
         """
+        if self._stopping:
+            return None
         template.validate()
         workflow = self._new(template)
         workflow.fast_forward(report)
@@ -271,7 +300,12 @@ class Engine:
             workflow.run(Event(event) if isinstance(event, dict) else event)
         return workflow
 
-    def _start(self, template: WorkflowTemplate, event: Event) -> Workflow | None:
+    def _run(self, workflow: Workflow, event: Event, timeout: float | None) -> None:
+        workflow.run(event)
+        if timeout:
+            TimeoutHandle(workflow, timeout).start()
+
+    def _start(self, template: WorkflowTemplate, event: Event, timeout: float | None = None) -> Workflow | None:
         group = self._running.get(template.uid)
         running = len(group.instances) if group is not None else 0
         decision = decide(template.policy, running, group.locked if group is not None else 0)
@@ -282,13 +316,13 @@ class Engine:
         if decision is Decision.abort_then_start and group is not None:
             previous = list(group.instances.values())
             self._track(workflow)
-            self._start_after(workflow, event, previous)
+            self._start_after(workflow, event, previous, timeout)
         else:
             self._track(workflow)
-            workflow.run(event)
+            self._run(workflow, event, timeout)
         return workflow
 
-    def _start_after(self, workflow: Workflow, event: Event, previous: list[Workflow]) -> None:
+    def _start_after(self, workflow: Workflow, event: Event, previous: list[Workflow], timeout: float | None) -> None:
         """Cancel `previous` and run `workflow` once they are all done."""
         left = len(previous)
 
@@ -296,7 +330,7 @@ class Engine:
             nonlocal left
             left -= 1
             if left == 0 and not workflow.done():
-                workflow.run(event)
+                self._run(workflow, event, timeout)
 
         for old in previous:
             old.cancel()
@@ -336,7 +370,11 @@ class Engine:
     def stop(self, force: bool = False) -> Engine:
         """Start no new workflow; with `force`, cancel the running ones.
 
-        Returns the engine, to be awaited until every workflow has ended.
+        With no workflow running (and, with a store, nothing left to write)
+        the engine is done at once.
+
+        Returns:
+            The engine, to be awaited until every workflow has ended.
         """
         self._stopping = True
         if force:
@@ -346,9 +384,9 @@ class Engine:
         return self
 
     def _check_stopped(self) -> None:
-        if self._stopping and not self._instances and not self._stopped.done():
+        if self._stopping and not self._instances and not self.done():
             if self._journal is None:
-                self._stopped.set_result(None)
+                self.set_result(None)
                 return
             # The last records (workflow ends) are written before the engine is done.
             self._journal.flush().add_done_callback(self._flushed)
@@ -356,5 +394,5 @@ class Engine:
     def _flushed(self, done: asyncio.Future[None]) -> None:
         if done.exception() is not None:
             log.error("journal: the last records could not be written: %s", done.exception())
-        if not self._stopped.done() and not self._instances:
-            self._stopped.set_result(None)
+        if not self.done() and not self._instances:
+            self.set_result(None)

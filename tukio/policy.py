@@ -8,12 +8,22 @@ __all__ = ["Decision", "OverrunPolicy", "decide"]
 
 
 class OverrunPolicy(str, enum.Enum):
-    """What happens when data arrives for a template that already runs."""
+    """What happens when data arrives for a template that already runs.
 
-    skip = "skip"
-    start_new = "start-new"
-    skip_until_unlock = "skip-until-unlock"
-    abort_running = "abort-running"
+    The members have the original's names (`SKIP`, `START_NEW`,
+    `SKIP_UNTIL_UNLOCK`, `ABORT_RUNNING`); the lower-case names are aliases
+    of the same members.
+    """
+
+    SKIP = "skip"
+    START_NEW = "start-new"
+    SKIP_UNTIL_UNLOCK = "skip-until-unlock"
+    ABORT_RUNNING = "abort-running"
+    # Aliases (same values, so the same members), kept for code written against tukio 2.0.
+    skip = "skip"  # noqa: PIE796
+    start_new = "start-new"  # noqa: PIE796
+    skip_until_unlock = "skip-until-unlock"  # noqa: PIE796
+    abort_running = "abort-running"  # noqa: PIE796
 
     def __str__(self) -> str:
         return self.value
@@ -21,7 +31,7 @@ class OverrunPolicy(str, enum.Enum):
     @classmethod
     def get_default_policy(cls) -> OverrunPolicy:
         """Return the default policy, 'skip-until-unlock'."""
-        return cls.skip_until_unlock
+        return cls.SKIP_UNTIL_UNLOCK
 
     @classmethod
     def get(cls, policy: OverrunPolicy | str | None) -> OverrunPolicy:
@@ -50,12 +60,12 @@ class Decision(enum.Enum):
 def decide(policy: OverrunPolicy, running: int, locked: int) -> Decision:
     """Apply `policy` given how many instances run and how many are locked. O(1)."""
     match policy:
-        case OverrunPolicy.start_new:
+        case OverrunPolicy.START_NEW:
             return Decision.start
-        case OverrunPolicy.skip:
+        case OverrunPolicy.SKIP:
             return Decision.skip if running else Decision.start
-        case OverrunPolicy.skip_until_unlock:
+        case OverrunPolicy.SKIP_UNTIL_UNLOCK:
             return Decision.skip if locked else Decision.start
-        case OverrunPolicy.abort_running:
+        case OverrunPolicy.ABORT_RUNNING:
             return Decision.abort_then_start if running else Decision.start
     raise AssertionError(policy)  # pragma: no cover

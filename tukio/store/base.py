@@ -12,7 +12,7 @@ import abc
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -46,16 +46,27 @@ class Serializer(Protocol):
         """Return the value `data` was made from."""
 
 
+def _encode_time(value: Any) -> Any:
+    """Encode datetimes, dates and times as ISO 8601 text; refuse anything else."""
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 class JSONSerializer:
     """The default serializer: strict JSON (tuples come back as lists).
 
+    Datetimes, dates and times (a join's report holds some) are stored as
+    ISO 8601 text and come back as strings.
+
     Args:
         default: called for objects JSON cannot encode (see `json.dumps`);
-            without it such objects raise `TypeError`.
+            without it datetimes become ISO text and other objects raise
+            `TypeError`.
     """
 
     def __init__(self, default: Any = None) -> None:
-        self._encoder = json.JSONEncoder(separators=(",", ":"), default=default)
+        self._encoder = json.JSONEncoder(separators=(",", ":"), default=default or _encode_time)
         self._decoder = json.JSONDecoder()
 
     def dumps(self, value: Any) -> str:

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Literal, TypedDict
 
 from tukio.event import Event
 from tukio.task.holder import TaskHolder
 from tukio.task.registry import register
 
-__all__ = ["JoinTask"]
+__all__ = ["JoinArrival", "JoinReport", "JoinTask"]
+
+
+class JoinArrival(TypedDict):
+    """One parent whose data reached the join, and when (UTC)."""
+
+    id: str
+    end_time: datetime
+
+
+class JoinReport(TypedDict):
+    """`JoinTask.report()`: the original's shape."""
+
+    status: Literal["running", "done", "timeout"]
+    tasks: list[JoinArrival]
 
 
 @register("join", "execute")
@@ -21,6 +36,12 @@ class JoinTask(TaskHolder):
     its first parent's data and returns it with ``'data_stash'``, the list of
     every awaited parent's data in arrival order. On timeout, `teardown`
     returns what was gathered so far.
+
+    Its `report()` has the original's shape: ``{'status': 'running' | 'done'
+    | 'timeout', 'tasks': [{'id': parent task id, 'end_time': UTC datetime},
+    ...]}``, one entry per parent whose data arrived, in arrival order. A
+    'task-progress' event carrying that report (a snapshot) is dispatched at
+    each arrival and when the join ends (done or timeout).
 
     Raises (at creation):
         TypeError: ``wait_for`` is neither a positive count nor a list of ids.
@@ -39,6 +60,12 @@ class JoinTask(TaskHolder):
         self._base: dict[str, Any] = {}
         self._remaining: set[str] | None = None
         self._count = 0
+        self._report: JoinReport = {"status": "running", "tasks": []}
+
+    def _progress(self) -> None:
+        """Dispatch a 'task-progress' event with a snapshot of the report."""
+        if self._task is not None:
+            self._task.dispatch_progress(self.report())
 
     def _accepts(self, event: Any, workflow_id: str | None) -> str | None:
         """Return the parent id of `event` if it comes from this workflow."""
@@ -52,6 +79,8 @@ class JoinTask(TaskHolder):
         if parent is None:
             return
         data = event.data if isinstance(event, Event) else event
+        self._report["tasks"].append({"id": parent, "end_time": datetime.now(timezone.utc)})
+        self._progress()
         if self._remaining is not None:
             if parent in self._remaining:
                 self._remaining.discard(parent)
@@ -82,16 +111,25 @@ class JoinTask(TaskHolder):
         assert queue is not None
         while not self._satisfied():
             self._take(await queue.get(), wf_id)
+        self._report["status"] = "done"
+        self._progress()
         return self._result()
 
     def _result(self) -> dict[str, Any]:
         return {**self._base, "data_stash": list(self.data_stash)}
 
-    def report(self) -> dict[str, Any]:
-        """Report which parents are still awaited."""
-        remaining = sorted(self._remaining) if self._remaining is not None else self._count
-        return {"received": len(self.data_stash), "waiting_for": remaining}
+    def report(self) -> JoinReport:
+        """Return ``{'status', 'tasks': [{'id', 'end_time'}, ...]}`` (a copy)."""
+        tasks: list[JoinArrival] = [{"id": t["id"], "end_time": t["end_time"]} for t in self._report["tasks"]]
+        return {"status": self._report["status"], "tasks": tasks}
 
     def teardown(self) -> dict[str, Any]:
-        """Return what was gathered so far (on timeout or cancellation)."""
+        """Return what was gathered so far (on timeout or cancellation).
+
+        On timeout the report's status becomes 'timeout' and a last progress
+        event is dispatched.
+        """
+        if self._task is not None and self._task.timed_out:
+            self._report["status"] = "timeout"
+            self._progress()
         return self._result()

@@ -140,8 +140,11 @@ class WorkflowTemplate:
             return "graph: no root task, expected 1"
         return f"graph: {len(roots)} root tasks ({', '.join(t.uid for t in roots)}), expected 1"
 
-    def validate(self) -> None:
+    def validate(self) -> bool:
         """Check the template can run: one root, every task name registered.
+
+        Returns:
+            True (as the original did), when the template is valid.
 
         Raises:
             WorkflowRootTaskError: zero or several roots (naming them).
@@ -159,6 +162,7 @@ class WorkflowTemplate:
         if problems:
             raise template_error(problems)
         self._plan = None
+        return True
 
     def plan(self) -> Plan:
         """Return the execution plan (cached until the template changes)."""

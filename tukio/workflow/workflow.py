@@ -467,18 +467,23 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
     def set_next_tasks(self, task_ids: list[str]) -> None:
         """Choose which successors of the running task start when it ends.
 
+        As in the original, ids that are not successors of the calling task
+        are ignored (and logged at warning level); an empty list starts none.
+
         Raises:
-            RuntimeError: not called from a task of this workflow.
-            ValueError: an id is not a successor of the running task.
+            RuntimeError: not called from a task this workflow runs.
         """
         tid = self._calling_task().template.uid  # type: ignore[union-attr]
         allowed = self._plan.successors[tid]
-        unknown = [i for i in task_ids if i not in allowed]
-        if unknown:
-            raise ValueError(f"task {tid}: {', '.join(map(repr, unknown))} not among its successors {list(allowed)}")
+        chosen = []
+        for i in task_ids:
+            if i in allowed:
+                chosen.append(i)
+            else:
+                log.warning("[%s] task %s: %r is not one of its successors %s, ignored", self.uid, tid, i, [*allowed])
         if self._next is None:
             self._next = {}
-        self._next[tid] = tuple(task_ids)
+        self._next[tid] = tuple(chosen)
 
     def unlock_when_task_done(self) -> None:
         """Unlock the workflow when the running task ends (see skip-until-unlock).
