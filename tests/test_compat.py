@@ -365,3 +365,117 @@ async def test_join_timeout_sets_timeout_status(
         if e.data.get("type") == "task-progress" and e.source is not None and e.source.task_template_id == "j"
     ]
     assert statuses == ["running", "timeout"]
+
+
+# -- more of the same kind: names and signatures of the original --------------------------
+
+
+def test_exec_state_enums_have_the_original_member_names() -> None:
+    from tukio.task.factory import TaskExecState
+    from tukio.utils import SkipTask
+    from tukio.workflow import WorkflowExecState
+
+    assert TaskExecState.BEGIN.value == "task-begin"
+    assert TaskExecState.TIMEOUT.value == "task-timeout"
+    assert TaskExecState.begin is TaskExecState.BEGIN
+    assert TaskExecState.values()[:6] == [
+        "task-begin",
+        "task-end",
+        "task-error",
+        "task-skip",
+        "task-progress",
+        "task-timeout",
+    ]
+    assert TaskExecState.from_exception(SkipTask()) is TaskExecState.SKIP
+    assert TaskExecState.from_exception(ValueError()) is TaskExecState.ERROR
+    assert [m.name for m in WorkflowExecState] == ["BEGIN", "END", "ERROR", "PROGRESS", "SUSPEND", "RESUME"]
+    assert WorkflowExecState.values() == [
+        "workflow-begin",
+        "workflow-end",
+        "workflow-error",
+        "workflow-progress",
+        "workflow-suspend",
+        "workflow-resume",
+    ]
+    assert WorkflowExecState.end is WorkflowExecState.END
+
+
+def test_task_registry_register_has_the_original_signature(task_name: Callable[[str], str]) -> None:
+    from tukio.task import TaskHolder, TaskRegistry
+
+    async def plain(event: Any) -> None:
+        return None
+
+    class Holder(TaskHolder):
+        async def go(self, event: Any) -> None:
+            return None
+
+    fn_name, cls_name = task_name("direct-fn"), task_name("direct-cls")
+    try:
+        TaskRegistry.register(plain, fn_name)
+        TaskRegistry.register(Holder, cls_name, "go")
+        assert TaskRegistry.get(fn_name) == (None, plain)
+        assert TaskRegistry.get(cls_name) == (Holder, Holder.go)
+        codes = TaskRegistry.codes()
+        assert codes[plain.__code__] == fn_name
+        assert codes[Holder.go.__code__] == cls_name
+        with pytest.raises(ValueError, match="already registered"):
+            TaskRegistry.register(plain, fn_name)
+        with pytest.raises(TypeError, match="not a coroutine function"):
+            TaskRegistry.register(len, task_name("bad"))
+        with pytest.raises(AttributeError, match="nope"):
+            TaskRegistry.register(Holder, task_name("bad"), "nope")
+    finally:
+        for name in (fn_name, cls_name):
+            if TaskRegistry.registered(name):
+                TaskRegistry.unregister(name)
+
+
+async def test_unlock_when_task_done_accepts_a_task(
+    registered: Callable[..., Any], task_name: Callable[[str], str]
+) -> None:
+    gate = asyncio.Event()
+    unlocked_while_b_runs: list[bool] = []
+
+    async def first(event: Event) -> None:
+        wf = Workflow.current_workflow()
+        assert wf is not None
+        wf.unlock_when_task_done(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def second(event: Event) -> None:
+        wf = Workflow.current_workflow()
+        assert wf is not None
+        unlocked_while_b_runs.append(not wf.lock.locked())
+        await gate.wait()
+
+    a, b = task_name("unlock-a"), task_name("unlock-b")
+    registered(a, first)
+    registered(b, second)
+    wf = Workflow(template([("a", a), ("b", b)], {"a": ["b"]}))
+    wf.run({})
+    await until(lambda: unlocked_while_b_runs)
+    assert unlocked_while_b_runs == [True]
+    gate.set()
+    await asyncio.wait_for(wf, 5)
+    with pytest.raises(RuntimeError, match="not one of its tasks"):
+        wf.unlock_when_task_done(asyncio.current_task())  # type: ignore[arg-type]
+
+
+def test_names_the_original_modules_exposed_still_import() -> None:
+    from tukio.engine import Listen, OverrunPolicy
+    from tukio.task import TimeoutHandle
+    from tukio.workflow import DAG, Event, FutureState, OverrunPolicyHandler, TaskTemplate, UnknownTaskName
+
+    assert {Listen.__name__, OverrunPolicy.__name__, TimeoutHandle.__name__} == {
+        "Listen",
+        "OverrunPolicy",
+        "TimeoutHandle",
+    }
+    assert {DAG.__name__, Event.__name__, FutureState.__name__, TaskTemplate.__name__} == {
+        "DAG",
+        "Event",
+        "FutureState",
+        "TaskTemplate",
+    }
+    assert issubclass(UnknownTaskName, Exception)
+    assert callable(OverrunPolicyHandler)

@@ -11,7 +11,7 @@ from support import template
 
 from tukio import Event, OverrunPolicy, Workflow
 from tukio.policy import Decision, decide
-from tukio.workflow import new_workflow
+from tukio.workflow import OverrunPolicyHandler, new_workflow
 from tukio.workflow.lock import WorkflowLock
 
 
@@ -64,7 +64,7 @@ async def test_new_workflow_applies_the_policy(registered: Callable[..., Any]) -
     registered("nw-park", park)
 
     def tmpl(policy: str) -> Any:
-        return template([("a", "nw-park")], {}, policy=policy)
+        return template([("a", "nw-park")], {}, policy=policy, id="nw")
 
     running = Workflow(tmpl("skip"))
     running.run({})
@@ -78,4 +78,28 @@ async def test_new_workflow_applies_the_policy(registered: Callable[..., Any]) -
     assert replacement is not None
     with pytest.raises(asyncio.CancelledError):
         await running
+    release.set()
+
+
+async def test_new_workflow_counts_only_instances_of_the_same_template(registered: Callable[..., Any]) -> None:
+    # The original's Engine passed every running workflow; only those of the
+    # template's id count.
+    release = asyncio.Event()
+
+    async def park(event: Event) -> None:
+        await release.wait()
+
+    registered("nw-other", park)
+    other = Workflow(template([("a", "nw-other")], {}, id="other", policy="skip"))
+    other.run({})
+    mine = template([("a", "nw-other")], {}, id="mine", policy="skip")
+    assert new_workflow(mine, [other]) is not None
+    handler = OverrunPolicyHandler(template([("a", "nw-other")], {}, id="other", policy="skip"))
+    assert handler.policy is OverrunPolicy.SKIP
+    assert handler.new_workflow([other]) is None
+    assert handler.new_workflow() is not None
+    aborter = OverrunPolicyHandler(template([("a", "nw-other")], {}, id="other", policy="abort-running"))
+    assert aborter.new_workflow([other]) is not None
+    with pytest.raises(asyncio.CancelledError):
+        await other
     release.set()

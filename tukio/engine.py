@@ -11,10 +11,10 @@ from tukio._loop import resolve_loop
 from tukio.broker import get_broker
 from tukio.errors import RescueError
 from tukio.event import Event
-from tukio.policy import Decision, decide
+from tukio.policy import Decision, OverrunPolicy, decide  # noqa: F401 - OverrunPolicy: the original's namespace
 from tukio.selector import WorkflowSelector
 from tukio.task.factory import tukio_factory
-from tukio.utils import TimeoutHandle
+from tukio.utils import Listen, TimeoutHandle  # noqa: F401 - Listen: the original's namespace
 from tukio.workflow.template import WorkflowTemplate
 from tukio.workflow.workflow import Workflow
 

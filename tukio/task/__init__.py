@@ -7,6 +7,7 @@ from tukio.task.join import JoinTask
 from tukio.task.registry import TaskRegistry, register
 from tukio.task.task import TukioTask, TukioTaskError
 from tukio.task.template import TaskTemplate
+from tukio.utils import TimeoutHandle  # noqa: F401 - the original exported it here
 
 __all__ = [
     "JoinTask",

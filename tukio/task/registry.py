@@ -25,24 +25,50 @@ class TaskRegistry:
     _codes: dict[CodeType, type | None] = {}  # noqa: RUF012
 
     @classmethod
-    def register(cls, task_name: str, coro_fn: CoroFunction, klass: type | None = None) -> None:
-        """Register `coro_fn` (a method of `klass` when given) as `task_name`.
+    def register(cls, coro_or_cls: Any, task_name: str, coro_name: str | None = None) -> None:
+        """Register a coroutine function, or a holder class's coroutine `coro_name`, as `task_name`.
+
+        The original's signature; the `register` decorator calls it. A failed
+        registration registers nothing.
 
         Raises:
-            TypeError: `task_name` is not a string or `coro_fn` is not a
-                coroutine function.
+            TypeError: `task_name` is not a non-empty string, the object is not
+                a coroutine function, or a class is given without `coro_name`.
             ValueError: `task_name` is already registered.
+            AttributeError: the class has no attribute named `coro_name`.
         """
         if not isinstance(task_name, str) or not task_name:
             raise TypeError(f"task name must be a non-empty string, not {task_name!r}")
         if task_name in cls._entries:
             raise ValueError(f"task name {task_name!r} is already registered")
+        klass: type | None = None
+        coro_fn = coro_or_cls
+        if inspect.isclass(coro_or_cls):
+            klass = coro_or_cls
+            if coro_name is None:
+                raise TypeError(f"registering class {klass.__qualname__} as {task_name!r} needs coro_name")
+            try:
+                coro_fn = getattr(klass, coro_name)
+            except AttributeError:
+                raise AttributeError(
+                    f"{klass.__qualname__} has no method {coro_name!r} to register as {task_name!r}"
+                ) from None
         if not inspect.iscoroutinefunction(coro_fn):
             raise TypeError(f"{getattr(coro_fn, '__qualname__', coro_fn)!r} is not a coroutine function")
         cls._entries[task_name] = (klass, coro_fn)
         code = getattr(inspect.unwrap(coro_fn), "__code__", None)
         if code is not None:
             cls._codes[code] = klass
+
+    @classmethod
+    def codes(cls) -> dict[CodeType, str]:
+        """Return the code object of each registered coroutine → its task name (a new dict)."""
+        out: dict[CodeType, str] = {}
+        for name, (_, coro_fn) in cls._entries.items():
+            code = getattr(inspect.unwrap(coro_fn), "__code__", None)
+            if code is not None:
+                out.setdefault(code, name)
+        return out
 
     @classmethod
     def get(cls, task_name: str) -> Entry:
@@ -103,21 +129,9 @@ def register(task_name: str, coro_name: str | None = None) -> Callable[[T], T]:
     """
 
     def decorator(obj: T) -> T:
-        if TaskRegistry.registered(task_name):
-            raise ValueError(f"task name {task_name!r} is already registered")
+        TaskRegistry.register(obj, task_name, coro_name)
         if inspect.isclass(obj):
-            if coro_name is None:
-                raise TypeError(f"registering class {obj.__qualname__} as {task_name!r} needs coro_name")
-            try:
-                method = getattr(obj, coro_name)
-            except AttributeError:
-                raise AttributeError(
-                    f"{obj.__qualname__} has no method {coro_name!r} to register as {task_name!r}"
-                ) from None
-            TaskRegistry.register(task_name, method, obj)
             obj.TASK_NAME = task_name  # type: ignore[attr-defined]
-        else:
-            TaskRegistry.register(task_name, obj)  # type: ignore[arg-type]
         return obj
 
     return decorator

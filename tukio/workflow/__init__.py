@@ -5,14 +5,28 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from tukio.errors import RescueError, TemplateGraphError, WorkflowError, WorkflowRootTaskError
+# Names the original's tukio/workflow.py had in its namespace, which code in
+# the wild imports from here (not part of __all__).
+from tukio.broker import get_broker, workflow_exec_topics  # noqa: F401
+from tukio.dag import DAG  # noqa: F401
+from tukio.errors import (
+    RescueError,
+    TemplateGraphError,
+    UnknownTaskName,  # noqa: F401
+    WorkflowError,
+    WorkflowRootTaskError,
+)
+from tukio.event import Event, EventSource  # noqa: F401
 from tukio.policy import Decision, OverrunPolicy, decide
+from tukio.task import TaskRegistry, TaskTemplate, TukioTask, TukioTaskError  # noqa: F401
+from tukio.utils import FutureState, Listen, SkipTask, TimeoutHandle  # noqa: F401
 from tukio.workflow.states import WorkflowExecState
 from tukio.workflow.template import WorkflowTemplate
 from tukio.workflow.workflow import Workflow
 
 __all__ = [
     "OverrunPolicy",
+    "OverrunPolicyHandler",
     "RescueError",
     "TemplateGraphError",
     "Workflow",
@@ -31,11 +45,12 @@ def new_workflow(
 ) -> Workflow | None:
     """Return a new, not yet started workflow, or None if the policy says skip.
 
-    `running` are the running instances of the same template. Under
-    'abort-running' they are cancelled; the caller starts the new workflow
-    once they are done (as `Engine` does).
+    `running` are running workflows (as in the original, those of other
+    templates may be included: only instances of `template`'s id count).
+    Under 'abort-running' they are cancelled; the caller starts the new
+    workflow once they are done (as `Engine` does).
     """
-    instances = [wf for wf in running or () if not wf.done()]
+    instances = [wf for wf in running or () if not wf.done() and wf.template.uid == template.uid]
     locked = sum(1 for wf in instances if wf.lock.locked())
     decision = decide(template.policy, len(instances), locked)
     if decision is Decision.skip:
@@ -44,3 +59,23 @@ def new_workflow(
         for wf in instances:
             wf.cancel()
     return Workflow(template, loop=loop)
+
+
+class OverrunPolicyHandler:
+    """The original's policy helper: `new_workflow(running)` under `template`'s policy.
+
+    Args:
+        template: the template to make workflows of.
+        loop: the loop they run on (the running loop when None).
+    """
+
+    __slots__ = ("_loop", "policy", "template")
+
+    def __init__(self, template: WorkflowTemplate, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop
+        self.template = template
+        self.policy = template.policy
+
+    def new_workflow(self, running: Iterable[Workflow] | None = None) -> Workflow | None:
+        """Return a new workflow, or None when the policy says skip (see `new_workflow`)."""
+        return new_workflow(self.template, running, loop=self._loop)

@@ -485,13 +485,23 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
             self._next = {}
         self._next[tid] = tuple(chosen)
 
-    def unlock_when_task_done(self) -> None:
-        """Unlock the workflow when the running task ends (see skip-until-unlock).
+    def unlock_when_task_done(self, task: TukioTask | None = None) -> None:
+        """Unlock the workflow when `task` (by default the running task) ends.
+
+        See the 'skip-until-unlock' overrun policy.
 
         Raises:
-            RuntimeError: not called from a task of this workflow.
+            RuntimeError: `task` (or the running task) is not one this workflow runs.
         """
-        self._unlock_task = self._calling_task()
+        if task is None:
+            self._unlock_task = self._calling_task()
+        elif isinstance(task, TukioTask) and task.workflow is self and task.template is not None:
+            if task.done():
+                self.lock.release()
+            else:
+                self._unlock_task = task
+        else:
+            raise RuntimeError(f"workflow {self.uid}: {task!r} is not one of its tasks")
 
     def _calling_task(self) -> TukioTask:
         task = asyncio.current_task()
