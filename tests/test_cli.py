@@ -405,7 +405,8 @@ def test_timeout_cancels_the_workflow(env: Env, capsys: pytest.CaptureFixture[st
     assert main(["run", env.module, path, "--timeout", "0.05"]) == 1
     captured = capsys.readouterr()
     assert "timeout: cancelling the workflow after 0.05 s" in captured.err
-    assert "workflow wf: ended timeout" in captured.out
+    assert "workflow wf: ended cancelled" in captured.out
+    assert "workflow wf timeout in" in captured.out
     assert captured.out.splitlines()[-1].startswith("workflow wf timeout in")
 
 

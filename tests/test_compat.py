@@ -479,3 +479,48 @@ def test_names_the_original_modules_exposed_still_import() -> None:
     }
     assert issubclass(UnknownTaskName, Exception)
     assert callable(OverrunPolicyHandler)
+
+
+async def test_workflow_end_and_error_events_carry_the_original_contents(
+    registered: Callable[..., Any], task_name: Callable[[str], str]
+) -> None:
+    gate = asyncio.Event()
+
+    async def quick(event: Event) -> None:
+        return None
+
+    async def parked(event: Event) -> None:
+        await gate.wait()
+
+    q, p = task_name("quick"), task_name("parked")
+    registered(q, quick)
+    registered(p, parked)
+
+    def ends(recorder: Recorder, wf: Workflow) -> list[tuple[str, Any]]:
+        return [
+            (e.data["type"], e.data["content"])
+            for e in recorder.events
+            if e.source is not None and e.source.workflow_exec_id == wf.uid and e.data["type"].startswith("workflow-e")
+        ]
+
+    recorder = Recorder()
+    finished = Workflow(template([("a", q)], {}))
+    finished.run({})
+    await asyncio.wait_for(finished, 5)
+    cancelled = Workflow(template([("a", p)], {}))
+    cancelled.run({})
+    await until(lambda: "a" in cancelled.tasks_by_id)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    broken = Workflow(WorkflowTemplate.from_dict({"tasks": [], "graph": {}}))
+    broken.run({})
+    with pytest.raises(TemplateError):
+        await asyncio.wait_for(broken, 5)
+    await asyncio.sleep(0)
+    recorder.close()
+    assert ends(recorder, finished) == [("workflow-end", None)]
+    assert ends(recorder, cancelled) == [("workflow-end", {"cancel": True})]
+    [(kind, content)] = ends(recorder, broken)
+    assert kind == "workflow-error"
+    assert isinstance(content, TemplateError)

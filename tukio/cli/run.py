@@ -148,11 +148,11 @@ class EventPrinter:
         match kind:
             case "workflow-begin":
                 return "begin" + self._data("data", content)
-            case "workflow-end" if isinstance(content, Mapping):
-                return f"ended {content.get('state')}"
-            case "workflow-error" if isinstance(content, Mapping):
-                error = content.get("exception")
-                return f"error: {describe_exception(error) if isinstance(error, BaseException) else error}"
+            case "workflow-end":
+                cancelled = isinstance(content, Mapping) and content.get("cancel")
+                return "ended cancelled" if cancelled else "ended finished"
+            case "workflow-error":
+                return f"error: {describe_exception(content) if isinstance(content, BaseException) else content}"
             case _:
                 return kind.removeprefix("workflow-") + (f": {_short(content)}" if content is not None else "")
 

@@ -529,10 +529,14 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
         self.lock.release()
         state = self.future_state
         log.info("[%s] workflow %s ended: %s", self.uid, self.template.uid, state.value)
+        # The original's contents: the exception for 'workflow-error'; for
+        # 'workflow-end', None, or {'cancel': True} when cancelled (or timed out).
         if state is FutureState.exception:
-            self._emit(WorkflowExecState.error, {"exception": self._error})
+            self._emit(WorkflowExecState.error, self._error)
+        elif state in (FutureState.cancelled, FutureState.timeout):
+            self._emit(WorkflowExecState.end, {"cancel": True})
         else:
-            self._emit(WorkflowExecState.end, {"state": state.value})
+            self._emit(WorkflowExecState.end, None)
         if self._journal is not None:
             error = describe_error(self._error) if state is FutureState.exception and self._error else None
             self._journal.workflow_end(self, state.value, error)
