@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ast
 import importlib
 import subprocess
 import sys
 import types
 from importlib import resources
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -116,22 +116,40 @@ def test_submodule_all_resolves(module: str) -> None:
     assert mod.__all__ == sorted(mod.__all__, key=isort_key)
 
 
+def _pyproject() -> dict[str, Any]:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    path = Path(tukio.__file__).resolve().parent.parent / "pyproject.toml"
+    if not path.is_file():  # pragma: no cover - running against an installed wheel
+        pytest.skip("no pyproject.toml next to the package")
+    return cast(dict[str, Any], tomllib.loads(path.read_text(encoding="utf-8")))
+
+
 def test_py_typed_and_schema_are_shipped() -> None:
     package = resources.files("tukio")
     assert package.joinpath("py.typed").is_file()
     assert package.joinpath("schema", "workflow.schema.json").is_file()
-    # setup.py declares both as package data, so wheels carry them.
-    setup = Path(tukio.__file__).resolve().parent.parent / "setup.py"
-    if not setup.is_file():  # pragma: no cover - running against an installed wheel
-        pytest.skip("no setup.py next to the package")
-    tree = ast.parse(setup.read_text(encoding="utf-8"))
-    [package_data] = [
-        ast.literal_eval(node.value)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.keyword) and node.arg == "package_data"
-    ]
+    # Declared as package data, so that wheels carry them.
+    package_data = _pyproject()["tool"]["setuptools"]["package-data"]
     assert "py.typed" in package_data["tukio"]
     assert "schema/*.json" in package_data["tukio"]
+
+
+def test_metadata_is_pep_621_with_an_spdx_license() -> None:
+    project = _pyproject()["project"]
+    assert project["version"] == tukio.__version__
+    assert project["license"] == "Apache-2.0"
+    assert project["license-files"] == ["LICENSE"]
+    # Setuptools deprecates license classifiers next to an SPDX expression.
+    assert not [c for c in project["classifiers"] if c.startswith("License ::")]
+    assert project["scripts"] == {"tukio": "tukio.cli:main"}
+    assert project["dependencies"] == []
+    assert project["authors"]
+    assert project["urls"]
+    setup = Path(tukio.__file__).resolve().parent.parent / "setup.py"
+    assert "setup()" in setup.read_text(encoding="utf-8")
+    license_text = (setup.parent / "LICENSE").read_text(encoding="utf-8")
+    assert "[yyyy]" not in license_text
+    assert "Apache License" in license_text
 
 
 def test_only_the_standard_library_is_imported() -> None:
