@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import itertools
 import json
 import math
+import os
 import re
 import runpy
 import signal
@@ -94,6 +96,13 @@ async def interrupt(event):
 
     os.kill(os.getpid(), signal.SIGINT)
     await asyncio.Event().wait()
+
+
+@register("{p}chatty")
+async def chatty(event):
+    """Print a line of its own."""
+    print("chatty says hello")
+    return None
 
 
 @register("{p}touch", "run")
@@ -247,6 +256,96 @@ def test_ctrl_c_cancels_the_workflow_and_writes_the_report(tmp_path: Path) -> No
     assert [t["exec"]["state"] for t in written["tasks"]] == ["finished", "cancelled"]
 
 
+def run_with_stdout_closed(*args: str, cwd: Path = ROOT) -> tuple[int, str]:
+    """Run ``python -m tukio ARGS`` with a stdout pipe whose reader is already gone.
+
+    Returns the exit code and the standard error.
+    """
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # what `| head -1` leaves behind once it has exited
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tukio", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+            check=False,
+            cwd=cwd,
+        )
+    finally:
+        os.close(write_end)
+    return proc.returncode, proc.stderr
+
+
+def test_show_ends_quietly_when_stdout_is_closed() -> None:
+    code, err = run_with_stdout_closed("show", str(FIXTURES / "cli_hold.py"))
+    assert (code, err) == (141, "")
+
+
+def test_run_cancels_the_workflow_quietly_when_stdout_is_closed(tmp_path: Path) -> None:
+    # The 'hold' task never ends by itself: only the closed pipe can end this run.
+    report = tmp_path / "report.json"
+    code, err = run_with_stdout_closed(
+        "run", str(FIXTURES / "cli_hold.py"), str(FIXTURES / "cli_hold.json"), "--report", str(report)
+    )
+    assert (code, err) == (141, "")
+    written = json.loads(report.read_text())
+    assert written["exec"]["state"] == "cancelled"
+
+
+def test_head_reads_the_first_line_and_the_run_ends(tmp_path: Path) -> None:
+    # As `tukio run ... | head -1`: the reader leaves after one line, the task is still holding.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tukio", "run", str(FIXTURES / "cli_hold.py"), str(FIXTURES / "cli_hold.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    watchdog = threading.Timer(20, proc.kill)
+    watchdog.start()
+    try:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stdout:  # every live line is out once the hold task has begun
+            seen.append(line)
+            if line.strip() == b"[hold] begin":
+                break
+        else:
+            pytest.fail(f"no readiness line: {seen}")
+        proc.stdout.close()
+        # The next line the command prints meets the closed pipe: Ctrl-C makes one ("[hold] cancelled").
+        proc.send_signal(signal.SIGINT)
+        err = proc.stderr.read()
+        proc.stderr.close()
+        proc.wait(timeout=20)
+    finally:
+        watchdog.cancel()
+    assert proc.returncode == 141
+    assert b"Traceback" not in err
+    assert b"Error" not in err
+
+
+@pytest.mark.skipif(not (Path(sys.executable).parent / "tukio").is_file(), reason="the tukio script is not installed")
+def test_the_console_script_finds_modules_in_the_current_directory(tmp_path: Path) -> None:
+    (tmp_path / "cli_cwd_tasks.py").write_text(
+        'from tukio import register\n\n\n@register(\'cli-cwd-task\')\nasync def t(event):\n    """Found here."""\n'
+    )
+    script = str(Path(sys.executable).parent / "tukio")
+    out = subprocess.run(
+        [script, "show", "cli_cwd_tasks"], capture_output=True, text=True, timeout=30, check=False, cwd=tmp_path
+    )
+    assert (out.returncode, out.stdout, out.stderr) == (0, "cli-cwd-task  Found here.\n", "")
+    out = subprocess.run(
+        [script, "show", "cli_cwd_nothing"], capture_output=True, text=True, timeout=30, check=False, cwd=tmp_path
+    )
+    assert out.returncode == 2
+    assert "tukio: error: unknown module: cli_cwd_nothing" in out.stderr
+    assert "looked for cli_cwd_nothing.py and cli_cwd_nothing/__init__.py in:" in out.stderr
+    assert f"  {tmp_path} (the current directory)" in out.stderr
+
+
 # -- main() in process: global options ------------------------------------------------------
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help_with_exit_codes(command: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -254,7 +353,10 @@ def test_every_command_has_help_with_exit_codes(command: str, capsys: pytest.Cap
     out = capsys.readouterr().out
     assert f"usage: tukio {command}" in out
     assert "exit codes:" in out
-    assert "1  a workflow ended with a failed" in out
+    # Each command lists the exit codes it can return, and only those.
+    assert ("1  a workflow ended with a failed" in out) is (command == "run")
+    assert "    2  " in out
+    assert "  141  the standard output was closed by its reader" in out
 
 
 def test_python_dash_m_tukio_runs_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -307,7 +409,7 @@ def test_show_lists_the_tasks_a_module_registers(env: Env, capsys: pytest.Captur
     lines = capsys.readouterr().out.splitlines()
     names = [line.split()[0] for line in lines]
     assert names == [
-        env.p + n for n in ("ok", "boom", "hold", "skip", "flaky", "reject", "interrupt", "touch", "picky")
+        env.p + n for n in ("ok", "boom", "hold", "skip", "flaky", "reject", "interrupt", "chatty", "touch", "picky")
     ]
     width = len(env.p + "interrupt")
     assert lines[0] == f"{env.p + 'ok':<{width}}  Mark the data as seen."
@@ -371,6 +473,8 @@ def test_run_prints_transitions_and_a_summary(env: Env, capsys: pytest.CaptureFi
     assert lines[9].split() == ["TASK", "NAME", "STATE", "DURATION", "ERROR"]
     assert lines[10].split()[:3] == ["a", env.p + "ok", "finished"]
     assert lines[11].split()[:3] == ["b", env.p + "skip", "skipped"]
+    assert lines[11].endswith("  nothing to do")  # the reason, not "SkipTask: nothing to do"
+    assert "SkipTask" not in out
     assert lines[-1].startswith("workflow wf finished in ")
 
 
@@ -405,8 +509,9 @@ def test_timeout_cancels_the_workflow(env: Env, capsys: pytest.CaptureFixture[st
     assert main(["run", env.module, path, "--timeout", "0.05"]) == 1
     captured = capsys.readouterr()
     assert "timeout: cancelling the workflow after 0.05 s" in captured.err
-    assert "workflow wf: ended cancelled" in captured.out
-    assert "workflow wf timeout in" in captured.out
+    lines = captured.out.splitlines()
+    # tukio sends no event for a cancelled task: the command still says what became of it.
+    assert lines[:4] == ["workflow wf: begin", "[a] begin", "[a] cancelled", "workflow wf: ended cancelled"]
     assert captured.out.splitlines()[-1].startswith("workflow wf timeout in")
 
 
@@ -495,10 +600,102 @@ def test_dry_run_reports_holders_that_cannot_be_built(env: Env, capsys: pytest.C
     assert f"{path}: task b ({env.p}picky): cannot build" in err
 
 
-def test_an_unwritable_report_exits_2(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unwritable_report_exits_2_before_anything_runs(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    touched = env.tmp / "touched"
+    path = env.workflow([("t", "touch", {"config": {"path": str(touched)}})], {"t": []})
+    missing = env.tmp / "no" / "dir" / "r.json"
+    assert main(["run", env.module, path, "--report", str(missing)]) == 2
+    captured = capsys.readouterr()
+    assert f"{missing}: cannot write the report: no such directory" in captured.err
+    assert captured.out == ""
+    assert not touched.exists()
+    assert main(["run", env.module, path, "--report", str(env.tmp)]) == 2
+    assert "cannot write the report: it is a directory" in capsys.readouterr().err
+    assert not touched.exists()
+
+
+def test_a_report_folder_removed_during_the_run_exits_2(
+    env: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Checked before the run, the folder can still go away during it: a clear error then too.
     path = env.workflow([("a", "ok")], {"a": []})
-    assert main(["run", env.module, path, "--report", str(env.tmp / "no" / "dir" / "r.json")]) == 2
-    assert "cannot write the report" in capsys.readouterr().err
+    report = env.tmp / "out" / "r.json"
+    report.parent.mkdir()
+    real_run = asyncio.run
+
+    def run_then_break_the_folder(coro: Any) -> Any:
+        result = real_run(coro)
+        report.parent.rmdir()
+        return result
+
+    monkeypatch.setattr(asyncio, "run", run_then_break_the_folder)
+    assert main(["run", env.module, path, "--report", str(report)]) == 2
+    assert f"{report}: cannot write the report: No such file or directory" in capsys.readouterr().err
+
+
+def test_live_lines_come_before_what_the_task_prints(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    path = env.workflow([("a", "chatty"), ("b", "chatty")], {"a": ["b"]})
+    assert main(["run", env.module, path]) == 0
+    assert capsys.readouterr().out.splitlines()[:8] == [
+        "workflow wf: begin",
+        "[a] begin",
+        "chatty says hello",
+        "[a] finished",
+        "[b] begin",
+        "chatty says hello",
+        "[b] finished",
+        "workflow wf: ended finished",
+    ]
+
+
+def test_run_journals_in_a_store_that_inspect_reads(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    path = env.workflow([("a", "ok"), ("b", "boom")], {"a": ["b"]})
+    store = str(env.tmp / "journal.db")
+    assert main(["run", env.module, path, "--store", store, "--data", '{"x": 1}']) == 1
+    last = capsys.readouterr().out.splitlines()[-1]
+    match = re.fullmatch(rf"journaled in {re.escape(store)} as execution (\S+)", last)
+    assert match is not None, last
+    exec_id = match.group(1)
+    assert main(["inspect", "--store", store]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["EXEC_ID", "STATE", "TEMPLATE", "START", "END", "ERROR"]
+    assert lines[1].split()[:3] == [exec_id, "finished", "wf"]
+    assert main(["inspect", "--store", store, exec_id]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [t["exec"]["state"] for t in report["tasks"]] == ["finished", "exception"]
+    assert report["tasks"][1]["exec"]["error"] == "ValueError: boom"
+    assert main(["inspect", "--store", store, "--state", "finished"]) == 0
+    assert exec_id in capsys.readouterr().out
+
+
+def test_inspect_refuses_an_unknown_state(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(env.tmp / "journal.db")
+    assert main(["run", env.module, env.workflow([("a", "ok")], {"a": []}), "--store", store]) == 0
+    capsys.readouterr()
+    assert main(["inspect", "--store", store, "--state", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'bogus'" in err
+    for state in ("pending", "finished", "exception", "cancelled", "timeout"):
+        assert state in err
+
+
+def test_inspect_shows_the_error_of_a_failed_execution(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tukio.store import SQLiteStore
+    from tukio.store.base import ExecutionRecord
+
+    path = str(tmp_path / "j.db")
+    with SQLiteStore(path) as store:
+        store.write([ExecutionRecord("x1", "wf", "exception", None, None, "WorkflowRootTaskError: no root")])
+    assert main(["inspect", "--store", path]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    assert line.split()[:3] == ["x1", "exception", "wf"]
+    assert line.endswith("WorkflowRootTaskError: no root")
+
+
+def test_run_refuses_a_store_it_cannot_open(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    path = env.workflow([("a", "ok")], {"a": []})
+    assert main(["run", env.module, path, "--store", str(env.tmp / "no" / "dir" / "j.db")]) == 2
+    assert "cannot open the store" in capsys.readouterr().err
 
 
 # -- report_json --------------------------------------------------------------------------------------
@@ -574,5 +771,5 @@ def test_ctrl_c_in_process_cancels_the_workflow(env: Env, capsys: pytest.Capture
     assert main(["run", env.module, path, "--report", str(report), "--timeout", "30"]) == 1
     captured = capsys.readouterr()
     assert "interrupted: cancelling the workflow" in captured.err
-    assert "workflow wf: ended cancelled" in captured.out
+    assert "[i] cancelled\nworkflow wf: ended cancelled\n" in captured.out
     assert [t["exec"]["state"] for t in json.loads(report.read_text())["tasks"]] == ["finished", "cancelled"]

@@ -294,6 +294,35 @@ def test_graph_command_rejects_bad_reports(
     assert message in capsys.readouterr().err
 
 
+def test_graph_command_refuses_a_report_of_another_workflow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmpl = chain7()
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps(tmpl.as_dict()))
+    report = tmp_path / "report.json"
+    # The template file itself: no 'exec', every task would be drawn "not started".
+    assert main(["graph", str(wf), "--report", str(wf)]) == 2
+    assert f"{wf}: not the report of a run: it has no 'exec' entry" in capsys.readouterr().err
+    other = report_with_every_state(tmpl)
+    other["id"] = "someone-else"
+    report.write_text(dumps_report(other))
+    assert main(["graph", str(wf), "--report", str(report)]) == 2
+    assert f"{report}: a report of workflow 'someone-else', not of {tmpl.uid!r}" in capsys.readouterr().err
+    renamed = report_with_every_state(tmpl)
+    renamed["tasks"][0]["id"] = "zz"
+    report.write_text(dumps_report(renamed))
+    assert main(["graph", str(wf), "--report", str(report)]) == 2
+    err = capsys.readouterr().err
+    assert f"{report}: its tasks are not those of workflow {tmpl.uid!r}" in err
+    assert "  missing from the report: a" in err
+    assert "  not in the workflow: zz" in err
+    del renamed["tasks"][0]
+    report.write_text(dumps_report(renamed))
+    assert main(["graph", str(wf), "--report", str(report)]) == 2
+    err = capsys.readouterr().err
+    assert "missing from the report: a" in err
+    assert "not in the workflow" not in err
+
+
 def test_graph_command_rejects_bad_workflows_and_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"tasks": [{"id": "a", "name": "n"}], "graph": {"a": ["a"]}}')

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from typing import Protocol, cast
 
 import tukio
-from tukio.cli._common import EXIT_BAD_INPUT, EXIT_CODES_HELP, InputError
+from tukio.cli._common import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_CODES_HELP, InputError
+from tukio.cli._output import silence_stdout
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -56,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         The exit code: 0 success, 1 a workflow ended with a failed,
-        timed-out or cancelled task, 2 bad input.
+        timed-out or cancelled task, 2 bad input, 141 the standard output
+        was closed by its reader (``| head``).
     """
     parser = build_parser()
     try:
@@ -68,9 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        return int(command(args))
+        code = int(command(args))
+        # Flushed here, so that a reader gone away is noticed here, not at exit.
+        sys.stdout.flush()
     except InputError as exc:
         print(f"tukio: error: {exc}", file=sys.stderr)
         for line in exc.details:
             print(f"  {line}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # `tukio show m | head -1`: end quietly, as git does
+        silence_stdout()
+        return EXIT_BROKEN_PIPE
+    return code

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,12 +19,15 @@ from tukio.workflow.template import WorkflowTemplate
 
 __all__ = [
     "EXIT_BAD_INPUT",
+    "EXIT_BROKEN_PIPE",
     "EXIT_CODES_HELP",
     "EXIT_FAILED",
+    "EXIT_MEANINGS",
     "EXIT_OK",
     "InputError",
     "add_command",
     "check_runnable",
+    "exit_codes_help",
     "first_doc_line",
     "import_module",
     "load_json_file",
@@ -38,22 +41,50 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
-EXIT_CODES_HELP = """\
-exit codes:
-  0  success
-  1  a workflow ended with a failed, timed-out or cancelled task
-  2  bad input: unreadable file, invalid template, unknown module or task, bad --data"""
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as shells report it (see tukio.cli._output)
+
+#: What each exit code means, for the help texts.
+EXIT_MEANINGS = {
+    EXIT_OK: "success",
+    EXIT_FAILED: "a workflow ended with a failed, timed-out or cancelled task",
+    EXIT_BAD_INPUT: "bad input: unreadable file, invalid template, unknown module or task, bad --data",
+    EXIT_BROKEN_PIPE: "the standard output was closed by its reader (| head): ended quietly",
+}
+
+
+def exit_codes_help(meanings: Mapping[int, str]) -> str:
+    """The ``exit codes:`` section of a help text, one code per line."""
+    return "\n".join(["exit codes:", *(f"  {code:>3}  {text}" for code, text in meanings.items())])
+
+
+EXIT_CODES_HELP = exit_codes_help(EXIT_MEANINGS)
 
 
 def add_command(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str, description: str
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    description: str,
+    exit_codes: Mapping[int, str],
 ) -> argparse.ArgumentParser:
-    """Add a command's parser: `summary` for ``tukio --help``, `description` wrapped, exit codes below."""
+    """Add a command's parser: `summary` for ``tukio --help``, `description` wrapped.
+
+    Args:
+        subparsers: where to add it.
+        name: the command name.
+        summary: one line for ``tukio --help``.
+        description: the text of ``tukio NAME --help`` (wrapped).
+        exit_codes: the exit codes the command can return and what each
+            means for it (`EXIT_BROKEN_PIPE` is added: every command prints).
+
+    Returns:
+        The command's parser.
+    """
     return subparsers.add_parser(
         name,
         help=summary,
         description=textwrap.fill(description, 78),
-        epilog=EXIT_CODES_HELP,
+        epilog=exit_codes_help({**exit_codes, EXIT_BROKEN_PIPE: EXIT_MEANINGS[EXIT_BROKEN_PIPE]}),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
@@ -79,7 +110,8 @@ def import_module(spec: str) -> ModuleType:
     """Import a module given as a dotted name or as the path of a ``.py`` file.
 
     A file's folder is put first on ``sys.path`` and the file imported under
-    its stem, so that it can import its neighbours.
+    its stem, so that it can import its neighbours. A dotted name is looked
+    for as ``python -m`` would: in the current directory first.
 
     Raises:
         InputError: the module cannot be found or raised while importing.
@@ -95,11 +127,12 @@ def import_module(spec: str) -> ModuleType:
         name = path.stem
     else:
         name = spec
+        _look_in_current_directory()
     try:
         module = importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
-            raise InputError(f"unknown module: {spec}") from None
+            raise InputError(f"unknown module: {spec}", _where_looked(exc.name)) from None
         raise InputError(f"cannot import module {spec}: {_describe(exc)}") from None
     except Exception as exc:
         raise InputError(f"cannot import module {spec}: {_describe(exc)}") from None
@@ -108,6 +141,32 @@ def import_module(spec: str) -> ModuleType:
         if loaded is None or Path(loaded).resolve() != path.resolve():
             raise InputError(f"cannot import {spec}: the name {name!r} is already taken by {loaded or module!r}")
     return module
+
+
+def _look_in_current_directory() -> None:
+    """Put the current directory first on ``sys.path``, as ``python -m`` does.
+
+    The ``tukio`` console script starts with its own folder there instead, so
+    without this ``tukio show mytasks`` would not find ``./mytasks.py``.
+    """
+    cwd = os.getcwd()
+    if not any(entry in ("", ".") or os.path.abspath(entry) == cwd for entry in sys.path):
+        sys.path.insert(0, cwd)
+
+
+def _where_looked(missing: str) -> list[str]:
+    """The lines saying where the import system looked for module `missing`."""
+    parent, _, last = missing.rpartition(".")
+    folders: list[str] = list(sys.path)
+    if parent:
+        folders = list(getattr(sys.modules.get(parent), "__path__", None) or [])
+    cwd = os.getcwd()
+    lines = [f"looked for {last}.py and {last}/__init__.py in:"]
+    for folder in folders:
+        path = os.path.abspath(folder or ".")
+        lines.append(f"  {path} (the current directory)" if path == cwd else f"  {path}")
+    lines.append("give the path of the .py file, or run tukio from the folder that holds it")
+    return lines
 
 
 def tasks_of_module(spec: str) -> tuple[ModuleType, list[str]]:

@@ -8,10 +8,14 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from tukio.cli._common import EXIT_OK, InputError, add_command, table
+from tukio.cli._common import EXIT_BAD_INPUT, EXIT_OK, InputError, add_command, table
 from tukio.report_json import dumps_report
+from tukio.utils import FutureState
 
 __all__ = ["add_parser", "run"]
+
+# The states an execution can be in; 'pending' until it ends.
+_STATES = tuple(state.value for state in FutureState if state is not FutureState.skipped)
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,14 +25,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "inspect",
         "list the executions journaled in a store, or print one report",
         (
-            "Open the SQLite store at PATH (as written by Engine(store=SQLiteStore(PATH))) and list its "
+            "Open the SQLite store at PATH (as written by 'tukio run --store PATH' or by "
+            "Engine(store=SQLiteStore(PATH))) and list its "
             "executions with their state and template, oldest first; with EXEC_ID, print that execution's "
             "report as JSON."
         ),
+        {EXIT_OK: "success", EXIT_BAD_INPUT: "bad input: missing or unreadable store, unknown EXEC_ID or --state"},
     )
     parser.add_argument("--store", required=True, metavar="PATH", help="the SQLite database of the journal")
     parser.add_argument("exec_id", nargs="?", metavar="EXEC_ID", help="the execution whose report to print")
-    parser.add_argument("--state", help="list only executions in this state (pending: unfinished)")
+    parser.add_argument(
+        "--state",
+        choices=_STATES,
+        help="list only executions in this state (pending: unfinished)",
+    )
     parser.add_argument("--template", metavar="ID", help="list only executions of this template")
     parser.set_defaults(command=run)
 
@@ -63,7 +73,7 @@ def run(args: Any) -> int:
     if not infos:
         print(f"{args.store}: no executions")
         return EXIT_OK
-    rows = [(i.exec_id, i.state, i.template_id or "-", _time(i.start), _time(i.end)) for i in infos]
-    for line in table(("EXEC_ID", "STATE", "TEMPLATE", "START", "END"), rows):
+    rows = [(i.exec_id, i.state, i.template_id or "-", _time(i.start), _time(i.end), i.error or "") for i in infos]
+    for line in table(("EXEC_ID", "STATE", "TEMPLATE", "START", "END", "ERROR"), rows):
         print(line)
     return EXIT_OK

@@ -6,16 +6,21 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sqlite3
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tukio.broker import get_broker
 from tukio.cli._common import (
     EXIT_BAD_INPUT,
+    EXIT_BROKEN_PIPE,
     EXIT_FAILED,
+    EXIT_MEANINGS,
     EXIT_OK,
     InputError,
     add_command,
@@ -26,17 +31,24 @@ from tukio.cli._common import (
     table,
 )
 from tukio.cli._dryrun import dry_run
+from tukio.cli._output import LiveOutput
 from tukio.engine import Engine
 from tukio.event import Event
 from tukio.graph import format_duration, node_states, run_duration
 from tukio.report_json import describe_exception, dumps_report, to_jsonable
+from tukio.utils import SkipTask
 from tukio.workflow.template import WorkflowTemplate
 from tukio.workflow.workflow import Workflow
 
-__all__ = ["EventPrinter", "add_parser", "exit_code", "run", "summary"]
+if TYPE_CHECKING:
+    from tukio.store.base import Store
+
+__all__ = ["EventPrinter", "Outcome", "add_parser", "execute", "exit_code", "run", "summary"]
 
 _OK_STATES = frozenset({"finished", "skipped"})
+_TASK_ENDS = frozenset({"task-end", "task-skip", "task-timeout", "task-error"})
 _SHOWN = 200  # characters of data shown per line with -v
+_LAST_EVENTS = 5  # seconds to wait for the last events once the workflow is done (they are already scheduled)
 
 
 def _positive(text: str) -> float:
@@ -59,8 +71,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "Import MODULE (which registers the tasks), load WORKFLOW into an engine and run it once "
             "with the given data. Each task's transitions are printed as they happen, prefixed with "
             "the task id, then a summary table. Ctrl-C cancels the workflow cleanly (the report is "
-            "still written); a second Ctrl-C stops waiting for tasks that ignore cancellation."
+            "still written); a second Ctrl-C stops waiting for tasks that ignore cancellation. When the "
+            "standard output is closed by its reader (| head), the workflow is cancelled the same way "
+            "and the command ends quietly with status 141. With --store, the run is journaled in a "
+            "SQLite database that 'tukio inspect' reads."
         ),
+        {
+            EXIT_OK: "the workflow and every task that started ended well (finished or skipped)",
+            EXIT_FAILED: EXIT_MEANINGS[EXIT_FAILED],
+            EXIT_BAD_INPUT: EXIT_MEANINGS[EXIT_BAD_INPUT] + ", unwritable --report or --store",
+        },
     )
     parser.add_argument("module", metavar="MODULE", help="a dotted module name or the path of a .py file")
     parser.add_argument("workflow", metavar="WORKFLOW", help="the workflow template JSON file")
@@ -72,6 +92,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--timeout", type=_positive, metavar="S", help="cancel the workflow after S seconds")
     parser.add_argument("-r", "--report", metavar="OUT", help="write the workflow report to OUT as JSON")
+    parser.add_argument(
+        "-s",
+        "--store",
+        metavar="PATH",
+        help="journal the run in the SQLite database PATH (created if missing; see 'tukio inspect')",
+    )
     parser.add_argument(
         "-n",
         "--dry-run",
@@ -94,17 +120,29 @@ def _short(value: Any) -> str:
     return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 
+def _print_line(text: str) -> None:
+    print(text, flush=True)
+
+
 class EventPrinter:
     """A global broker handler printing each execution event as one line.
 
     Task lines start with ``[task-id]``; workflow lines with ``workflow``.
-    `ended` is set once the workflow's last event ('workflow-end' or
-    'workflow-error') was printed.
+    Tasks that began but sent no end event when the workflow ends (cancelled
+    by Ctrl-C or ``--timeout``: tukio sends no event for a cancelled task) get
+    a ``cancelled`` line then. `ended` is set once the workflow's last event
+    ('workflow-end' or 'workflow-error') was printed.
+
+    Args:
+        verbose: show the data of each transition.
+        write: prints one line (``print`` when None).
     """
 
-    def __init__(self, verbose: bool) -> None:
+    def __init__(self, verbose: bool, write: Callable[[str], None] | None = None) -> None:
         self.verbose = verbose
+        self.write = write if write is not None else _print_line
         self.ended = asyncio.Event()
+        self._open: dict[str, None] = {}  # task ids begun and not ended, in order
 
     def __call__(self, event: Event) -> None:
         source, data = event.source, event.data
@@ -112,11 +150,19 @@ class EventPrinter:
         if source is None or source.workflow_exec_id is None or not isinstance(kind, str):
             return  # data sent to the broker, not an execution event
         content = data.get("content")
-        if source.task_template_id is not None:
-            line = f"[{source.task_template_id}] {self._task_line(kind, content)}"
-        else:
-            line = f"workflow {source.workflow_template_id}: {self._workflow_line(kind, content)}"
-        print(line, flush=True)
+        task_id = source.task_template_id
+        if task_id is not None:
+            if kind == "task-begin":
+                self._open[task_id] = None
+            elif kind in _TASK_ENDS:
+                self._open.pop(task_id, None)
+            self.write(f"[{task_id}] {self._task_line(kind, content)}")
+            return
+        if kind in ("workflow-end", "workflow-error"):
+            for left in self._open:
+                self.write(f"[{left}] cancelled")
+            self._open.clear()
+        self.write(f"workflow {source.workflow_template_id}: {self._workflow_line(kind, content)}")
         if kind in ("workflow-end", "workflow-error"):
             self.ended.set()
 
@@ -170,10 +216,16 @@ def summary(report: Mapping[str, Any]) -> list[str]:
                 str(entry.get("name", "")),
                 state.state,
                 format_duration(state.duration) if state.duration is not None else "-",
-                str(run.get("error") or ""),
+                _error_text(state.state, run.get("error")),
             ]
         )
     return table(["TASK", "NAME", "STATE", "DURATION", "ERROR"], rows)
+
+
+def _error_text(state: str, error: Any) -> str:
+    """The ERROR cell: the error, or for a skipped task the reason it gave."""
+    text = str(error or "")
+    return text.removeprefix(f"{SkipTask.__name__}: ") if state == "skipped" else text
 
 
 def exit_code(report: Mapping[str, Any]) -> int:
@@ -207,12 +259,17 @@ def _tukio_logging(verbosity: int) -> Iterator[None]:
 
 
 class _Interrupts:
-    """Ctrl-C handling: the first cancels the workflow, the second stops waiting."""
+    """What ends a run early: Ctrl-C, and the standard output closed by its reader.
+
+    The first Ctrl-C (or the reader going away) cancels the workflow; a
+    second Ctrl-C stops waiting for tasks that ignore cancellation.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.workflow: Workflow | None = None
         self.count = 0
+        self.reader_gone = False
         self.give_up: asyncio.Future[None] = loop.create_future()
         self.installed = False
 
@@ -228,6 +285,11 @@ class _Interrupts:
         if self.installed:
             self.loop.remove_signal_handler(signal.SIGINT)
 
+    @property
+    def cancelling(self) -> bool:
+        """True once the workflow is to be cancelled."""
+        return self.count > 0 or self.reader_gone
+
     def interrupt(self) -> None:
         self.count += 1
         if self.count == 1:
@@ -236,6 +298,33 @@ class _Interrupts:
                 self.workflow.cancel()
         elif not self.give_up.done():
             self.give_up.set_result(None)
+
+    def stdout_closed(self) -> None:
+        """The reader of the standard output is gone: cancel the workflow, quietly."""
+        self.reader_gone = True
+        if self.workflow is not None:
+            self.workflow.cancel()
+
+
+@dataclass
+class Outcome:
+    """What `execute` returns: the workflow's report, and whether stdout's reader went away."""
+
+    report: dict[str, Any]
+    reader_gone: bool = False
+
+
+@contextlib.contextmanager
+def _live_stdout(loop: asyncio.AbstractEventLoop, reader_gone: Callable[[], None]) -> Iterator[LiveOutput]:
+    """Stand `LiveOutput` for ``sys.stdout`` while the workflow runs."""
+    real = sys.stdout
+    output = LiveOutput(real, loop, reader_gone)
+    sys.stdout = output
+    try:
+        yield output
+    finally:
+        sys.stdout = real
+        output.release()
 
 
 async def _start(engine: Engine, template: WorkflowTemplate, data: dict[str, Any], topic: str | None) -> Workflow:
@@ -251,18 +340,24 @@ async def _start(engine: Engine, template: WorkflowTemplate, data: dict[str, Any
 
 
 async def execute(
-    template: WorkflowTemplate, data: dict[str, Any], *, topic: str | None, timeout: float | None, verbose: bool
-) -> dict[str, Any]:
-    """Run `template` once on a fresh engine; return the workflow's report."""
+    template: WorkflowTemplate,
+    data: dict[str, Any],
+    *,
+    topic: str | None,
+    timeout: float | None,
+    verbose: bool,
+    store: Store | None = None,
+) -> Outcome:
+    """Run `template` once on a fresh engine (journaling in `store`); return its report."""
     loop = asyncio.get_running_loop()
-    engine = Engine()
+    engine = Engine(store=store)
     broker = get_broker()
-    printer = EventPrinter(verbose)
-    broker.register(printer)
-    try:
-        with _Interrupts(loop) as interrupts:
+    with _Interrupts(loop) as interrupts, _live_stdout(loop, interrupts.stdout_closed) as output:
+        printer = EventPrinter(verbose, output.line)
+        broker.register(printer)
+        try:
             workflow = await _start(engine, template, data, topic)
-            if interrupts.count:
+            if interrupts.cancelling:
                 workflow.cancel()
             interrupts.workflow = workflow
             timer = None
@@ -273,16 +368,62 @@ async def execute(
                 timer.cancel()
             if workflow.done():
                 # The last events were scheduled with the end of the workflow.
-                await asyncio.wait_for(printer.ended.wait(), 5)
-        return workflow.report()
-    finally:
-        broker.unregister(printer)
-        engine.stop(force=True)
+                await asyncio.wait({loop.create_task(printer.ended.wait())}, timeout=_LAST_EVENTS)
+            return Outcome(workflow.report(), output.broken)
+        finally:
+            broker.unregister(printer)
+            engine.stop(force=True)
+            if not interrupts.give_up.done():
+                # Lets the journal write its last records (Ctrl-C twice: do not wait).
+                await asyncio.wait(
+                    {loop.create_task(_stopped(engine)), interrupts.give_up}, return_when=asyncio.FIRST_COMPLETED
+                )
+
+
+async def _stopped(engine: Engine) -> None:
+    await engine
 
 
 def _time_out(workflow: Workflow, seconds: float) -> None:
     print(f"timeout: cancelling the workflow after {seconds:g} s", file=sys.stderr, flush=True)
     workflow.timeout()
+
+
+def _check_writable(path: str) -> None:
+    """Check a report can be written at `path` before running anything.
+
+    Raises:
+        InputError: its folder does not exist, or it cannot be written.
+    """
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        raise InputError(f"{path}: cannot write the report: it is a directory")
+    if not folder.is_dir():
+        raise InputError(f"{path}: cannot write the report: no such directory {str(folder)!r}")
+    if not os.access(target if target.exists() else folder, os.W_OK):
+        raise InputError(f"{path}: cannot write the report: permission denied")
+
+
+def _open_store(path: str) -> Store:
+    """Open (or create) the SQLite journal of ``--store``.
+
+    Raises:
+        InputError: the database cannot be opened or created.
+    """
+    from tukio.store.sqlite import SQLiteStore
+
+    try:
+        return SQLiteStore(path)
+    except (OSError, sqlite3.Error) as exc:
+        raise InputError(f"{path}: cannot open the store: {exc}") from None
+
+
+def _write_report(report: dict[str, Any], path: str) -> None:
+    try:
+        Path(path).write_text(dumps_report(report) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write the report: {exc.strerror or exc}") from None
 
 
 def run(args: Any) -> int:
@@ -293,8 +434,30 @@ def run(args: Any) -> int:
     check_runnable(template, args.workflow)
     if args.dry_run:
         return dry_run(template, args.workflow, data, args.topic)
-    with _tukio_logging(args.verbose):
-        report = asyncio.run(execute(template, data, topic=args.topic, timeout=args.timeout, verbose=args.verbose >= 1))
+    if args.report is not None:
+        _check_writable(args.report)
+    store = _open_store(args.store) if args.store is not None else None
+    try:
+        with _tukio_logging(args.verbose):
+            outcome = asyncio.run(
+                execute(
+                    template,
+                    data,
+                    topic=args.topic,
+                    timeout=args.timeout,
+                    verbose=args.verbose >= 1,
+                    store=store,
+                )
+            )
+    finally:
+        if store is not None:
+            store.close()
+    report = outcome.report
+    # Written first: the summary below may meet a closed standard output.
+    if args.report is not None:
+        _write_report(report, args.report)
+    if outcome.reader_gone:
+        return EXIT_BROKEN_PIPE
     print()
     for line in summary(report):
         print(line)
@@ -303,10 +466,7 @@ def run(args: Any) -> int:
     took = f" in {format_duration(elapsed)}" if elapsed is not None else ""
     print(f"workflow {template.uid} {run_info['state']}{took}")
     if args.report is not None:
-        try:
-            Path(args.report).write_text(dumps_report(report) + "\n", encoding="utf-8")
-        except OSError as exc:
-            print(f"tukio: error: {args.report}: cannot write the report: {exc.strerror or exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
         print(f"report written to {args.report}")
+    if store is not None:
+        print(f"journaled in {args.store} as execution {run_info['id']}")
     return exit_code(report)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tukio.cli._common import EXIT_OK, add_command, first_doc_line, tasks_of_module
+from tukio.cli._common import EXIT_BAD_INPUT, EXIT_OK, add_command, first_doc_line, tasks_of_module
 from tukio.task.registry import TaskRegistry
 
 __all__ = ["add_parser", "run"]
@@ -18,6 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "show",
         "list the tasks a module registers",
         ("Import MODULE and list the tasks it registers, each with the first line of its docstring."),
+        {EXIT_OK: "success", EXIT_BAD_INPUT: "the module cannot be found or imported"},
     )
     parser.add_argument("module", metavar="MODULE", help="a dotted module name or the path of a .py file")
     parser.set_defaults(command=run)

@@ -30,6 +30,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "'FILE: WHERE: PROBLEM'. The structure, the graph and the single root are always "
             "checked; with --modules, the task names must also be registered by those modules."
         ),
+        {
+            EXIT_OK: "every file is valid",
+            EXIT_BAD_INPUT: "a file has a problem, or a module cannot be imported",
+        },
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="workflow template JSON files")
     parser.add_argument(
