@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import io
 import itertools
 import json
 import math
@@ -26,6 +27,7 @@ import pytest
 import tukio
 from tukio import Event, EventSource, TaskRegistry
 from tukio.cli import COMMANDS, main
+from tukio.cli._output import LiveOutput, silence_stdout
 from tukio.report_json import dumps_report, to_jsonable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -449,6 +451,34 @@ def test_show_reports_modules_that_cannot_be_imported(
     assert re.search(message, capsys.readouterr().err)
 
 
+def test_a_dotted_name_is_looked_for_in_the_current_directory(
+    env: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As the console script starts: its own folder on sys.path, not the current directory.
+    monkeypatch.chdir(env.tmp)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".") and Path(p).resolve() != env.tmp])
+    assert main(["show", env.stem]) == 0
+    assert capsys.readouterr().out.startswith(f"{env.p}ok ")
+    assert sys.path[0] == str(env.tmp)
+
+
+def test_an_unknown_module_error_says_where_it_looked(
+    env: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(env.tmp)
+    assert main(["show", "no_such_module_xyz"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "tukio: error: unknown module: no_such_module_xyz"
+    assert err[1] == "  looked for no_such_module_xyz.py and no_such_module_xyz/__init__.py in:"
+    assert f"    {env.tmp} (the current directory)" in err
+    assert err[-1] == "  give the path of the .py file, or run tukio from the folder that holds it"
+    # In a package: where that package lives.
+    assert main(["show", "json.no_such_part"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[1] == "  looked for no_such_part.py and no_such_part/__init__.py in:"
+    assert err[2] == f"    {Path(json.__file__).parent}"
+
+
 def test_a_file_shadowed_by_an_imported_module_is_refused(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["show", env.write("json.py", "")]) == 2
     assert "the name 'json' is already taken" in capsys.readouterr().err
@@ -696,6 +726,47 @@ def test_run_refuses_a_store_it_cannot_open(env: Env, capsys: pytest.CaptureFixt
     path = env.workflow([("a", "ok")], {"a": []})
     assert main(["run", env.module, path, "--store", str(env.tmp / "no" / "dir" / "j.db")]) == 2
     assert "cannot open the store" in capsys.readouterr().err
+
+
+# -- the live output --------------------------------------------------------------------------------
+class _ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+async def test_live_output_holds_what_tasks_print_for_one_loop_turn(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    with (tmp_path / "out.txt").open("w+", encoding="utf-8") as stream:
+        output = LiveOutput(stream, loop, lambda: pytest.fail("the stream is fine"))
+        assert output.writable()
+        assert output.encoding == "utf-8"
+        assert output.fileno() == stream.fileno()
+        assert output.isatty() is False
+        print("from a task", file=output)
+        output.flush()
+        output.line("[a] begin")
+        released = loop.create_future()
+        # From another thread too (a task in an executor), in order.
+        await loop.run_in_executor(None, lambda: output.write("from a thread\n"))
+        loop.call_soon(released.set_result, None)
+        await released
+        stream.seek(0)
+        assert stream.read() == "[a] begin\nfrom a task\nfrom a thread\n"
+
+
+async def test_live_output_drops_everything_once_the_reader_is_gone() -> None:
+    loop = asyncio.get_running_loop()
+    gone: list[bool] = []
+    output = LiveOutput(_ClosedPipe(), loop, lambda: gone.append(True))
+    output.write("held")
+    output.line("[a] begin")
+    assert output.broken
+    assert gone == [True]
+    output.line("[a] finished")
+    output.write("more")
+    output.release()
+    assert gone == [True]  # told once
+    silence_stdout(io.StringIO())  # no file behind it: nothing to redirect
 
 
 # -- report_json --------------------------------------------------------------------------------------

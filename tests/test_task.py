@@ -87,9 +87,9 @@ def test_task_exec_state_values() -> None:
 async def test_new_task_runs_a_coroutine_function(registered: Registered, task_name: Names) -> None:
     received: list[Any] = []
 
-    async def double(data: Any) -> Any:
-        received.append(data)
-        return {"value": data["value"] * 2}
+    async def double(event: Event) -> Any:
+        received.append(event)
+        return {"value": event.data["value"] * 2}
 
     name = task_name("double")
     registered(name, double)
@@ -98,7 +98,8 @@ async def test_new_task_runs_a_coroutine_function(registered: Registered, task_n
     assert task.holder is None
     assert is_uuid4(task.uid)
     assert task.uid == task.uid  # stable once made
-    assert task.template is None
+    assert task.template is not None
+    assert (task.template.name, task.template.config, task.template.timeout) == (name, {}, None)
     assert task.workflow is None
     assert task.committed is False
     assert task.timed_out is False
@@ -106,8 +107,30 @@ async def test_new_task_runs_a_coroutine_function(registered: Registered, task_n
     assert task.inputs == {"value": 21}
     assert await task == {"value": 42}
     assert not task.in_progress()
-    assert received == [{"value": 21}]
+    # A dict reaches the coroutine as an Event, as it would in a workflow.
+    [event] = received
+    assert isinstance(event, Event)
+    assert event.data == {"value": 21}
+    assert task.argument is event
     assert task.outputs == {"value": 42}
+
+
+async def test_a_function_task_reads_its_config_from_its_template(registered: Registered, task_name: Names) -> None:
+    async def store(event: Event) -> Any:
+        task = asyncio.current_task()
+        assert isinstance(task, TukioTask)
+        assert task.template is not None
+        return {"saved": event.data["status"], "table": task.template.config["table"]}
+
+    name = task_name("store")
+    registered(name, store)
+    config = {"table": "results"}
+    task = new_task(name, data={"status": 0}, config=config, timeout=5)
+    assert await task == {"saved": 0, "table": "results"}
+    assert task.template is not None
+    assert task.template.config is config
+    assert task.template.timeout == 5
+    assert task.template.as_dict()["name"] == name
 
 
 async def test_new_task_with_a_holder_and_config(registered: Registered, task_name: Names) -> None:
@@ -215,8 +238,9 @@ async def test_inputs_are_a_copy(registered: Registered, task_name: Names) -> No
     assert task.inputs == {"a": 1}
     release.set()
     await task
-    # The coroutine got the data itself; only the recorded inputs are a copy.
-    assert seen[0] is data
+    # The coroutine got an Event of the data as it was; the recorded inputs are a copy too.
+    assert isinstance(seen[0], Event)
+    assert seen[0].data == {"a": 1}
     assert task.inputs == {"a": 1}
 
 
@@ -502,7 +526,7 @@ async def test_events_of_a_task(registered: Registered, task_name: Names, record
         assert isinstance(task, TukioTask)
         task.dispatch_progress({"step": 1})
         task.dispatch_progress({"step": 2}, event_type="custom-progress")
-        return {"out": data["in"] + 1}
+        return {"out": data.data["in"] + 1}
 
     name = task_name("events")
     registered(name, work)
@@ -514,7 +538,8 @@ async def test_events_of_a_task(registered: Registered, task_name: Names, record
     for event in recorder.events:
         assert event.topic == EXEC_TOPIC
         assert event.source == task.event_source
-    assert task.event_source == EventSource(task_exec_id=task.uid)
+    assert task.template is not None
+    assert task.event_source == EventSource(task_template_id=task.template.uid, task_exec_id=task.uid)
 
 
 async def test_data_received_fills_the_queue(registered: Registered, task_name: Names) -> None:
@@ -546,7 +571,7 @@ async def test_repr(registered: Registered, task_name: Names) -> None:
     registered(name, work)
     task = new_task(name, data={})
     await task
-    assert repr(task) == "<TukioTask ? finished>"
+    assert repr(task) == f"<TukioTask {name} finished>"
 
 
 # -- the task factory ---------------------------------------------------------------

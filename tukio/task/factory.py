@@ -7,10 +7,10 @@ from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from tukio._loop import resolve_loop
+from tukio.event import Event
 from tukio.task.registry import TaskRegistry
 from tukio.task.states import TaskExecState
 from tukio.task.task import TukioTask
-from tukio.utils import TimeoutHandle
 
 if TYPE_CHECKING:
     from tukio.task.template import TaskTemplate
@@ -27,21 +27,38 @@ def new_task(
     timeout: float | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
 ) -> TukioTask:
-    """Create and schedule the task registered as `task_name`.
+    """Create and schedule the task registered as `task_name`, outside any workflow.
 
-    The holder class (if any) is built with `config`, its coroutine called
-    with `data`; the task's `inputs` are `data` (an Event's data) and the
-    timeout is armed.
+    The task runs as it would in a workflow: a dict `data` reaches the
+    coroutine as an `Event` (read it with ``event.data``), and the task gets
+    a `TaskTemplate` made of `task_name`, `config` and `timeout`, so that
+    ``asyncio.current_task().template.config`` works in a function task as
+    ``self.config`` does in a holder.
+
+    Args:
+        task_name: the registered name.
+        data: the data to start with: a dict (or an `Event`) is passed as an
+            `Event`; any other value as is. The task's `inputs` are the data
+            (an Event's data).
+        config: the task's configuration, given to the holder class (if any)
+            and kept in the task's template.
+        timeout: seconds before the task ends as timed out (None: never).
+        loop: the loop to run on (the running loop when None).
+
+    Returns:
+        The scheduled task.
 
     Raises:
         UnknownTaskName: nothing is registered as `task_name`.
         TypeError: the coroutine does not take exactly one data argument.
         Exception: whatever the holder's ``__init__`` raises.
     """
-    task = start_task(task_name, data, config=config, loop=loop)
-    if timeout is not None:
-        TimeoutHandle(task, timeout).start()
-    return task
+    from tukio.task.template import TaskTemplate
+
+    template = TaskTemplate(task_name, config=config, timeout=timeout)
+    if isinstance(data, dict):
+        data = Event(data)
+    return start_task(task_name, data, config=config, loop=loop, template=template)
 
 
 def start_task(
