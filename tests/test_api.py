@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import sys
 import types
+from collections.abc import Callable
+from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from support import template
 
 import tukio
 
@@ -162,3 +166,26 @@ def test_only_the_standard_library_is_imported() -> None:
         m for m in out.split() if m not in sys.stdlib_module_names and m != "tukio" and not m.startswith("_")
     }
     assert third_party == set()
+
+
+async def test_a_report_as_json_in_one_call(registered: Callable[..., Any], task_name: Callable[[str], str]) -> None:
+    async def stamp(event: tukio.Event) -> dict[str, Any]:
+        return {"at": datetime(2026, 1, 2, tzinfo=timezone.utc), "error": ValueError("kept as text")}
+
+    name = task_name("stamp")
+    registered(name, stamp)
+    workflow = tukio.Workflow(template([("a", name)], {"a": []}, id="wf"))
+    workflow.run({"x": 1})
+    await workflow
+    report = workflow.report()
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        json.dumps(report)
+    back = json.loads(tukio.dumps_report(report))
+    assert back["id"] == "wf"
+    assert back["exec"]["state"] == "finished"
+    assert datetime.fromisoformat(back["exec"]["start"]).tzinfo is not None
+    assert back["tasks"][0]["exec"]["outputs"] == {
+        "at": "2026-01-02T00:00:00+00:00",
+        "error": "ValueError: kept as text",
+    }
+    assert tukio.dumps_report(report, indent=None).count("\n") == 0

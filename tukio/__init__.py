@@ -3,6 +3,7 @@
 Coroutines registered with ``@register('name')`` become workflow tasks;
 workflows are single-root DAGs of tasks described in JSON; an `Engine` starts
 them when data arrives and a `Broker` dispatches events by topic.
+``tukio.dumps_report(workflow.report())`` gives a report as JSON text.
 """
 
 from tukio.broker import EXEC_TOPIC, Broker, get_broker
@@ -19,6 +20,7 @@ from tukio.errors import (
 )
 from tukio.event import Event, EventSource
 from tukio.policy import OverrunPolicy
+from tukio.report_json import dumps_report
 from tukio.retry import RetryPolicy
 from tukio.selector import WorkflowSelector
 from tukio.task import (
@@ -66,6 +68,7 @@ __all__ = [
     "WorkflowSelector",
     "WorkflowTemplate",
     "__version__",
+    "dumps_report",
     "get_broker",
     "new_task",
     "register",

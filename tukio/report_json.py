@@ -1,9 +1,13 @@
 """Workflow reports as JSON: datetimes in ISO 8601, exceptions as strings.
 
 `Workflow.report()` returns plain dicts holding `datetime` objects, and a
-task's inputs and outputs may hold anything its code put there. `dumps_report`
-turns any such value into JSON text that can always be written, then read
-back with `json.loads` (and rendered by `tukio.graph`).
+task's inputs and outputs may hold anything its code put there, so
+``json.dumps(workflow.report())`` fails. `dumps_report` (also exported as
+``tukio.dumps_report``) turns any such value into JSON text that can always be
+written, then read back with `json.loads` (and rendered by `tukio.graph` or
+``tukio graph --report``)::
+
+    text = tukio.dumps_report(workflow.report())
 """
 
 from __future__ import annotations
