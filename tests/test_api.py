@@ -174,7 +174,8 @@ async def test_a_report_as_json_in_one_call(registered: Callable[..., Any], task
 
     name = task_name("stamp")
     registered(name, stamp)
-    workflow = tukio.Workflow(template([("a", name)], {"a": []}, id="wf"))
+    # With extension keys (your own metadata): reports keep them.
+    workflow = tukio.Workflow(template([("a", name, {"comment": "mine"})], {"a": []}, id="wf", owner="me"))
     workflow.run({"x": 1})
     await workflow
     report = workflow.report()
@@ -182,6 +183,8 @@ async def test_a_report_as_json_in_one_call(registered: Callable[..., Any], task
         json.dumps(report)
     back = json.loads(tukio.dumps_report(report))
     assert back["id"] == "wf"
+    assert back["owner"] == "me"
+    assert back["tasks"][0]["comment"] == "mine"
     assert back["exec"]["state"] == "finished"
     assert datetime.fromisoformat(back["exec"]["start"]).tzinfo is not None
     assert back["tasks"][0]["exec"]["outputs"] == {

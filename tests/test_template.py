@@ -141,7 +141,7 @@ def test_task_template_from_dict_needs_only_a_name() -> None:
 def test_task_template_from_dict_all_fields() -> None:
     config = {"deep": {"x": 1}}
     task = TaskTemplate.from_dict(
-        {"id": "f1", "name": "work", "config": config, "topics": None, "timeout": 3, "unknown": "ignored"}
+        {"id": "f1", "name": "work", "config": config, "topics": None, "timeout": 3, "unknown": "kept"}
     )
     assert task.uid == "f1"
     assert task.config == config
@@ -151,7 +151,15 @@ def test_task_template_from_dict_all_fields() -> None:
     assert task.listen is Listen.everything
     assert task.timeout == 3
     assert not hasattr(task, "unknown")
-    assert task.as_dict() == {"id": "f1", "name": "work", "config": {"deep": {"x": 1}}, "topics": None, "timeout": 3}
+    assert task.extra == {"unknown": "kept"}
+    assert task.as_dict() == {
+        "id": "f1",
+        "name": "work",
+        "config": {"deep": {"x": 1}},
+        "topics": None,
+        "timeout": 3,
+        "unknown": "kept",
+    }
 
 
 def test_task_template_from_dict_missing_name_is_a_key_error() -> None:
@@ -374,12 +382,49 @@ def test_from_dict_defaults() -> None:
     }
 
 
-def test_from_dict_ignores_unknown_keys() -> None:
+def test_from_dict_keeps_unknown_keys() -> None:
     d = {**chain("f1", "f2"), "owner": "me", "x-extension": {"a": 1}}
     d["tasks"][0]["comment"] = "hello"
     wf = WorkflowTemplate.from_dict(d)
-    assert "owner" not in wf.as_dict()
-    assert "comment" not in wf.as_dict()["tasks"][0]
+    out = wf.as_dict()
+    assert list(out)[-2:] == ["owner", "x-extension"]  # after the keys tukio uses
+    assert (out["owner"], out["x-extension"]) == ("me", {"a": 1})
+    assert wf.extra == {"owner": "me", "x-extension": {"a": 1}}
+    assert out["tasks"][0]["comment"] == "hello"
+    assert "comment" not in out["tasks"][1]  # only when set
+    assert wf.tasks[0].extra == {"comment": "hello"}
+    # Kept as copies: changing the input changes nothing.
+    d["x-extension"]["a"] = 2
+    assert wf.as_dict()["x-extension"] == {"a": 1}
+    assert WorkflowTemplate.from_dict(out).as_dict() == out
+    clone = wf.copy()
+    assert clone.as_dict() == out
+    clone.extra["x-extension"]["a"] = 3
+    clone.tasks[0].extra["comment"] = "changed"
+    assert wf.as_dict() == out
+
+
+def test_the_exec_key_of_a_report_is_not_kept() -> None:
+    d = {**chain("f1", "f2"), "exec": {"state": "finished"}}
+    d["tasks"][0]["exec"] = {"state": "finished"}
+    out = WorkflowTemplate.from_dict(d).as_dict()
+    assert "exec" not in out
+    assert "exec" not in out["tasks"][0]
+
+
+def test_extension_keys_cannot_be_keys_tukio_uses() -> None:
+    with pytest.raises(ValueError, match="must not be keys tukio uses: exec, timeout"):
+        TaskTemplate("work", extra={"timeout": 1, "exec": None, "mine": 1})
+    with pytest.raises(ValueError, match="must not be keys tukio uses: graph"):
+        WorkflowTemplate(extra={"graph": {}})
+    assert TaskTemplate("work", uid="t", extra={"mine": 1}).as_dict() == {
+        "id": "t",
+        "name": "work",
+        "config": {},
+        "topics": [],
+        "timeout": None,
+        "mine": 1,
+    }
 
 
 def test_empty_template_loads() -> None:

@@ -53,7 +53,7 @@ def load(template: Any) -> WorkflowTemplate | TemplateError:
 
 def assert_round_trip(wf: WorkflowTemplate) -> None:
     out = wf.as_dict()
-    assert set(out) == set(WORKFLOW_KEYS)
+    assert set(out) == set(WORKFLOW_KEYS) | set(wf.extra)
     again = WorkflowTemplate.from_dict(out)
     assert again.as_dict() == out
     assert wf.copy().as_dict() == out

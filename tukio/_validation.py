@@ -6,6 +6,7 @@ at once with `tukio.errors.template_error`.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,18 @@ from tukio.policy import OverrunPolicy
 
 TASK_KEYS = ("id", "name", "config", "topics", "timeout", "retry")
 WORKFLOW_KEYS = ("id", "title", "policy", "topics", "timeout", "schema", "tasks", "graph")
+# What a report adds to a template: never kept as an extension key.
+REPORT_KEY = "exec"
+
+
+def extensions(d: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
+    """The keys of a template dict that tukio does not use (a deep copy), to be kept as they are.
+
+    The README invites templates to carry their own metadata; 'exec' (what a
+    report adds) is left out, so that a report read back as a template gives
+    the template.
+    """
+    return {key: copy.deepcopy(value) for key, value in d.items() if key not in known and key != REPORT_KEY}
 
 
 def _type(value: Any) -> str:

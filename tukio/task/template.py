@@ -7,7 +7,7 @@ import copy
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from tukio._validation import check_task
+from tukio._validation import REPORT_KEY, TASK_KEYS, check_task, extensions
 from tukio.errors import template_error
 from tukio.utils import Listen
 
@@ -32,9 +32,12 @@ class TaskTemplate:
         topics: broker topics the running task receives events from: None for
             every topic, ``[]`` (the default) for none.
         retry: an optional `RetryPolicy`.
+        extra: extension keys (your own metadata): kept, and returned by
+            `as_dict` after the others.
 
     Raises:
         TypeError: `topics` is neither None nor a list.
+        ValueError: an `extra` key is one tukio uses.
     """
 
     def __init__(
@@ -45,7 +48,12 @@ class TaskTemplate:
         timeout: float | None = None,
         topics: list[str] | None = _NO_TOPICS,
         retry: RetryPolicy | None = None,
+        *,
+        extra: dict[str, Any] | None = None,
     ) -> None:
+        clash = sorted(set(extra or ()) & {*TASK_KEYS, REPORT_KEY})
+        if clash:
+            raise ValueError(f"extension keys must not be keys tukio uses: {', '.join(clash)}")
         self.name = name
         self.uid = uid if uid is not None else str(uuid.uuid4())
         self.config: dict[str, Any] = config if config is not None else {}
@@ -53,6 +61,7 @@ class TaskTemplate:
         Listen.get(topics)
         self.topics = list(topics) if topics is not None else None
         self.retry = retry
+        self.extra: dict[str, Any] = dict(extra) if extra else {}
 
     @property
     def listen(self) -> Listen:
@@ -76,8 +85,9 @@ class TaskTemplate:
     def from_dict(cls, task_dict: dict[str, Any]) -> TaskTemplate:
         """Build a template from ``{'id','name','config','topics','timeout'}``.
 
-        Only 'name' is required; unknown keys are ignored; a missing 'topics'
-        means ``[]`` (listen to nothing).
+        Only 'name' is required; a missing 'topics' means ``[]`` (listen to
+        nothing); unknown keys are kept in `extra` (but 'exec', which a report
+        adds).
 
         Raises:
             TemplateError: listing every problem; it is also a `KeyError` when
@@ -103,10 +113,11 @@ class TaskTemplate:
             timeout=task_dict.get("timeout"),
             topics=task_dict.get("topics", []),
             retry=retry,
+            extra=extensions(task_dict, TASK_KEYS),
         )
 
     def as_dict(self) -> dict[str, Any]:
-        """Return ``{'id','name','config','topics','timeout'}`` (and 'retry' when set)."""
+        """Return ``{'id','name','config','topics','timeout'}``, then 'retry' and the extension keys when set."""
         d: dict[str, Any] = {
             "id": self.uid,
             "name": self.name,
@@ -116,6 +127,7 @@ class TaskTemplate:
         }
         if self.retry is not None:
             d["retry"] = self.retry.as_dict()
+        d.update(self.extra)
         return d
 
     def copy(self) -> TaskTemplate:
@@ -127,6 +139,7 @@ class TaskTemplate:
             timeout=self.timeout,
             topics=self.topics,
             retry=self.retry,
+            extra=copy.deepcopy(self.extra),
         )
 
     def __repr__(self) -> str:

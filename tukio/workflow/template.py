@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from tukio._validation import check_workflow
+from tukio._validation import REPORT_KEY, WORKFLOW_KEYS, check_workflow, extensions
 from tukio.dag import DAG
 from tukio.errors import Problem, TemplateError, UnknownTaskName, WorkflowRootTaskError, template_error
 from tukio.policy import OverrunPolicy
@@ -45,9 +45,11 @@ class WorkflowTemplate:
         timeout: seconds before a running instance is cancelled (None: never).
         schema: version of the JSON format (1).
         title: a human-readable title.
+        extra: extension keys (your own metadata): kept, and returned by
+            `as_dict` (and in reports) after the others.
 
     Raises:
-        ValueError: unknown policy.
+        ValueError: unknown policy, or an `extra` key that tukio uses.
         TypeError: `topics` is neither None nor a list.
     """
 
@@ -59,7 +61,12 @@ class WorkflowTemplate:
         timeout: float | None = None,
         schema: int | None = None,
         title: str | None = None,
+        *,
+        extra: dict[str, Any] | None = None,
     ) -> None:
+        clash = sorted(set(extra or ()) & {*WORKFLOW_KEYS, REPORT_KEY})
+        if clash:
+            raise ValueError(f"extension keys must not be keys tukio uses: {', '.join(clash)}")
         self.uid = uid if uid is not None else str(uuid.uuid4())
         self.title = title
         self.policy = OverrunPolicy.get(policy)
@@ -67,6 +74,7 @@ class WorkflowTemplate:
         self.topics = topics
         self.timeout = timeout
         self.schema = schema if schema is not None else 1
+        self.extra: dict[str, Any] = dict(extra) if extra else {}
         self.dag: DAG[TaskTemplate] = DAG()
         self._plan: Plan | None = None
 
@@ -194,6 +202,8 @@ class WorkflowTemplate:
 
         Checks the structure and reports every problem at once; zero or
         several roots and unregistered names are accepted (see `validate`).
+        Unknown keys, of the workflow and of its tasks, are kept in `extra`
+        (but 'exec', which a report adds).
 
         Raises:
             TemplateError: listing each problem with where it is; also an
@@ -211,6 +221,7 @@ class WorkflowTemplate:
             timeout=wf_dict.get("timeout"),
             schema=wf_dict.get("schema"),
             title=wf_dict.get("title"),
+            extra=extensions(wf_dict, WORKFLOW_KEYS),
         )
         by_id: dict[str, TaskTemplate] = {}
         for task_dict in wf_dict.get("tasks", []):
@@ -250,9 +261,9 @@ class WorkflowTemplate:
             return cls.from_json(f.read())
 
     def as_dict(self) -> dict[str, Any]:
-        """Return the JSON object of the template (`from_dict` round-trips it)."""
+        """Return the JSON object of the template (`from_dict` round-trips it), extension keys last."""
         plan = self.plan()
-        return {
+        d = {
             "id": self.uid,
             "title": self.title,
             "policy": self.policy.value,
@@ -262,6 +273,8 @@ class WorkflowTemplate:
             "tasks": [task.as_dict() for task in self.dag.graph],
             "graph": {uid: list(succs) for uid, succs in plan.successors.items()},
         }
+        d.update(self.extra)
+        return d
 
     def copy(self) -> WorkflowTemplate:
         """Return a deep copy with every field (same ids)."""
@@ -272,6 +285,7 @@ class WorkflowTemplate:
             timeout=self.timeout,
             schema=self.schema,
             title=self.title,
+            extra=copy.deepcopy(self.extra),
         )
         clones = {task: task.copy() for task in self.dag.graph}
         for task, succs in self.dag.graph.items():
