@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -290,3 +291,33 @@ async def test_retries_are_journaled_and_counted_after_recovery(flaky: str) -> N
     assert [x["attempt"] for x in a["attempts"]] == [1]
     assert RUNS["a"] == 2
     await engine.stop(force=True)
+
+
+async def test_each_retry_logs_one_line_and_only_the_last_failure_a_traceback(
+    flaky: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tukio")
+    PLAN["a"] = [ConnectionError("reset"), ConnectionError("reset"), ConnectionError("reset")]
+    wf = await run(retried(flaky, {"max_attempts": 3, "delay": 0}))
+    assert exec_of(wf, "a")["state"] == "exception"
+    about_a = [r for r in caplog.records if " task a " in r.getMessage() or r.getMessage().endswith(" task a")]
+    retries = [r for r in about_a if "retrying in" in r.getMessage()]
+    assert [r.getMessage().split(" task a ")[1] for r in retries] == [
+        "attempt 1 failed (ConnectionError: reset); retrying in 0s",
+        "attempt 2 failed (ConnectionError: reset); retrying in 0s",
+    ]
+    assert all(r.exc_info is None for r in retries)
+    [final] = [r for r in about_a if r.exc_info is not None]
+    assert final.levelno == logging.ERROR
+    assert final is about_a[-1]
+    assert len(about_a) == 3  # two retries, then the failure with its traceback
+
+
+async def test_a_timed_out_attempt_logs_the_retry_only(flaky: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="tukio")
+    PLAN["a"] = ["hang"]
+    wf = await run(retried(flaky, {"max_attempts": 2, "delay": 0}, timeout=0.01))
+    assert exec_of(wf, "a")["state"] == "finished"
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if m.endswith("task a timed out")]
+    assert len([m for m in messages if "task a attempt 1 failed (TimeoutError" in m]) == 1

@@ -277,17 +277,25 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
                     self.emit(TaskExecState.error, self._outputs)
                 else:
                     assert exc is not None
-                    log.error("%s raised %r", prefix, exc, exc_info=(type(exc), exc, exc.__traceback__))
+                    # An attempt to be retried gets one log line, from the retry (no traceback).
+                    if not self._will_retry():
+                        log.error("%s raised %r", prefix, exc, exc_info=(type(exc), exc, exc.__traceback__))
                     self.emit(TaskExecState.error, {"exception": exc})
             case FutureState.timeout:
                 outputs = self._teardown()
                 self._outputs = self._inputs if outputs is None else shallow_copy(outputs)
-                log.warning("%s timed out", prefix)
+                if not self._will_retry():
+                    log.warning("%s timed out", prefix)
                 self.emit(TaskExecState.timeout, self._outputs)
             case _:  # cancelled or suspended
                 outputs = self._teardown()
                 if outputs is not None:
                     self._outputs = shallow_copy(outputs)
+
+    def _will_retry(self) -> bool:
+        """True when the task's workflow will run it again (its retry policy says so)."""
+        wf = self.workflow
+        return wf is not None and self.template is not None and self.template.retry is not None and wf.will_retry(self)
 
     def _teardown(self) -> Any:
         teardown = getattr(self.holder, "teardown", None)

@@ -359,6 +359,10 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
                 self._start_task(self._plan.by_id[succ], data)
 
     # -- retries (see tukio.workflow.retries) ----------------------------------
+    def will_retry(self, task: TukioTask) -> bool:
+        """True when `task`, which has just ended, is to be run again by its retry policy."""
+        return self._halt is None and self._retry_error(task) is not None
+
     def _retry_error(self, task: TukioTask) -> BaseException | None:
         if self._retries is None:
             return retry_error(task, 0)
