@@ -87,9 +87,9 @@ def test_task_exec_state_values() -> None:
 async def test_new_task_runs_a_coroutine_function(registered: Registered, task_name: Names) -> None:
     received: list[Any] = []
 
-    async def double(event: Event) -> Any:
-        received.append(event)
-        return {"value": event.data["value"] * 2}
+    async def double(data: Any) -> Any:
+        received.append(data)
+        return {"value": data["value"] * 2}
 
     name = task_name("double")
     registered(name, double)
@@ -107,11 +107,8 @@ async def test_new_task_runs_a_coroutine_function(registered: Registered, task_n
     assert task.inputs == {"value": 21}
     assert await task == {"value": 42}
     assert not task.in_progress()
-    # A dict reaches the coroutine as an Event, as it would in a workflow.
-    [event] = received
-    assert isinstance(event, Event)
-    assert event.data == {"value": 21}
-    assert task.argument is event
+    # The coroutine is called with the data as given (SPEC, and the original).
+    assert received == [{"value": 21}]
     assert task.outputs == {"value": 42}
 
 
@@ -125,7 +122,7 @@ async def test_a_function_task_reads_its_config_from_its_template(registered: Re
     name = task_name("store")
     registered(name, store)
     config = {"table": "results"}
-    task = new_task(name, data={"status": 0}, config=config, timeout=5)
+    task = new_task(name, data=Event({"status": 0}), config=config, timeout=5)
     assert await task == {"saved": 0, "table": "results"}
     assert task.template is not None
     assert task.template.config is config
@@ -238,9 +235,8 @@ async def test_inputs_are_a_copy(registered: Registered, task_name: Names) -> No
     assert task.inputs == {"a": 1}
     release.set()
     await task
-    # The coroutine got an Event of the data as it was; the recorded inputs are a copy too.
-    assert isinstance(seen[0], Event)
-    assert seen[0].data == {"a": 1}
+    # The coroutine got the data itself; only the recorded inputs are a copy.
+    assert seen[0] is data
     assert task.inputs == {"a": 1}
 
 
@@ -526,7 +522,7 @@ async def test_events_of_a_task(registered: Registered, task_name: Names, record
         assert isinstance(task, TukioTask)
         task.dispatch_progress({"step": 1})
         task.dispatch_progress({"step": 2}, event_type="custom-progress")
-        return {"out": data.data["in"] + 1}
+        return {"out": data["in"] + 1}
 
     name = task_name("events")
     registered(name, work)

@@ -7,7 +7,6 @@ from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from tukio._loop import resolve_loop
-from tukio.event import Event
 from tukio.task.registry import TaskRegistry
 from tukio.task.states import TaskExecState
 from tukio.task.task import TukioTask
@@ -29,17 +28,17 @@ def new_task(
 ) -> TukioTask:
     """Create and schedule the task registered as `task_name`, outside any workflow.
 
-    The task runs as it would in a workflow: a dict `data` reaches the
-    coroutine as an `Event` (read it with ``event.data``), and the task gets
-    a `TaskTemplate` made of `task_name`, `config` and `timeout`, so that
+    The coroutine is called with `data` as given (as in the original: a
+    workflow passes an `Event`, so a task that reads ``event.data`` wants
+    ``data=Event({...})`` here). The task gets a `TaskTemplate` made of
+    `task_name`, `config` and `timeout`, so that
     ``asyncio.current_task().template.config`` works in a function task as
     ``self.config`` does in a holder.
 
     Args:
         task_name: the registered name.
-        data: the data to start with: a dict (or an `Event`) is passed as an
-            `Event`; any other value as is. The task's `inputs` are the data
-            (an Event's data).
+        data: what the coroutine is called with. The task's `inputs` are a
+            copy of it (an Event's data).
         config: the task's configuration, given to the holder class (if any)
             and kept in the task's template.
         timeout: seconds before the task ends as timed out (None: never).
@@ -56,8 +55,6 @@ def new_task(
     from tukio.task.template import TaskTemplate
 
     template = TaskTemplate(task_name, config=config, timeout=timeout)
-    if isinstance(data, dict):
-        data = Event(data)
     return start_task(task_name, data, config=config, loop=loop, template=template)
 
 
