@@ -21,6 +21,7 @@ __all__ = ["EXEC_TOPIC", "Broker", "TopicManager", "get_broker", "workflow_exec_
 log = logging.getLogger(__name__)
 
 EXEC_TOPIC = "__exec_topic__"
+"""The topic every execution event is dispatched on (and on ``EXEC_TOPIC + '/' + workflow_uid``)."""
 
 Handler = Callable[[Event], Awaitable[Any] | Any]
 Topics = str | Iterable[str] | None
