@@ -1,7 +1,7 @@
 """The one exception tree of tukio.
 
-Every error tukio raises derives from :class:`TukioError`.  Template problems
-are collected and raised together as a :class:`TemplateError`; when the
+Every error tukio raises derives from `TukioError`. Template problems
+are collected and raised together as a `TemplateError`; when the
 original tukio raised a different builtin for the same problem (``KeyError``
 for a missing task name, ``TypeError`` for successors that are not a list...),
 the raised error is *also* an instance of that class, so old ``except``

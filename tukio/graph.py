@@ -27,6 +27,7 @@ __all__ = [
 ]
 
 NOT_STARTED = "not started"
+"""The state drawn for a task the report shows never started."""
 
 
 @dataclass(frozen=True)
