@@ -71,6 +71,18 @@ def test_every_public_name_of_a_module_is_on_its_page(module_name: str, page_nam
     assert missing == []
 
 
+def test_every_error_class_is_on_the_errors_page() -> None:
+    page = (DOCS / "reference" / "errors.md").read_text(encoding="utf-8")
+    errors = importlib.import_module("tukio.errors")
+    classes = [
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, errors.TukioError) and not name.startswith("_")
+    ]
+    assert "TemplateError" in classes
+    assert [name for name in classes if f"- {name}\n" not in page] == []
+
+
 def test_every_page_is_in_the_navigation() -> None:
     nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
     pages = sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md"))
