@@ -24,12 +24,19 @@ from tukio.store.base import (
     parse_time,
 )
 
-__all__ = ["CHECKPOINT_EVERY", "SQLiteStore"]
+__all__ = ["CHECKPOINT_EVERY", "WAL_SIZE_LIMIT", "SQLiteStore"]
 
 log = logging.getLogger(__name__)
 
-#: Commits made on the event loop between two background WAL checkpoints.
-CHECKPOINT_EVERY = 500
+#: Records written between two checkpoints of the write-ahead log.
+CHECKPOINT_EVERY = 1000
+#: Bytes the write-ahead log file is cut back to once it restarts (SQLite's
+#: ``journal_size_limit``); between two checkpoints it grows by the pages of
+#: `CHECKPOINT_EVERY` records at most (a few MB).
+WAL_SIZE_LIMIT = 4 * 1024 * 1024
+#: Seconds a checkpoint waits for another process's reads before it gives up
+#: (it is tried again after the next `CHECKPOINT_EVERY` records).
+CHECKPOINT_WAIT = 0.2
 _BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 
 _SCHEMA = """
@@ -117,13 +124,19 @@ class SQLiteStore(Store):
 
     With "NORMAL" a commit only appends to the write-ahead log (no fsync), so
     the journal commits on the event loop (`write_nowait`): about 15 us per
-    batch, against a round trip of about 100 us to a thread. The WAL is
-    checkpointed into the database (which may fsync) by a background thread
-    every `CHECKPOINT_EVERY` such commits. When the database is locked
-    (another process writing, a long read in another thread) the journal
-    falls back to its writer thread. With "FULL", or ``write_on_loop=False``
-    (a slow or network file system, say), every write goes through that
-    thread.
+    batch, against a round trip of about 100 us to a thread. When the
+    database is locked (another process writing, a long read in another
+    thread) the journal falls back to its writer thread. With "FULL", or
+    ``write_on_loop=False`` (a slow or network file system, say), every write
+    goes through that thread.
+
+    The write-ahead log stays bounded: every `CHECKPOINT_EVERY` records it is
+    copied into the database (from a background thread, or by the writer
+    thread itself) while no write runs, so the copy completes and the log
+    starts again from its beginning, cut back to `WAL_SIZE_LIMIT` bytes. Only
+    another process keeping a read open for long can hold it back.
+    `prune()` gives the space of what it deletes back to the file system
+    (databases created before tukio 1.3 need one `vacuum()` first).
 
     Args:
         path: the database file (created when missing).
@@ -152,29 +165,40 @@ class SQLiteStore(Store):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
         self.path = os.fspath(path)
         self._lock = threading.Lock()
+        self._written = 0  # records written since the last checkpoint
+        self._checkpointer: threading.Thread | None = None
         # One connection shared by the journal thread and the application,
         # serialised by the lock.
-        self._db: sqlite3.Connection | None = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=10.0
-        )
+        self._db: sqlite3.Connection | None = None
         # The event loop's own connection: never waits for a lock, never
         # checkpoints (that may fsync), so a commit is one append to the WAL.
         self._fast: sqlite3.Connection | None = None
-        self._commits = 0
-        self._checkpointer: threading.Thread | None = None
+        # Checkpoints, always under the lock: a commit never runs meanwhile.
+        self._ckpt: sqlite3.Connection | None = None
         try:
+            self._db = self._connect(synchronous.upper(), timeout=10.0)
+            # Only takes effect in a new file, before its first table.
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._db.executescript(_SCHEMA)
+            self._ckpt = self._connect(synchronous.upper(), timeout=CHECKPOINT_WAIT)
             if write_on_loop and synchronous.upper() == "NORMAL":
-                self._fast = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=0)
-                self._fast.execute("PRAGMA synchronous=NORMAL")
-                self._fast.execute("PRAGMA wal_autocheckpoint=0")
+                self._fast = self._connect("NORMAL", timeout=0)
         except BaseException:
-            self._db.close()
-            if self._fast is not None:
-                self._fast.close()
+            self._close_connections()
             raise
+
+    def _connect(self, synchronous: str, timeout: float) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=timeout)
+        try:
+            db.execute(f"PRAGMA synchronous={synchronous}")
+            # The store checkpoints itself (`_maybe_checkpoint`), never in the middle of a commit.
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            db.execute(f"PRAGMA journal_size_limit={int(WAL_SIZE_LIMIT)}").fetchall()
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -182,14 +206,23 @@ class SQLiteStore(Store):
         return self._db
 
     def write(self, records: Sequence[Record]) -> None:
-        """Apply `records` in one transaction (see `Store.write`)."""
+        """Apply `records` in one transaction (see `Store.write`).
+
+        Every `CHECKPOINT_EVERY` records, the calling thread then checkpoints
+        the write-ahead log.
+        """
         with self._lock:
             _apply(self._conn(), records)
+            self._written += len(records)
+            if self._written >= CHECKPOINT_EVERY:
+                self._checkpoint_locked("RESTART")
 
     def write_nowait(self, records: Sequence[Record]) -> bool:
         """Apply `records` now, unless the database or the store is busy (see `Store.write_nowait`).
 
         Only with ``synchronous="NORMAL"``, where a commit does not fsync.
+        Every `CHECKPOINT_EVERY` records, a background thread checkpoints the
+        write-ahead log (writes meanwhile go to the journal's thread).
 
         Raises:
             sqlite3.Error: the write failed for another reason than a lock.
@@ -203,30 +236,81 @@ class SQLiteStore(Store):
                 if _busy(exc):
                     return False
                 raise
-            self._commits += 1
-            if self._commits >= CHECKPOINT_EVERY:
-                self._commits = 0
+            self._written += len(records)
+            if self._written >= CHECKPOINT_EVERY:
                 self._checkpoint_soon()
         finally:
             self._lock.release()
         return True
 
     def _checkpoint_soon(self) -> None:
-        """Copy the WAL into the database from a thread (one at a time)."""
+        """Checkpoint from a thread (one at a time), so that the loop does not wait for the fsync."""
         if self._checkpointer is not None and self._checkpointer.is_alive():
             return
-        self._checkpointer = threading.Thread(target=self._checkpoint, name="tukio-checkpoint", daemon=True)
+        self._checkpointer = threading.Thread(target=self._checkpoint_in_thread, name="tukio-checkpoint", daemon=True)
         self._checkpointer.start()
 
-    def _checkpoint(self) -> None:
+    def _checkpoint_in_thread(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._checkpoint_locked("RESTART")
+
+    def _checkpoint_locked(self, mode: str) -> bool:
+        """Copy the whole WAL into the database; the next commit starts the WAL again.
+
+        The caller holds the lock, so no commit of this store runs meanwhile:
+        a checkpoint racing with commits never catches up, and the WAL then
+        never restarts (it grew without bound that way). Another process's
+        open read can still hold it back: that is logged, and tried again
+        after the next `CHECKPOINT_EVERY` records.
+
+        Returns:
+            True when every frame was copied.
+        """
+        self._written = 0
+        if self._ckpt is None:
+            return False
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-            try:
-                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            finally:
-                db.close()
+            busy, frames, copied = self._ckpt.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         except sqlite3.Error:
             log.exception("SQLiteStore %r: checkpoint failed", self.path)
+            return False
+        if busy or frames != copied:
+            log.warning(
+                "SQLiteStore %r: checkpoint incomplete (%s of %s frames): a read holds it", self.path, copied, frames
+            )
+            return False
+        return True
+
+    def checkpoint(self) -> bool:
+        """Copy the write-ahead log into the database and empty it (a TRUNCATE checkpoint).
+
+        Returns:
+            True when the log is empty; False when another process's read held it back.
+
+        Raises:
+            sqlite3.ProgrammingError: the store is closed.
+        """
+        with self._lock:
+            self._conn()
+            return self._checkpoint_locked("TRUNCATE")
+
+    def vacuum(self) -> None:
+        """Rebuild the database file at its smallest size (SQLite's ``VACUUM``), then empty the WAL.
+
+        It rewrites the whole file and needs as much free disk space again:
+        run it when the engine is quiet. It also lets `prune()` give space
+        back in files created before tukio 1.3.
+
+        Raises:
+            sqlite3.ProgrammingError: the store is closed.
+            sqlite3.Error: the vacuum failed (the database is unchanged).
+        """
+        with self._lock:
+            db = self._conn()
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            db.execute("VACUUM")
+            self._checkpoint_locked("TRUNCATE")
 
     def executions(
         self, *, state: str | Iterable[str] | None = None, template_id: str | None = None
@@ -257,22 +341,23 @@ class SQLiteStore(Store):
         """
         with self._lock:
             db = self._conn()
-            row = db.execute(f"SELECT {_COLUMNS}, template, event FROM executions WHERE exec_id = ?", (exec_id,))
-            found = row.fetchone()
-            if found is None:
+            # fetchall: a statement left unfinished would keep a read open, and hold back checkpoints.
+            found = db.execute(
+                f"SELECT {_COLUMNS}, template, event FROM executions WHERE exec_id = ?", (exec_id,)
+            ).fetchall()
+            if not found:
                 raise KeyError(f"no execution {exec_id!r} in the store")
             tasks = db.execute(
                 "SELECT task_id, task_exec_id, state, started, ended, data, error FROM tasks WHERE exec_id = ?",
                 (exec_id,),
             ).fetchall()
-        execution = ExecutionRecord(
-            found[0], found[1], found[2], found[3], found[4], found[5], template=found[6], event=found[7]
-        )
+        row = found[0]
+        execution = ExecutionRecord(row[0], row[1], row[2], row[3], row[4], row[5], template=row[6], event=row[7])
         records = [TaskRecord(exec_id, t[0], t[1], t[2], t[3], t[4], t[5], t[6]) for t in tasks]
         return build_report(self.serializer, execution, records)
 
     def prune(self, *, before: datetime | None = None, template_id: str | None = None) -> int:
-        """Delete finished executions (see `Store.prune`)."""
+        """Delete finished executions and give their space back (see `Store.prune`)."""
         clauses = ["state != ?"]
         params: list[Any] = [UNFINISHED]
         if before is not None:
@@ -292,6 +377,12 @@ class SQLiteStore(Store):
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+            if count:
+                # executescript: `execute` steps this statement once, and
+                # each step frees one page. A no-op in a file without
+                # incremental vacuum (see `vacuum`).
+                db.executescript("PRAGMA incremental_vacuum")
+                self._checkpoint_locked("TRUNCATE")
         return count
 
     def close(self) -> None:
@@ -299,12 +390,13 @@ class SQLiteStore(Store):
         if self._checkpointer is not None:
             self._checkpointer.join()
         with self._lock:
-            if self._fast is not None:
-                self._fast.close()
-                self._fast = None
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            self._close_connections()
+
+    def _close_connections(self) -> None:
+        for db in (self._fast, self._ckpt, self._db):
+            if db is not None:
+                db.close()
+        self._fast = self._ckpt = self._db = None
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {self.path!r}>"
