@@ -7,6 +7,7 @@ at once with `tukio.errors.template_error`.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +30,51 @@ def extensions(d: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
     the template.
     """
     return {key: copy.deepcopy(value) for key, value in d.items() if key not in known and key != REPORT_KEY}
+
+
+#: How deeply lists and objects may nest in a task's config and in JSON read
+#: from files; deeper values would exhaust the stack when copied.
+MAX_DEPTH = 100
+_TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when lists and dicts nest in `value` more than `limit` levels (checked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def parse_json(text: str | bytes) -> Any:
+    """Parse JSON text as tukio reads templates and data.
+
+    Raises:
+        ValueError: why, in one line: where the syntax is wrong, that it
+            nests deeper than `MAX_DEPTH` levels, that a number is too long
+            to convert, or that the bytes are not UTF-8.
+        TypeError: `text` is neither str nor bytes.
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise ValueError(_TOO_DEEP) from None
+    except ValueError as exc:  # bytes that are not UTF-8, or an integer of thousands of digits
+        raise ValueError(str(exc).split("; ")[0]) from None
+    if too_deep(value):
+        raise ValueError(_TOO_DEEP)
+    return value
 
 
 def _type(value: Any) -> str:
@@ -63,7 +109,11 @@ def finite(value: int | float) -> float | None:
 
 
 def short_repr(value: Any) -> str:
-    text = repr(value)
+    """`repr(value)`, cut to 40 characters (an integer too long to write is described)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer of more digits than sys.get_int_max_str_digits()
+        return f"an integer of {value.bit_length()} bits" if isinstance(value, int) else type(value).__name__
     return text if len(text) <= 40 else f"{text[:37]}..."
 
 
@@ -90,6 +140,8 @@ def check_task(d: Any, where: str) -> list[Problem]:
     config = d.get("config")
     if config is not None and not isinstance(config, Mapping):
         out.append(Problem(f"{where}config", f"must be an object, got {_type(config)}", TypeError))
+    elif too_deep(config):
+        out.append(Problem(f"{where}config", _TOO_DEEP, ValueError))
     _check_topics(d, where, out)
     check_timeout(d.get("timeout"), f"{where}timeout", out)
     if d.get("retry") is not None:

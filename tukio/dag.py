@@ -41,9 +41,16 @@ def find_cycle(graph: Mapping[N, Iterable[N]]) -> list[N] | None:
     return None
 
 
+#: How many nodes of a long cycle `describe_cycle` names.
+CYCLE_SHOWN = 5
+
+
 def describe_cycle(cycle: list[Any]) -> str:
-    """Format a cycle as ``a -> b -> a``."""
-    return " -> ".join(str(getattr(node, "uid", node)) for node in cycle)
+    """Format a closed path as ``a -> b -> a``; a long one as ``a -> b -> ... -> z -> a (a cycle of N)``."""
+    names = [str(getattr(node, "uid", node)) for node in cycle]
+    if len(names) <= CYCLE_SHOWN + 3:
+        return " -> ".join(names)
+    return " -> ".join([*names[:CYCLE_SHOWN], "...", *names[-2:]]) + f" (a cycle of {len(names) - 1})"
 
 
 class DAG(Generic[N]):

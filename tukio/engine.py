@@ -27,6 +27,11 @@ __all__ = ["Engine"]
 log = logging.getLogger(__name__)
 
 
+def _check_template(template: object) -> None:
+    if not isinstance(template, WorkflowTemplate):
+        raise TypeError(f"expected a WorkflowTemplate or its dict, got {type(template).__name__}")
+
+
 class _Running:
     """The running instances of one template id, and how many are locked."""
 
@@ -100,9 +105,11 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
 
         Raises:
             TemplateError: the template is invalid (see `WorkflowTemplate.validate`).
+            TypeError: `template` is neither a `WorkflowTemplate` nor a dict.
         """
         if isinstance(template, dict):
             template = WorkflowTemplate.from_dict(template)
+        _check_template(template)
         template.validate()
         self.selector.add(template)
         log.info("template %s loaded", template.uid)
@@ -113,9 +120,11 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
 
         Raises:
             TemplateError: a template is invalid; nothing was changed.
+            TypeError: an item is not a `WorkflowTemplate`; nothing was changed.
         """
         templates = list(templates)
         for template in templates:
+            _check_template(template)
             template.validate()
         self.selector.load(templates)
 

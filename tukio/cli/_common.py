@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 import textwrap
@@ -13,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from tukio._validation import parse_json
 from tukio.errors import TemplateError
 from tukio.task.registry import TaskRegistry
 from tukio.workflow.template import WorkflowTemplate
@@ -114,7 +114,8 @@ def import_module(spec: str) -> ModuleType:
     for as ``python -m`` would: in the current directory first.
 
     Raises:
-        InputError: the module cannot be found or raised while importing.
+        InputError: the module cannot be found, raised while importing, or
+            called ``sys.exit()``.
     """
     path = Path(spec)
     is_file = spec.endswith(".py") or os.sep in spec or (os.altsep is not None and os.altsep in spec)
@@ -136,6 +137,8 @@ def import_module(spec: str) -> ModuleType:
         raise InputError(f"cannot import module {spec}: {_describe(exc)}") from None
     except Exception as exc:
         raise InputError(f"cannot import module {spec}: {_describe(exc)}") from None
+    except SystemExit as exc:  # the module called sys.exit(): not our exit code to return
+        raise InputError(f"importing module {spec} exited with code {exc.code}") from None
     if is_file:
         loaded = getattr(module, "__file__", None)
         if loaded is None or Path(loaded).resolve() != path.resolve():
@@ -194,7 +197,8 @@ def load_json_file(path: str, what: str = "file") -> Any:
     """Read and parse a JSON file.
 
     Raises:
-        InputError: the file cannot be read or is not JSON (naming line and column).
+        InputError: the file cannot be read or is not JSON (naming line and
+            column), nests too deeply, or holds an integer too long to convert.
     """
     try:
         with open(path, "rb") as f:
@@ -202,10 +206,8 @@ def load_json_file(path: str, what: str = "file") -> Any:
     except OSError as exc:
         raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: json: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except UnicodeDecodeError as exc:
+        return parse_json(raw)
+    except ValueError as exc:
         raise InputError(f"{path}: json: {exc}") from None
 
 
@@ -251,9 +253,9 @@ def parse_data(text: str | None) -> dict[str, Any]:
         where = text[1:]
     else:
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"--data: not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+            value = parse_json(text)
+        except ValueError as exc:
+            raise InputError(f"--data: not JSON: {exc}") from None
         where = "--data"
     if not isinstance(value, dict):
         raise InputError(f"{where}: the data must be a JSON object, got {type(value).__name__}")

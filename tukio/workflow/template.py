@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from tukio._validation import REPORT_KEY, WORKFLOW_KEYS, check_workflow, extensions
+from tukio._validation import REPORT_KEY, WORKFLOW_KEYS, check_workflow, extensions, parse_json
 from tukio.dag import DAG
 from tukio.errors import Problem, TemplateError, UnknownTaskName, WorkflowRootTaskError, template_error
 from tukio.policy import OverrunPolicy
@@ -238,14 +237,13 @@ class WorkflowTemplate:
         """Build a template from JSON text.
 
         Raises:
-            TemplateError: the text is not JSON (naming line and column) or
-                the template is invalid.
+            TemplateError: the text is not JSON (naming line and column), nests
+                deeper than 100 levels, holds an integer too long to convert,
+                or the template is invalid.
         """
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise TemplateError(f"json: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-        except (TypeError, UnicodeDecodeError) as exc:
+            data = parse_json(text)
+        except (TypeError, ValueError) as exc:
             raise TemplateError(f"json: {exc}") from None
         return cls.from_dict(data)
 
