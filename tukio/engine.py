@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from tukio._loop import resolve_loop
 from tukio.broker import get_broker
-from tukio.errors import RescueError
+from tukio.errors import DamagedRecordError, RescueError
 from tukio.event import Event
 from tukio.policy import Decision, OverrunPolicy, decide  # noqa: F401 - OverrunPolicy: the original's namespace
 from tukio.selector import WorkflowSelector
@@ -235,10 +236,11 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
 
     @property
     def unrecovered(self) -> list[ExecutionInfo]:
-        """Unfinished executions the last `recover()` could not resume.
+        """Unfinished executions the last `recover()` could not resume, each with its `problem`.
 
-        Their template is not loaded (or their report is unusable); they stay
-        in the store, and a later `recover()` picks them up once it is loaded.
+        Their template is not loaded, or a record of theirs is damaged; they
+        stay in the store, and a later `recover()` picks them up once the
+        template is loaded.
         """
         return list(self._unrecovered)
 
@@ -257,8 +259,10 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         Each one goes on from its journaled report with the same id: tasks
         recorded as done are not run again, tasks that were running run again
         (at least once per task), and the workflow runs to its end. Executions
-        of templates not loaded are logged, kept in the store and listed by
-        `unrecovered`. Executions already running in this engine are left alone.
+        of templates not loaded, and executions whose records are damaged, are
+        logged, kept in the store and listed by `unrecovered` with the reason:
+        they never stop the others from being resumed. Executions already
+        running in this engine are left alone.
 
         Returns:
             The workflows resumed.
@@ -277,20 +281,32 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         for info in await asyncio.to_thread(store.unfinished):
             if info.exec_id in self._instances:
                 continue
-            template = self.selector.get(info.template_id) if info.template_id is not None else None
-            if template is None:
-                log.warning("[%s] not recovered: template %s is not loaded", info.exec_id, info.template_id)
-                left.append(info)
-                continue
-            try:
-                report = await asyncio.to_thread(store.load, info.exec_id)
-                recovered.append(self._resume(template, report))
-            except (KeyError, RescueError) as exc:
-                log.error("[%s] not recovered: %s", info.exec_id, exc)
-                left.append(info)
+            workflow, reason = await self._recover_one(store, info)
+            if workflow is not None:
+                recovered.append(workflow)
+            else:
+                log.error("[%s] not recovered: %s", info.exec_id, reason)
+                left.append(dataclasses.replace(info, problem=reason))
         self._unrecovered = left
         log.info("recovered %d workflow(s), %d left in the store", len(recovered), len(left))
         return recovered
+
+    async def _recover_one(self, store: Store, info: ExecutionInfo) -> tuple[Workflow | None, str]:
+        """Resume one execution; or return why it cannot be (it never raises: one bad row stops nothing)."""
+        if info.problem is not None:
+            return None, info.problem
+        template = self.selector.get(info.template_id) if info.template_id is not None else None
+        if template is None:
+            return None, f"template {info.template_id} is not loaded"
+        try:
+            report = await asyncio.to_thread(store.load, info.exec_id)
+            if not report.get("tasks"):
+                return None, "the journal holds no template for it"
+            return self._resume(template, report), ""
+        except (DamagedRecordError, RescueError) as exc:
+            return None, str(exc)
+        except Exception as exc:
+            return None, f"{type(exc).__name__}: {exc}"
 
     def _resume(self, template: WorkflowTemplate, report: dict[str, Any]) -> Workflow:
         workflow = self._new(template)

@@ -73,6 +73,20 @@ class JournalError(TukioError):
     """The journal of an engine could not record something (see `tukio.store`)."""
 
 
+class DamagedRecordError(JournalError, ValueError):
+    """A store holds a record of an execution that cannot be read back.
+
+    Args:
+        exec_id: the execution whose record is damaged.
+        problem: which field, and what is wrong with it.
+    """
+
+    def __init__(self, exec_id: str, problem: str) -> None:
+        super().__init__(f"execution {exec_id}: {problem}")
+        self.exec_id = exec_id
+        self.problem = problem
+
+
 class Problem(NamedTuple):
     """One problem found in a template: where, what, and the legacy class."""
 

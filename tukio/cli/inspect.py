@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from tukio.cli._common import EXIT_BAD_INPUT, EXIT_OK, InputError, add_command, table
+from tukio.errors import DamagedRecordError
 from tukio.report_json import dumps_report
 from tukio.utils import FutureState
 
@@ -67,6 +68,8 @@ def run(args: Any) -> int:
                 report = store.load(args.exec_id)
             except KeyError:
                 raise InputError(f"{args.store}: no execution {args.exec_id!r}") from None
+            except DamagedRecordError as exc:
+                raise InputError(f"{args.store}: {exc}") from None
             print(dumps_report(report))
             return EXIT_OK
         infos = store.executions(state=args.state, template_id=args.template)
@@ -76,4 +79,7 @@ def run(args: Any) -> int:
     rows = [(i.exec_id, i.state, i.template_id or "-", _time(i.start), _time(i.end), i.error or "") for i in infos]
     for line in table(("EXEC_ID", "STATE", "TEMPLATE", "START", "END", "ERROR"), rows):
         print(line)
+    for info in infos:
+        if info.problem is not None:
+            print(f"damaged: {info.exec_id}: {info.problem}")
     return EXIT_OK

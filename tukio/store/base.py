@@ -11,10 +11,12 @@ from __future__ import annotations
 import abc
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timezone
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, TypeVar
+
+from tukio.errors import DamagedRecordError
 
 __all__ = [
     "ExecutionInfo",
@@ -25,6 +27,7 @@ __all__ = [
     "Store",
     "TaskRecord",
     "build_report",
+    "execution_info",
     "iso",
     "parse_states",
     "parse_time",
@@ -121,7 +124,12 @@ Record = ExecutionRecord | TaskRecord
 
 @dataclass(frozen=True)
 class ExecutionInfo:
-    """A summary of one execution, as `Store.executions` lists it."""
+    """A summary of one execution, as `Store.executions` lists it.
+
+    `problem` says why the execution cannot be read in full (a damaged row:
+    its unreadable fields are None), or, in `Engine.unrecovered`, why it was
+    not resumed; it is None otherwise.
+    """
 
     exec_id: str
     template_id: str | None
@@ -129,6 +137,7 @@ class ExecutionInfo:
     start: datetime | None
     end: datetime | None
     error: str | None = None
+    problem: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -150,6 +159,61 @@ def parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def execution_info(
+    exec_id: Any, template_id: Any, state: Any, start: Any, end: Any, error: Any = None
+) -> ExecutionInfo:
+    """Summarise an execution from the columns a store kept, whatever shape they are in.
+
+    A field that is not what the journal writes (text that is not UTF-8, a
+    time that is not ISO 8601) does not raise: it is named in `problem`.
+    """
+    problems: list[str] = []
+
+    def as_text(name: str, value: Any) -> Any:
+        if value is None or isinstance(value, str):
+            return value
+        problems.append(f"{name} is not text: {_short(value)}")
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+    def as_time(name: str, value: Any) -> datetime | None:
+        try:
+            return _time(value, name)
+        except ValueError as exc:
+            problems.append(str(exc))
+            return None
+
+    info = ExecutionInfo(
+        as_text("exec_id", exec_id),
+        as_text("template_id", template_id),
+        as_text("state", state),
+        as_time("start", start),
+        as_time("end", end),
+        as_text("error", error),
+    )
+    return replace(info, problem="; ".join(problems)) if problems else info
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _time(value: Any, name: str) -> datetime | None:
+    """Parse a time the journal wrote.
+
+    Raises:
+        ValueError: `value` is not an ISO 8601 string ("NAME is not an ISO time: ...").
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{name} is not an ISO time: {_short(value)}")
+
+
 def parse_states(state: str | Iterable[str] | None) -> frozenset[str] | None:
     """Normalise the `state` filter of `Store.executions`."""
     if state is None:
@@ -167,35 +231,87 @@ def build_report(
     The report is the template's dict plus ``'exec'`` (with 'event': the
     triggering data, and 'error' when the workflow failed); each task dict
     gets its ``'exec'`` entry, or None when it never started.
+
+    Raises:
+        DamagedRecordError: a field cannot be read back or does not have
+            the shape the journal writes (naming the execution and the field).
     """
+    exec_id = execution.exec_id
+    try:
+        return _report(serializer, execution, tasks)
+    except _Damaged as damaged:
+        raise DamagedRecordError(exec_id, str(damaged)) from damaged.__cause__
+
+
+class _Damaged(Exception):
+    """A field of a record is unreadable (the message says which and why)."""
+
+
+def _decode(serializer: Serializer, blob: Any, what: str, must_be_dict: bool = True) -> Any:
+    try:
+        value = serializer.loads(blob)
+    except Exception as exc:
+        raise _Damaged(f"{what} cannot be read: {type(exc).__name__}: {_short_text(exc)}") from exc
+    if must_be_dict and not isinstance(value, dict):
+        raise _Damaged(f"{what} must be an object, got {type(value).__name__}")
+    return value
+
+
+def _short_text(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 200 else f"{text[:197]}..."
+
+
+def _parsed(value: Any, what: str) -> datetime | None:
+    try:
+        return _time(value, what)
+    except ValueError as exc:
+        raise _Damaged(str(exc)) from None
+
+
+def _report(serializer: Serializer, execution: ExecutionRecord, tasks: Iterable[TaskRecord]) -> dict[str, Any]:
     template: dict[str, Any] = (
-        serializer.loads(execution.template) if execution.template is not None else {"id": execution.template_id}
+        _decode(serializer, execution.template, "template")
+        if execution.template is not None
+        else {"id": execution.template_id}
     )
+    task_list = template.get("tasks", [])
+    if not isinstance(task_list, list) or not all(isinstance(t, dict) for t in task_list):
+        raise _Damaged("template: 'tasks' must be a list of objects")
     report = dict(template)
     report["exec"] = {
         "id": execution.exec_id,
-        "start": parse_time(execution.start),
-        "end": parse_time(execution.end),
+        "start": _parsed(execution.start, "start"),
+        "end": _parsed(execution.end, "end"),
         "state": execution.state,
-        "event": serializer.loads(execution.event) if execution.event is not None else None,
+        "event": (
+            _decode(serializer, execution.event, "triggering data", must_be_dict=False)
+            if execution.event is not None
+            else None
+        ),
     }
     if execution.error is not None:
         report["exec"]["error"] = execution.error
     entries: dict[str, dict[str, Any]] = {}
     for row in tasks:
+        where = f"task {row.task_id}"
         entry: dict[str, Any] = {
             "id": row.task_exec_id,
-            "start": parse_time(row.start),
-            "end": parse_time(row.end),
+            "start": _parsed(row.start, f"{where}: start"),
+            "end": _parsed(row.end, f"{where}: end"),
             "state": row.state,
         }
-        entry.update(serializer.loads(row.data))
-        for attempt in entry.get("attempts") or ():
-            attempt["start"], attempt["end"] = parse_time(attempt.get("start")), parse_time(attempt.get("end"))
+        entry.update(_decode(serializer, row.data, f"{where}: data"))
+        attempts = entry.get("attempts") or []
+        if not isinstance(attempts, list) or not all(isinstance(a, dict) for a in attempts):
+            raise _Damaged(f"{where}: attempts must be a list of objects")
+        for n, attempt in enumerate(attempts, 1):
+            attempt["start"] = _parsed(attempt.get("start"), f"{where}: attempt {n}: start")
+            attempt["end"] = _parsed(attempt.get("end"), f"{where}: attempt {n}: end")
         if row.error is not None:
             entry["error"] = row.error
-        entries[row.task_id] = entry
-    task_dicts = [dict(t) for t in template.get("tasks", [])]
+        entries[str(row.task_id)] = entry
+    task_dicts = [dict(t) for t in task_list]
     for task_dict in task_dicts:
         task_dict["exec"] = entries.pop(str(task_dict.get("id")), None)
     report["tasks"] = task_dicts
@@ -259,7 +375,8 @@ class Store(abc.ABC):
             template_id: keep only executions of this template.
 
         Returns:
-            A summary of each execution.
+            A summary of each execution; a damaged row is listed too, with
+            its `ExecutionInfo.problem` set.
         """
 
     @abc.abstractmethod
@@ -268,6 +385,7 @@ class Store(abc.ABC):
 
         Raises:
             KeyError: no execution has that id.
+            DamagedRecordError: a record of it cannot be read back.
         """
 
     @abc.abstractmethod

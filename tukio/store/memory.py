@@ -16,9 +16,9 @@ from tukio.store.base import (
     Store,
     TaskRecord,
     build_report,
+    execution_info,
     iso,
     parse_states,
-    parse_time,
 )
 
 __all__ = ["MemoryStore"]
@@ -67,8 +67,8 @@ class MemoryStore(Store):
         with self._lock:
             rows = list(self._executions.values())
         return [
-            ExecutionInfo(r.exec_id, r.template_id, r.state, parse_time(r.start), parse_time(r.end), r.error)
-            for r in sorted(rows, key=lambda r: r.start or "")
+            execution_info(r.exec_id, r.template_id, r.state, r.start, r.end, r.error)
+            for r in sorted(rows, key=lambda r: str(r.start or ""))
             if (states is None or r.state in states) and (template_id is None or r.template_id == template_id)
         ]
 
@@ -77,6 +77,7 @@ class MemoryStore(Store):
 
         Raises:
             KeyError: no execution has that id.
+            DamagedRecordError: a record of it cannot be read back.
         """
         with self._lock:
             execution = self._executions.get(exec_id)

@@ -19,9 +19,9 @@ from tukio.store.base import (
     Store,
     TaskRecord,
     build_report,
+    execution_info,
     iso,
     parse_states,
-    parse_time,
 )
 
 __all__ = ["CHECKPOINT_EVERY", "WAL_SIZE_LIMIT", "SQLiteStore"]
@@ -108,6 +108,14 @@ def _upsert(db: sqlite3.Connection, r: Record) -> None:
         db.execute(_UPSERT_EXECUTION, (r.exec_id, r.template_id, r.state, r.start, r.end, r.error, r.template, r.event))
 
 
+def _text(raw: bytes) -> str | bytes:
+    """Decode a TEXT column; a damaged one that is not UTF-8 stays bytes (reported by the reader)."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw
+
+
 def _busy(exc: sqlite3.OperationalError) -> bool:
     """True when `exc` says the database is locked by someone else."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -130,11 +138,11 @@ class SQLiteStore(Store):
     ``write_on_loop=False`` (a slow or network file system, say), every write
     goes through that thread.
 
-    The write-ahead log stays bounded: every `CHECKPOINT_EVERY` records it is
-    copied into the database (from a background thread, or by the writer
-    thread itself) while no write runs, so the copy completes and the log
-    starts again from its beginning, cut back to `WAL_SIZE_LIMIT` bytes. Only
-    another process keeping a read open for long can hold it back.
+    The write-ahead log stays bounded: every `CHECKPOINT_EVERY` records the
+    journal's thread copies it into the database while no write runs, so the
+    copy completes and the log starts again from its beginning, cut back to
+    `WAL_SIZE_LIMIT` bytes. Only another process keeping a read open for
+    long can hold it back.
     `prune()` gives the space of what it deletes back to the file system
     (databases created before tukio 1.3 need one `vacuum()` first).
 
@@ -166,7 +174,6 @@ class SQLiteStore(Store):
         self.path = os.fspath(path)
         self._lock = threading.Lock()
         self._written = 0  # records written since the last checkpoint
-        self._checkpointer: threading.Thread | None = None
         # One connection shared by the journal thread and the application,
         # serialised by the lock.
         self._db: sqlite3.Connection | None = None
@@ -177,6 +184,7 @@ class SQLiteStore(Store):
         self._ckpt: sqlite3.Connection | None = None
         try:
             self._db = self._connect(synchronous.upper(), timeout=10.0)
+            self._db.text_factory = _text
             # Only takes effect in a new file, before its first table.
             self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -221,13 +229,14 @@ class SQLiteStore(Store):
         """Apply `records` now, unless the database or the store is busy (see `Store.write_nowait`).
 
         Only with ``synchronous="NORMAL"``, where a commit does not fsync.
-        Every `CHECKPOINT_EVERY` records, a background thread checkpoints the
-        write-ahead log (writes meanwhile go to the journal's thread).
+        Once `CHECKPOINT_EVERY` records were written it declines too: the
+        next write then comes from the journal's thread (`write`), which
+        checkpoints the write-ahead log, so the loop never waits for that.
 
         Raises:
             sqlite3.Error: the write failed for another reason than a lock.
         """
-        if self._fast is None or not self._lock.acquire(blocking=False):
+        if self._fast is None or self._written >= CHECKPOINT_EVERY or not self._lock.acquire(blocking=False):
             return False
         try:
             try:
@@ -237,30 +246,16 @@ class SQLiteStore(Store):
                     return False
                 raise
             self._written += len(records)
-            if self._written >= CHECKPOINT_EVERY:
-                self._checkpoint_soon()
         finally:
             self._lock.release()
         return True
-
-    def _checkpoint_soon(self) -> None:
-        """Checkpoint from a thread (one at a time), so that the loop does not wait for the fsync."""
-        if self._checkpointer is not None and self._checkpointer.is_alive():
-            return
-        self._checkpointer = threading.Thread(target=self._checkpoint_in_thread, name="tukio-checkpoint", daemon=True)
-        self._checkpointer.start()
-
-    def _checkpoint_in_thread(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._checkpoint_locked("RESTART")
 
     def _checkpoint_locked(self, mode: str) -> bool:
         """Copy the whole WAL into the database; the next commit starts the WAL again.
 
         The caller holds the lock, so no commit of this store runs meanwhile:
-        a checkpoint racing with commits never catches up, and the WAL then
-        never restarts (it grew without bound that way). Another process's
+        a checkpoint racing with commits (as one in a thread of its own did)
+        never catches up, and the WAL then never restarts: it grew without bound. Another process's
         open read can still hold it back: that is logged, and tried again
         after the next `CHECKPOINT_EVERY` records.
 
@@ -319,7 +314,7 @@ class SQLiteStore(Store):
         where, params = self._filter(parse_states(state), template_id)
         with self._lock:
             rows = self._conn().execute(f"SELECT {_COLUMNS} FROM executions{where} ORDER BY started", params).fetchall()
-        return [ExecutionInfo(r[0], r[1], r[2], parse_time(r[3]), parse_time(r[4]), r[5]) for r in rows]
+        return [execution_info(*row) for row in rows]
 
     @staticmethod
     def _filter(states: frozenset[str] | None, template_id: str | None) -> tuple[str, list[Any]]:
@@ -338,6 +333,7 @@ class SQLiteStore(Store):
 
         Raises:
             KeyError: no execution has that id.
+            DamagedRecordError: a record of it cannot be read back.
         """
         with self._lock:
             db = self._conn()
@@ -387,8 +383,6 @@ class SQLiteStore(Store):
 
     def close(self) -> None:
         """Close the database (idempotent); the store cannot be used afterwards."""
-        if self._checkpointer is not None:
-            self._checkpointer.join()
         with self._lock:
             self._close_connections()
 
