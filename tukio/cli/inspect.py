@@ -1,17 +1,24 @@
-"""``tukio inspect --store PATH [EXEC_ID]``: the executions journaled in a store."""
+"""``tukio inspect --store PATH [EXEC_ID]``: the executions journaled in a store.
+
+With ``--prune [--before ISO] [--vacuum]`` it deletes finished executions
+and gives their space back instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sqlite3
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 from tukio.cli._common import EXIT_BAD_INPUT, EXIT_OK, InputError, add_command, table
 from tukio.errors import DamagedRecordError
 from tukio.report_json import dumps_report
 from tukio.utils import FutureState
+
+if TYPE_CHECKING:
+    from tukio.store.sqlite import SQLiteStore
 
 __all__ = ["add_parser", "run"]
 
@@ -24,14 +31,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = add_command(
         subparsers,
         "inspect",
-        "list the executions journaled in a store, or print one report",
+        "list the executions journaled in a store, print one report, or prune the store",
         (
             "Open the SQLite store at PATH (as written by 'tukio run --store PATH' or by "
             "Engine(store=SQLiteStore(PATH))) and list its "
             "executions with their state and template, oldest first; with EXEC_ID, print that execution's "
-            "report as JSON."
+            "report as JSON. With --prune, delete the finished executions instead (those of --template, "
+            "those that ended before --before) and give their space back; --vacuum also rebuilds the file "
+            "at its smallest (it needs as much free space again). Pruning works while an engine runs."
         ),
-        {EXIT_OK: "success", EXIT_BAD_INPUT: "bad input: missing or unreadable store, unknown EXEC_ID or --state"},
+        {EXIT_OK: "success", EXIT_BAD_INPUT: "bad input: missing or unreadable store, unknown EXEC_ID or --state, bad --before"},
     )
     parser.add_argument("--store", required=True, metavar="PATH", help="the SQLite database of the journal")
     parser.add_argument("exec_id", nargs="?", metavar="EXEC_ID", help="the execution whose report to print")
@@ -40,7 +49,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         choices=_STATES,
         help="list only executions in this state (pending: unfinished)",
     )
-    parser.add_argument("--template", metavar="ID", help="list only executions of this template")
+    parser.add_argument("--template", metavar="ID", help="list (or prune) only executions of this template")
+    parser.add_argument("--prune", action="store_true", help="delete the finished executions, print what was done")
+    parser.add_argument(
+        "--before", metavar="ISO", help="with --prune: only those that ended before this ISO 8601 time (UTC if naive)"
+    )
+    parser.add_argument("--vacuum", action="store_true", help="rebuild the database file at its smallest size")
     parser.set_defaults(command=run)
 
 
@@ -56,6 +70,7 @@ def run(args: Any) -> int:
     """
     from tukio.store.sqlite import SQLiteStore
 
+    before = _maintenance_options(args)
     if not os.path.isfile(args.store):
         raise InputError(f"{args.store}: no such store")
     try:
@@ -63,6 +78,8 @@ def run(args: Any) -> int:
     except sqlite3.Error as exc:
         raise InputError(f"{args.store}: cannot open the store: {exc}") from None
     with store:
+        if args.prune or args.vacuum:
+            return _maintain(store, args, before)
         if args.exec_id is not None:
             try:
                 report = store.load(args.exec_id)
@@ -83,3 +100,56 @@ def run(args: Any) -> int:
         if info.problem is not None:
             print(f"damaged: {info.exec_id}: {info.problem}")
     return EXIT_OK
+
+
+def _maintenance_options(args: Any) -> datetime | None:
+    """Check the --prune options; return --before as an aware time.
+
+    Raises:
+        InputError: options that do not go together, or a time that is not ISO 8601.
+    """
+    for flag, on in (("--prune", args.prune), ("--vacuum", args.vacuum)):
+        if on and (args.exec_id is not None or args.state is not None):
+            raise InputError(f"{flag} cannot be combined with EXEC_ID or --state")
+    if args.before is None:
+        return None
+    if not args.prune:
+        raise InputError("--before needs --prune")
+    try:
+        before = datetime.fromisoformat(args.before)
+    except ValueError:
+        raise InputError(f"--before: not an ISO 8601 time: {args.before!r}") from None
+    return before if before.tzinfo is not None else before.replace(tzinfo=timezone.utc)
+
+
+def _maintain(store: SQLiteStore, args: Any, before: datetime | None) -> int:
+    """Prune and/or vacuum the store, saying what was done and the file sizes after.
+
+    Raises:
+        InputError: the database is locked by another process, or cannot be written.
+    """
+    try:
+        if args.prune:
+            count = store.prune(before=before, template_id=args.template)
+            which = "" if args.template is None else f" of template {args.template}"
+            when = "" if before is None else f" that ended before {before.isoformat()}"
+            print(f"{args.store}: pruned {count} finished execution(s){which}{when}")
+        if args.vacuum:
+            store.vacuum()
+            print(f"{args.store}: vacuumed")
+    except sqlite3.Error as exc:
+        raise InputError(f"{args.store}: cannot prune the store: {exc}") from None
+    print(f"{args.store}: database {_size(args.store)}, write-ahead log {_size(args.store + '-wal')}")
+    return EXIT_OK
+
+
+def _size(path: str) -> str:
+    try:
+        size = float(os.path.getsize(path))
+    except OSError:
+        size = 0.0
+    for unit in ("bytes", "KB", "MB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
