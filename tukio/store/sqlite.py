@@ -143,8 +143,10 @@ class SQLiteStore(Store):
     copy completes and the log starts again from its beginning, cut back to
     `WAL_SIZE_LIMIT` bytes. Only another process keeping a read open for
     long can hold it back.
-    `prune()` gives the space of what it deletes back to the file system
-    (databases created before tukio 1.3 need one `vacuum()` first).
+
+    `prune()` gives the space of what it deletes back to the file system (a
+    file made without SQLite's incremental vacuum, by an earlier development
+    version or another tool, needs one `vacuum()` first).
 
     Args:
         path: the database file (created when missing).
@@ -294,8 +296,8 @@ class SQLiteStore(Store):
         """Rebuild the database file at its smallest size (SQLite's ``VACUUM``), then empty the WAL.
 
         It rewrites the whole file and needs as much free disk space again:
-        run it when the engine is quiet. It also lets `prune()` give space
-        back in files created before tukio 1.3.
+        run it when the engine is quiet. It also turns on incremental vacuum
+        in a file made without it, so that `prune()` gives space back.
 
         Raises:
             sqlite3.ProgrammingError: the store is closed.
