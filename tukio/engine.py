@@ -285,28 +285,35 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             if workflow is not None:
                 recovered.append(workflow)
             else:
-                log.error("[%s] not recovered: %s", info.exec_id, reason)
                 left.append(dataclasses.replace(info, problem=reason))
         self._unrecovered = left
         log.info("recovered %d workflow(s), %d left in the store", len(recovered), len(left))
         return recovered
 
     async def _recover_one(self, store: Store, info: ExecutionInfo) -> tuple[Workflow | None, str]:
-        """Resume one execution; or return why it cannot be (it never raises: one bad row stops nothing)."""
-        if info.problem is not None:
-            return None, info.problem
+        """Resume one execution; or log and return why it cannot be.
+
+        It never raises: one damaged row must not keep the others from being resumed.
+        """
         template = self.selector.get(info.template_id) if info.template_id is not None else None
-        if template is None:
-            return None, f"template {info.template_id} is not loaded"
-        try:
-            report = await asyncio.to_thread(store.load, info.exec_id)
-            if not report.get("tasks"):
-                return None, "the journal holds no template for it"
-            return self._resume(template, report), ""
-        except (DamagedRecordError, RescueError) as exc:
-            return None, str(exc)
-        except Exception as exc:
-            return None, f"{type(exc).__name__}: {exc}"
+        if info.problem is not None:
+            reason = info.problem
+        elif template is None:
+            reason = f"template {info.template_id} is not loaded"
+            log.warning("[%s] not recovered: %s", info.exec_id, reason)
+            return None, reason
+        else:
+            try:
+                report = await asyncio.to_thread(store.load, info.exec_id)
+                if report.get("tasks"):
+                    return self._resume(template, report), ""
+                reason = "the journal holds no template for it"
+            except (DamagedRecordError, RescueError) as exc:
+                reason = str(exc)
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+        log.error("[%s] not recovered: %s", info.exec_id, reason)
+        return None, reason
 
     def _resume(self, template: WorkflowTemplate, report: dict[str, Any]) -> Workflow:
         workflow = self._new(template)
