@@ -62,3 +62,22 @@ def test_durable_benchmark_runs_both_cases(tmp_path: Path) -> None:
     assert "one chain of 20 no-op tasks" in done.stdout
     assert "5 chains of 10 no-op tasks at once" in done.stdout
     assert done.stdout.count("ratio:") == 4
+
+
+@pytest.mark.slow
+def test_soak_runs_samples_and_prunes(tmp_path: Path) -> None:
+    db = tmp_path / "soak.db"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--workflows", "300", "--samples", "3", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["workflows", "seconds", "wf/s", "RSS", "MB", "WAL", "MB", "DB", "MB", "pruned"]
+    assert [line.split()[0] for line in lines[1:4]] == ["100", "200", "300"]
+    assert "300 workflows (0 failed)" in done.stdout
+    assert "after vacuum(): database" in done.stdout
