@@ -160,10 +160,11 @@ def damaged_db(tmp_path: Path, chain: WorkflowTemplate) -> Path:
     """A database with rows that are not UTF-8 text where SQLite says they are."""
     path = tmp_path / "text.db"
     with SQLiteStore(path) as store:
-        for exec_id in [*HEALTHY, "text-template", "text-state"]:
+        for exec_id in [*HEALTHY, "text-template", "text-state", "text-id"]:
             store.write(_records(chain, exec_id, {}, {}))
     _damage_sqlite(path, "UPDATE executions SET template = CAST(X'FF7B' AS TEXT) WHERE exec_id = 'text-template'")
     _damage_sqlite(path, "UPDATE executions SET started = X'00' WHERE exec_id = 'text-state'")
+    _damage_sqlite(path, "UPDATE executions SET template_id = CAST(X'63FF' AS TEXT) WHERE exec_id = 'text-id'")
     _damage_sqlite(path, "UPDATE tasks SET data = CAST(X'7BFF' AS TEXT) WHERE exec_id = 'healthy-3'")
     return path
 
@@ -172,13 +173,15 @@ async def test_sqlite_text_that_is_not_utf8(damaged_db: Path, chain: WorkflowTem
     with SQLiteStore(damaged_db) as store:
         infos = {i.exec_id: i for i in store.executions()}
         assert infos["text-state"].problem == "start is not an ISO time: b'\\x00'"
+        assert infos["text-id"].problem == "template_id is not text: b'c\\xff'"
+        assert infos["text-id"].template_id == "c\ufffd"
         with pytest.raises(DamagedRecordError, match=r"^execution text-template: template cannot be read"):
             store.load("text-template")
         engine = Engine(store=store)
         await engine.load(chain)
         resumed = await engine.recover()
         assert sorted(wf.uid for wf in resumed) == ["healthy-1", "healthy-2"]
-        assert sorted(i.exec_id for i in engine.unrecovered) == ["healthy-3", "text-state", "text-template"]
+        assert sorted(i.exec_id for i in engine.unrecovered) == ["healthy-3", "text-id", "text-state", "text-template"]
         await asyncio.wait_for(asyncio.gather(*resumed), 5)
         await engine.stop()
 
