@@ -157,3 +157,16 @@ def test_deep_data_in_a_dict_template_is_refused() -> None:
         config = {"x": config}
     with pytest.raises(TemplateError, match=r"tasks\[0\]\.config: nested deeper than"):
         WorkflowTemplate.from_dict({"tasks": [{"id": "a", "name": "x", "config": config}]})
+
+
+@pytest.mark.parametrize("where", ["workflow", "task"])
+def test_deep_extension_keys_are_refused(where: str) -> None:
+    deep: Any = []
+    for _ in range(1000):
+        deep = [deep]
+    task: dict[str, Any] = {"id": "a", "name": "x"}
+    workflow: dict[str, Any] = {"tasks": [task]}
+    (workflow if where == "workflow" else task)["meta"] = deep
+    location = "meta" if where == "workflow" else r"tasks\[0\]\.meta"
+    with pytest.raises(TemplateError, match=rf"^{location}: nested deeper than 100 levels$"):
+        WorkflowTemplate.from_dict(workflow)

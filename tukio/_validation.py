@@ -127,6 +127,13 @@ def check_timeout(value: Any, where: str, out: list[Problem]) -> None:
         out.append(Problem(where, f"must be a positive number, got {short_repr(value)}", ValueError))
 
 
+def _check_extensions(d: Mapping[str, Any], known: tuple[str, ...], where: str, out: list[Problem]) -> None:
+    """Refuse extension keys nested too deeply to be copied (see `extensions`)."""
+    for key, value in d.items():
+        if key not in known and key != REPORT_KEY and too_deep(value):
+            out.append(Problem(f"{where}{key}", _TOO_DEEP, ValueError))
+
+
 def check_task(d: Any, where: str) -> list[Problem]:
     """Check one task template dict; `where` prefixes locations (``tasks[2].``)."""
     out: list[Problem] = []
@@ -135,13 +142,14 @@ def check_task(d: Any, where: str) -> list[Problem]:
     if "name" not in d:
         out.append(Problem(f"{where}name", "missing (every task needs the name of a registered task)", KeyError))
     elif not isinstance(d["name"], str) or not d["name"]:
-        out.append(Problem(f"{where}name", f"must be a non-empty string, got {d['name']!r}", TypeError))
+        out.append(Problem(f"{where}name", f"must be a non-empty string, got {short_repr(d['name'])}", TypeError))
     _check_optional_str(d, "id", where, out)
     config = d.get("config")
     if config is not None and not isinstance(config, Mapping):
         out.append(Problem(f"{where}config", f"must be an object, got {_type(config)}", TypeError))
     elif too_deep(config):
         out.append(Problem(f"{where}config", _TOO_DEEP, ValueError))
+    _check_extensions(d, TASK_KEYS, where, out)
     _check_topics(d, where, out)
     check_timeout(d.get("timeout"), f"{where}timeout", out)
     if d.get("retry") is not None:
@@ -162,6 +170,7 @@ def check_workflow(d: Any) -> list[Problem]:
     out: list[Problem] = []
     _check_optional_str(d, "id", "", out)
     _check_optional_str(d, "title", "", out)
+    _check_extensions(d, WORKFLOW_KEYS, "", out)
     policy = d.get("policy")
     if policy is not None:
         try:

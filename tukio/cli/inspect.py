@@ -40,7 +40,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "those that ended before --before) and give their space back; --vacuum also rebuilds the file "
             "at its smallest (it needs as much free space again). Pruning works while an engine runs."
         ),
-        {EXIT_OK: "success", EXIT_BAD_INPUT: "bad input: missing or unreadable store, unknown EXEC_ID or --state, bad --before"},
+        {
+            EXIT_OK: "success",
+            EXIT_BAD_INPUT: "bad input: missing or unreadable store, unknown EXEC_ID or --state, bad --before",
+        },
     )
     parser.add_argument("--store", required=True, metavar="PATH", help="the SQLite database of the journal")
     parser.add_argument("exec_id", nargs="?", metavar="EXEC_ID", help="the execution whose report to print")
