@@ -60,3 +60,11 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
     if uvloop is not None and module is not None and module.__name__ in UVLOOP_MODULES:
         factories["uvloop"] = uvloop.new_event_loop
     return factories
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[tuple[str, str]]:
+    """(dsn, schema): a PostgreSQL schema of the test's own, dropped after it (skips without PostgreSQL)."""
+    from pg import fresh_schema
+
+    yield from fresh_schema()

@@ -21,7 +21,7 @@ import tukio.store.sqlite as sqlite_store
 from tukio import Engine, Event, JoinTask, WorkflowTemplate
 from tukio.cli import main as cli_main
 from tukio.errors import JournalError
-from tukio.store import MemoryStore, SQLiteStore, Store
+from tukio.store import MemoryStore, PostgresStore, SQLiteStore, Store
 from tukio.store.base import Record, TaskRecord
 
 RUNS: Counter[str] = Counter()
@@ -48,14 +48,17 @@ class PickleSerializer:
         return pickle.loads(data)
 
 
-@pytest.fixture(params=["memory", "sqlite", "sqlite-full"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-full", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """Each way the journal writes: on the loop (memory, SQLite) or from its thread (SQLite FULL)."""
+    """Each way the journal writes: on the loop (memory, SQLite) or from its thread (SQLite FULL, PostgreSQL)."""
     made: Store
     if request.param == "memory":
         made = MemoryStore()
     elif request.param == "sqlite":
         made = SQLiteStore(tmp_path / "journal.db")
+    elif request.param == "postgres":
+        dsn, schema = request.getfixturevalue("pg_schema")
+        made = PostgresStore(dsn, schema=schema)
     else:
         made = SQLiteStore(tmp_path / "journal.db", synchronous="FULL")
     with made:

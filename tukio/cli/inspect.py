@@ -10,15 +10,14 @@ import argparse
 import os
 import sqlite3
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tukio.cli._common import EXIT_BAD_INPUT, EXIT_OK, InputError, add_command, table
 from tukio.errors import DamagedRecordError
 from tukio.report_json import dumps_report
+from tukio.store.base import Store
+from tukio.store.sqlite import SQLiteStore
 from tukio.utils import FutureState
-
-if TYPE_CHECKING:
-    from tukio.store.sqlite import SQLiteStore
 
 __all__ = ["add_parser", "run"]
 
@@ -34,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "list the executions journaled in a store, print one report, or prune the store",
         (
             "Open the SQLite store at PATH (as written by 'tukio run --store PATH' or by "
-            "Engine(store=SQLiteStore(PATH))) and list its "
+            "Engine(store=SQLiteStore(PATH))), or the PostgreSQL store at a postgresql:// URL, and list its "
             "executions with their state and template, oldest first; with EXEC_ID, print that execution's "
             "report as JSON. With --prune, delete the finished executions instead (those of --template, "
             "those that ended before --before) and give their space back; --vacuum also rebuilds the file "
@@ -45,7 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             EXIT_BAD_INPUT: "bad input: missing or unreadable store, unknown EXEC_ID or --state, bad --before",
         },
     )
-    parser.add_argument("--store", required=True, metavar="PATH", help="the SQLite database of the journal")
+    parser.add_argument(
+        "--store", required=True, metavar="PATH", help="the SQLite database of the journal, or a postgresql:// URL"
+    )
+    parser.add_argument("--schema", default="tukio", help="the PostgreSQL schema of the journal (default: tukio)")
     parser.add_argument("exec_id", nargs="?", metavar="EXEC_ID", help="the execution whose report to print")
     parser.add_argument(
         "--state",
@@ -65,22 +67,33 @@ def _time(value: datetime | None) -> str:
     return value.isoformat(timespec="seconds") if value is not None else "-"
 
 
+def _open(args: Any) -> Store:
+    """Open the store named by ``--store``: an SQLite file or a PostgreSQL URL."""
+    if args.store.startswith(("postgresql://", "postgres://")):
+        from tukio.store.postgres import PostgresStore
+
+        try:
+            return PostgresStore(args.store, schema=args.schema, retry_for=0, timeout=10)
+        except ImportError as exc:
+            raise InputError(str(exc)) from None
+        except Exception as exc:
+            raise InputError(f"cannot open the PostgreSQL store: {type(exc).__name__}: {exc}") from None
+    if not os.path.isfile(args.store):
+        raise InputError(f"{args.store}: no such store")
+    try:
+        return SQLiteStore(args.store)
+    except sqlite3.Error as exc:
+        raise InputError(f"{args.store}: cannot open the store: {exc}") from None
+
+
 def run(args: Any) -> int:
     """Print the executions of the store (or one report).
 
     Raises:
         InputError: the store is missing or unreadable, or EXEC_ID is unknown.
     """
-    from tukio.store.sqlite import SQLiteStore
-
     before = _maintenance_options(args)
-    if not os.path.isfile(args.store):
-        raise InputError(f"{args.store}: no such store")
-    try:
-        store = SQLiteStore(args.store)
-    except sqlite3.Error as exc:
-        raise InputError(f"{args.store}: cannot open the store: {exc}") from None
-    with store:
+    with _open(args) as store:
         if args.prune or args.vacuum:
             return _maintain(store, args, before)
         if args.exec_id is not None:
@@ -125,7 +138,7 @@ def _maintenance_options(args: Any) -> datetime | None:
     return before if before.tzinfo is not None else before.replace(tzinfo=timezone.utc)
 
 
-def _maintain(store: SQLiteStore, args: Any, before: datetime | None) -> int:
+def _maintain(store: Store, args: Any, before: datetime | None) -> int:
     """Prune and/or vacuum the store, saying what was done and the file sizes after.
 
     Raises:
@@ -138,10 +151,14 @@ def _maintain(store: SQLiteStore, args: Any, before: datetime | None) -> int:
             when = "" if before is None else f" that ended before {before.isoformat()}"
             print(f"{args.store}: pruned {count} finished execution(s){which}{when}")
         if args.vacuum:
+            if not isinstance(store, SQLiteStore):
+                raise InputError("--vacuum is for SQLite stores (PostgreSQL: run VACUUM on the server)")
             store.vacuum()
             print(f"{args.store}: vacuumed")
     except sqlite3.Error as exc:
         raise InputError(f"{args.store}: cannot prune the store: {exc}") from None
+    if not isinstance(store, SQLiteStore):
+        return EXIT_OK
     print(f"{args.store}: database {_size(args.store)}, write-ahead log {_size(args.store + '-wal')}")
     return EXIT_OK
 

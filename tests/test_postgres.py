@@ -1,0 +1,295 @@
+"""PostgresStore against a real PostgreSQL: schema, journal semantics, reconnection, fencing."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from pg import DSN, drop_schema, need_postgres
+from support import template
+
+from tukio import Engine, Event
+from tukio.cli import main as cli_main
+from tukio.store.base import ExecutionRecord, TaskRecord
+from tukio.store.postgres import PostgresStore
+
+Schema = tuple[str, str]
+
+
+def psql(query: str, *args: Any) -> list[Any]:
+    """Run one query on a connection of its own; return the rows."""
+    import asyncpg
+
+    async def go() -> list[Any]:
+        conn = await asyncpg.connect(DSN, timeout=5)
+        try:
+            return list(await conn.fetch(query, *args))
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def terminate(application_name: str) -> None:
+    """Kill the sessions of that application name and wait until they are gone (5 s at most)."""
+    assert psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", application_name)
+    for _ in range(500):
+        if not psql("SELECT 1 FROM pg_stat_activity WHERE application_name = $1", application_name):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the sessions of {application_name} did not end")
+
+
+def begin(exec_id: str, template_id: str = "t", start: str = "2026-01-01T00:00:00.000000+00:00") -> ExecutionRecord:
+    tmpl = '{"id":"t","tasks":[{"id":"a"}]}'
+    return ExecutionRecord(exec_id, template_id, "pending", start, template=tmpl, event="{}")
+
+
+def end_task(exec_id: str, data: str = '{"outputs":1}') -> TaskRecord:
+    return TaskRecord(exec_id, "a", "x", "finished", None, None, data)
+
+
+def test_import_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "asyncpg", None)
+    with pytest.raises(ImportError, match=r"pip install tukio\[postgres\]"):
+        PostgresStore("postgresql://nowhere/db")
+
+
+def test_migrates_an_empty_database_once(pg_schema: Schema) -> None:
+    dsn, schema = pg_schema
+    assert psql("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema) == []
+    with PostgresStore(dsn, schema=schema) as store:
+        assert store.version == 1
+        tables = {r[0] for r in psql("SELECT tablename FROM pg_tables WHERE schemaname = $1", schema)}
+        assert tables == {"schema_version", "executions", "tasks", "nodes"}
+    with PostgresStore(dsn, schema=schema) as again:  # opening again migrates nothing
+        assert again.version == 1
+    assert [r[0] for r in psql(f'SELECT version FROM "{schema}".schema_version')] == [1]
+    psql(f'INSERT INTO "{schema}".schema_version VALUES (99)')
+    with pytest.raises(RuntimeError, match="version 99, newer than this tukio knows"):
+        PostgresStore(dsn, schema=schema)
+
+
+def test_bad_arguments(pg_schema: Schema) -> None:
+    dsn, schema = pg_schema
+    with pytest.raises(ValueError, match="schema"):
+        PostgresStore(dsn, schema="")
+    with PostgresStore(dsn, schema=schema) as store:
+        with pytest.raises(ValueError, match="lease"):
+            store.attach("a", lease=0)
+        with pytest.raises(ValueError, match="node"):
+            store.attach("")
+        with pytest.raises(RuntimeError, match="no node attached"):
+            store.claim(["t"])
+        store.attach("a")
+        with pytest.raises(RuntimeError, match="already writes for node 'a'"):
+            store.attach("b")
+        assert "node='a'" in repr(store)
+    with pytest.raises(RuntimeError, match="closed"):
+        store.executions()
+    store.close()
+
+
+def test_unreachable_database_fails_at_once() -> None:
+    need_postgres()
+    with pytest.raises(OSError, match=r"(?i)connect|refused"):
+        PostgresStore("postgresql://postgres@127.0.0.1:1/test", timeout=2)
+
+
+class PickleSerializer:
+    def dumps(self, value: Any) -> bytes:
+        return pickle.dumps(value)
+
+    def loads(self, data: str | bytes) -> Any:
+        assert isinstance(data, bytes)
+        return pickle.loads(data)
+
+
+def test_binary_serializer_and_batch_folding(pg_schema: Schema) -> None:
+    dsn, schema = pg_schema
+    ser = PickleSerializer()
+    with PostgresStore(dsn, schema=schema, serializer=ser) as store:
+        tmpl = ser.dumps({"id": "t", "tasks": [{"id": "a"}]})
+        store.write(
+            [
+                ExecutionRecord("e", "t", "pending", "2026-01-01T00:00:00+00:00", template=tmpl, event=ser.dumps({1})),
+                TaskRecord("e", "a", "x", "pending", None, None, ser.dumps({"inputs": {2}})),
+                TaskRecord("e", "a", "x", "finished", None, None, ser.dumps({"outputs": {3}})),
+                ExecutionRecord("e", None, "finished", None, "2026-01-01T00:00:01+00:00"),
+            ]
+        )
+        report = store.load("e")
+        assert report["exec"]["event"] == {1}
+        assert report["exec"]["state"] == "finished"
+        assert report["exec"]["start"] is not None  # kept from the first write of the batch
+        assert report["tasks"][0]["exec"]["outputs"] == {3}
+        assert "inputs" not in report["tasks"][0]["exec"]
+        store.write([])
+
+
+async def test_an_engine_journals_to_postgres_and_recovers(
+    pg_schema: Schema, registered: Callable[..., Any], task_name: Callable[[str], str]
+) -> None:
+    dsn, schema = pg_schema
+    runs: list[str] = []
+    gate, b_runs = asyncio.Event(), asyncio.Event()
+
+    async def step(event: Event) -> dict[str, Any]:
+        tid = asyncio.current_task().template.uid  # type: ignore[union-attr]
+        runs.append(tid)
+        if tid == "b" and len(runs) == 2:
+            b_runs.set()
+            await gate.wait()
+        return {**event.data, tid: True}
+
+    name = task_name("pg-step")
+    registered(name, step)
+    tmpl = template([("a", name), ("b", name), ("c", name)], {"a": ["b"], "b": ["c"]}, id="pg-chain")
+    with PostgresStore(dsn, schema=schema) as store, PostgresStore(dsn, schema=schema) as other:
+        engine = Engine(store=store)
+        await engine.load(tmpl)
+        wf = await engine.trigger("pg-chain", {"v": 1})
+        assert wf is not None
+        await asyncio.wait_for(b_runs.wait(), 10)
+        await engine.flush()
+        # Another connection sees the end of a committed, and b running.
+        assert [i.exec_id for i in other.unfinished()] == [wf.uid]
+        report = other.load(wf.uid)
+        assert {t["id"]: (t["exec"] or {}).get("state") for t in report["tasks"]} == {
+            "a": "finished",
+            "b": "pending",
+            "c": None,
+        }
+        assert report["exec"]["event"] == {"v": 1}
+        gate.set()
+        await asyncio.wait_for(wf, 10)
+        await engine.stop()
+        assert other.load(wf.uid)["exec"]["state"] == "finished"
+        assert other.unfinished() == []
+    assert runs == ["a", "b", "c"]
+
+
+def test_cli_inspect_a_postgres_store(pg_schema: Schema, capsys: pytest.CaptureFixture[str]) -> None:
+    dsn, schema = pg_schema
+    with PostgresStore(dsn, schema=schema) as store:
+        store.write([begin("e1"), end_task("e1")])
+    assert cli_main(["inspect", "--store", dsn, "--schema", schema]) == 0
+    assert "e1       pending  t" in capsys.readouterr().out
+    assert cli_main(["inspect", "--store", dsn, "--schema", schema, "e1"]) == 0
+    assert '"state": "finished"' in capsys.readouterr().out
+    assert cli_main(["inspect", "--store", dsn, "--schema", schema, "nope"]) == 2
+    assert cli_main(["inspect", "--store", "postgresql://postgres@127.0.0.1:1/test"]) == 2
+    assert "cannot open the PostgreSQL store" in capsys.readouterr().err
+
+
+def test_a_lost_connection_is_retried(pg_schema: Schema) -> None:
+    dsn, schema = pg_schema
+    with PostgresStore(dsn, schema=schema, server_settings={"application_name": schema}) as store:
+        store.write([begin("e1")])
+        killed = psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", schema)
+        assert killed
+        store.write([end_task("e1")])  # reconnects, then commits
+        assert store.load("e1")["tasks"][0]["exec"]["state"] == "finished"
+        psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", schema)
+        assert [i.exec_id for i in store.executions(state="pending")] == ["e1"]
+
+
+def test_a_lost_connection_fails_after_retry_for(pg_schema: Schema) -> None:
+    dsn, schema = pg_schema
+    with PostgresStore(dsn, schema=schema, retry_for=0, server_settings={"application_name": schema}) as store:
+        store.dsn = "postgresql://postgres@127.0.0.1:1/test"  # the server went away for good
+        psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", schema)
+        with pytest.raises(ConnectionError, match="PostgreSQL unreachable"):
+            store.executions()
+
+
+def test_ownership_and_fencing(pg_schema: Schema) -> None:
+    dsn, schema = pg_schema
+    a = PostgresStore(dsn, schema=schema)
+    b = PostgresStore(dsn, schema=schema)
+    fenced: list[list[str]] = []
+    a.on_fenced = fenced.append
+    try:
+        a.attach("a", lease=30)
+        b.attach("b", lease=30)
+        a.write([begin("e1"), begin("e2", start="2026-01-01T00:00:01.000000+00:00")])
+        assert a.epoch == 1
+        assert [i.exec_id for i in a.owned()] == ["e1", "e2"]
+        assert b.claim(["t"]) == []  # a is alive
+        assert a.heartbeat() == "alive"
+        a.leave()  # a's lease ends now: b takes over its executions, each once
+        claimed = b.claim(["t"], limit=1)
+        assert [i.exec_id for i in claimed] == ["e1"]
+        assert [i.exec_id for i in b.claim(["other"])] == []
+        assert [i.exec_id for i in b.claim(["t"])] == ["e2"]
+        assert b.claim(["t"]) == []
+        assert a.heartbeat() == "late"
+        assert sorted(a.lost(["e1", "e2", "e3"])) == ["e1", "e2"]
+        assert a.lost([]) == []
+        # a's writes for them are refused and reported; its new executions are written.
+        a.write([end_task("e1"), begin("e3")])
+        assert fenced == [["e1"]]
+        assert b.load("e1")["tasks"][0]["exec"] is None
+        assert [i.exec_id for i in a.owned()] == ["e3"]
+        b.write([end_task("e1")])
+        assert b.load("e1")["tasks"][0]["exec"]["state"] == "finished"
+        # A restart of "a" elsewhere takes e3 back under a new epoch: the old "a" is fenced.
+        with PostgresStore(dsn, schema=schema) as a2:
+            a2.attach("a", lease=30)
+            assert a2.join() == 2
+            assert [i.exec_id for i in a2.owned()] == ["e3"]
+            assert a.heartbeat() == "replaced"
+            a.write([end_task("e3"), begin("e4")])
+            assert sorted(fenced[-1]) == ["e3", "e4"]
+            assert sorted(i.exec_id for i in a2.executions()) == ["e1", "e2", "e3"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_crashed_node_is_dead_once_its_session_is_gone(pg_schema: Schema) -> None:
+    dsn, schema = pg_schema
+    with PostgresStore(dsn, schema=schema) as b:
+        a = PostgresStore(dsn, schema=schema, server_settings={"application_name": schema + "-a"})
+        a.attach("a", lease=60)
+        a.write([begin("e1")])
+        psql(f"UPDATE \"{schema}\".nodes SET beat = now() - interval '2 seconds' WHERE name = 'a'")
+        b.attach("b", lease=60)
+        assert b.claim(["t"]) == []  # a's presence lock is held: alive despite the old heartbeat
+        terminate(schema + "-a")
+        assert [i.exec_id for i in b.claim(["t"])] == ["e1"]  # its session died: dead at once
+        a.close()
+
+
+def test_concurrent_claims_take_each_execution_once(pg_schema: Schema) -> None:
+    dsn, schema = pg_schema
+    with PostgresStore(dsn, schema=schema) as seed:
+        seed.write([begin(f"e{i:03}") for i in range(200)])  # no owner: anyone may claim them
+    stores = [PostgresStore(dsn, schema=schema) for _ in range(3)]
+    got: list[list[str]] = [[] for _ in stores]
+
+    def claimer(i: int) -> None:
+        stores[i].attach(f"n{i}", lease=30)
+        while batch := stores[i].claim(["t"], limit=7):
+            got[i].extend(x.exec_id for x in batch)
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for s in stores:
+        s.close()
+    every = [x for g in got for x in g]
+    assert sorted(every) == [f"e{i:03}" for i in range(200)]
+
+
+def test_drop_schema_helper_is_idempotent() -> None:
+    need_postgres()
+    drop_schema("test_never_created")

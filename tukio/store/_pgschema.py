@@ -1,0 +1,158 @@
+"""The SQL of `PostgresStore`: its migrations and its statements.
+
+Every name is qualified with the store's schema (``{s}`` in the templates).
+A migration runs once, in order, under an advisory lock so that several
+processes opening the same database at once apply it once.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "SQL"]
+
+#: Migration n (1-based) brings the schema from version n-1 to n.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: executions, tasks, nodes, and the one-round-trip write function.
+    """
+    CREATE TABLE {s}.executions (
+        exec_id text PRIMARY KEY,
+        template_id text,
+        state text NOT NULL,
+        started text,
+        ended text,
+        error text,
+        template bytea,
+        event bytea,
+        texts boolean NOT NULL DEFAULT true,
+        owner text,
+        epoch bigint
+    );
+    CREATE INDEX executions_by_state ON {s}.executions (state, template_id);
+    CREATE INDEX executions_pending_by_owner ON {s}.executions (owner) WHERE state = 'pending';
+    CREATE TABLE {s}.tasks (
+        exec_id text NOT NULL,
+        task_id text NOT NULL,
+        task_exec_id text,
+        state text NOT NULL,
+        started text,
+        ended text,
+        data bytea,
+        error text,
+        texts boolean NOT NULL DEFAULT true,
+        PRIMARY KEY (exec_id, task_id)
+    );
+    CREATE TABLE {s}.nodes (
+        name text PRIMARY KEY,
+        id serial UNIQUE,
+        epoch bigint NOT NULL,
+        lease double precision NOT NULL,
+        beat timestamptz NOT NULL,
+        expires timestamptz NOT NULL
+    );
+    CREATE FUNCTION {s}.write_batch(
+        p_node text, p_epoch bigint,
+        e_id text[], e_template_id text[], e_state text[], e_started text[], e_ended text[],
+        e_error text[], e_template bytea[], e_event bytea[], e_texts boolean[],
+        t_exec text[], t_task text[], t_task_exec text[], t_state text[], t_started text[],
+        t_ended text[], t_data bytea[], t_error text[], t_texts boolean[]
+    ) RETURNS text[] LANGUAGE plpgsql AS $fn$
+    DECLARE
+        fenced text[] := '{{}}';
+    BEGIN
+        IF p_node IS NOT NULL THEN
+            -- A node whose epoch moved on (restarted elsewhere) writes nothing.
+            PERFORM 1 FROM {s}.nodes WHERE name = p_node AND epoch = p_epoch FOR SHARE;
+            IF NOT FOUND THEN
+                RETURN ARRAY(SELECT DISTINCT x FROM unnest(e_id || t_exec) AS x);
+            END IF;
+            -- Lock the rows written (a claim waits for this commit), and refuse
+            -- the executions another owner or epoch holds.
+            SELECT coalesce(array_agg(x.exec_id) FILTER (
+                       WHERE x.owner IS DISTINCT FROM p_node OR x.epoch IS DISTINCT FROM p_epoch), '{{}}')
+              INTO fenced
+              FROM (SELECT exec_id, owner, epoch FROM {s}.executions
+                     WHERE exec_id = ANY(e_id || t_exec) ORDER BY exec_id FOR UPDATE) AS x;
+        END IF;
+        INSERT INTO {s}.executions AS old
+               (exec_id, template_id, state, started, ended, error, template, event, texts, owner, epoch)
+        SELECT r.i, r.tid, r.st, r.sa, r.en, r.er, r.tp, r.ev, r.tx, p_node, p_epoch
+          FROM unnest(e_id, e_template_id, e_state, e_started, e_ended, e_error, e_template, e_event, e_texts)
+               AS r(i, tid, st, sa, en, er, tp, ev, tx)
+         WHERE NOT r.i = ANY(fenced)
+        ON CONFLICT (exec_id) DO UPDATE SET
+            template_id = coalesce(excluded.template_id, old.template_id),
+            state = excluded.state,
+            started = coalesce(excluded.started, old.started),
+            ended = excluded.ended,
+            error = excluded.error,
+            template = coalesce(excluded.template, old.template),
+            event = coalesce(excluded.event, old.event),
+            texts = CASE WHEN excluded.template IS NULL AND excluded.event IS NULL
+                         THEN old.texts ELSE excluded.texts END;
+        INSERT INTO {s}.tasks AS old (exec_id, task_id, task_exec_id, state, started, ended, data, error, texts)
+        SELECT r.*
+          FROM unnest(t_exec, t_task, t_task_exec, t_state, t_started, t_ended, t_data, t_error, t_texts)
+               AS r(i, k, ke, st, sa, en, da, er, tx)
+         WHERE NOT r.i = ANY(fenced)
+        ON CONFLICT (exec_id, task_id) DO UPDATE SET
+            task_exec_id = excluded.task_exec_id,
+            state = excluded.state,
+            started = excluded.started,
+            ended = excluded.ended,
+            data = excluded.data,
+            error = excluded.error,
+            texts = excluded.texts;
+        RETURN fenced;
+    END
+    $fn$;
+    """,
+)
+
+
+class SQL:
+    """The statements of one schema (``{s}`` filled in)."""
+
+    def __init__(self, schema: str) -> None:
+        s = '"' + schema.replace('"', '""') + '"'
+        self.schema = s
+        self.write = f"SELECT {s}.write_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"  # noqa: E501
+        self.columns = "exec_id, template_id, state, started, ended, error"
+        self.load_execution = f"SELECT {self.columns}, template, event, texts FROM {s}.executions WHERE exec_id = $1"
+        self.load_tasks = (
+            f"SELECT task_id, task_exec_id, state, started, ended, data, error, texts FROM {s}.tasks WHERE exec_id = $1"
+        )
+        # A node is alive while its lease runs and, once it missed a heartbeat,
+        # only while the session holding its presence lock lives (a crashed
+        # process is dead at once, a paused one when its lease expires).
+        alive = (
+            f"SELECT n.name FROM {s}.nodes AS n WHERE n.expires >= now() AND (n.beat >= now() - interval '1 second' "
+            "OR EXISTS (SELECT 1 FROM pg_locks AS l WHERE l.locktype = 'advisory' AND l.granted "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND l.classid = $5::int4::oid AND l.objid = n.id::oid AND l.objsubid = 2))"
+        )
+        self.claim = (
+            f"UPDATE {s}.executions AS e SET owner = $1, epoch = $2 WHERE e.exec_id IN ("
+            f"SELECT x.exec_id FROM {s}.executions AS x WHERE x.state = 'pending' AND x.template_id = ANY($3) "
+            f"AND (x.owner IS NULL OR x.owner NOT IN ({alive})) "
+            f"ORDER BY x.started LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING {self.columns}"
+        )
+        self.join = (
+            f"INSERT INTO {s}.nodes AS old (name, epoch, lease, beat, expires) "
+            "VALUES ($1, 1, $2, now(), now() + make_interval(secs => $2)) "
+            "ON CONFLICT (name) DO UPDATE SET epoch = old.epoch + 1, lease = excluded.lease, "
+            "beat = excluded.beat, expires = excluded.expires RETURNING epoch, id"
+        )
+        self.take_back = (
+            f"UPDATE {s}.executions SET epoch = $2 WHERE owner = $1 AND state = 'pending' RETURNING {self.columns}"
+        )
+        # Returns whether the lease was still running when renewed (no row: the epoch moved on).
+        self.heartbeat = (
+            f"WITH was AS (SELECT expires FROM {s}.nodes WHERE name = $1 AND epoch = $2 FOR UPDATE) "
+            f"UPDATE {s}.nodes AS n SET beat = now(), expires = now() + make_interval(secs => n.lease) "
+            "FROM was WHERE n.name = $1 AND n.epoch = $2 RETURNING was.expires >= now()"
+        )
+        self.lock = "SELECT pg_try_advisory_lock($1::int4, $2::int4)"
+        self.leave = f"UPDATE {s}.nodes SET expires = now() - interval '1 second' WHERE name = $1 AND epoch = $2"
+        self.lost = (
+            f"SELECT exec_id FROM {s}.executions WHERE exec_id = ANY($3) "
+            "AND (owner IS DISTINCT FROM $1 OR epoch IS DISTINCT FROM $2)"
+        )

@@ -1,0 +1,531 @@
+"""`PostgresStore`: the journal in PostgreSQL, shared by several engines (needs ``tukio[postgres]``).
+
+The store talks to PostgreSQL with asyncpg on a private event loop in a
+background thread: the engine's journal calls `write` from its writer thread
+(group commit: what queued up meanwhile goes into the next batch), and
+`write` returns once the batch is committed. A batch is one round trip (a
+server-side function) and one transaction.
+
+Ownership (see `tukio.cluster`): once a node is attached, every execution
+row carries its owner and the owner's epoch, and a write for an execution
+that another owner (or a newer epoch) holds is refused by the database in
+the same transaction; the store reports such executions to `on_fenced`.
+Lost connections are retried with backoff: `write` blocks meanwhile, so
+nothing is reported done that is not committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from tukio.store._pgschema import MIGRATIONS, SQL
+from tukio.store.base import (
+    ExecutionInfo,
+    ExecutionRecord,
+    Record,
+    Serializer,
+    Store,
+    TaskRecord,
+    build_report,
+    iso,
+    parse_states,
+    parse_time,
+)
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["Beat", "PostgresStore"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+#: What a heartbeat found: the lease was running, had expired, or the node was replaced.
+Beat = Literal["alive", "late", "replaced"]
+#: Longest pause between two attempts to reach a database that went away.
+MAX_BACKOFF = 2.0
+
+
+def _asyncpg() -> Any:
+    try:
+        import asyncpg
+    except ImportError as exc:
+        raise ImportError("PostgresStore needs asyncpg: install it with `pip install tukio[postgres]`") from exc
+    return asyncpg
+
+
+class _Link:
+    """One connection, used by one coroutine at a time, reopened when it breaks."""
+
+    def __init__(self, store: PostgresStore, name: str) -> None:
+        self._store = store
+        self._name = name
+        self._lock = asyncio.Lock()
+        self.conn: asyncpg.Connection | None = None
+        self.opened = 0  # how many times a connection was opened
+
+    async def call(self, op: Callable[[asyncpg.Connection], Awaitable[_T]], *, retry: bool = True) -> _T:
+        """Run `op` on the connection; on a lost connection, reconnect with backoff and run it again."""
+        pg = _asyncpg()
+        delay = 0.05
+        deadline = None if self._store.retry_for is None else time.monotonic() + self._store.retry_for
+        async with self._lock:
+            while True:
+                try:
+                    if self.conn is None or self.conn.is_closed():
+                        self.conn = await pg.connect(self._store.dsn, **self._store.connect_options)
+                        self.opened += 1
+                    return await op(self.conn)
+                except Exception as exc:
+                    lost = isinstance(exc, _lost_errors(pg)) or (self.conn is not None and self.conn.is_closed())
+                    if not lost or not retry:
+                        raise
+                    if self._store.closing or (deadline is not None and time.monotonic() + delay > deadline):
+                        await self.close()
+                        raise ConnectionError(f"PostgreSQL unreachable: {type(exc).__name__}: {exc}") from exc
+                    log.warning(
+                        "PostgresStore %s: connection lost (%s: %s); retrying in %.2fs",
+                        self._name,
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                    )
+                    await self.close()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, MAX_BACKOFF)
+
+    async def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                await asyncio.wait_for(conn.close(), 1.0)
+            except Exception:
+                conn.terminate()
+
+
+def _lost_errors(pg: Any) -> tuple[type[BaseException], ...]:
+    """The errors that mean the connection is gone (or unusable), not that the query is wrong."""
+    return (
+        OSError,
+        asyncio.TimeoutError,
+        pg.PostgresConnectionError,
+        pg.OperatorInterventionError,
+        pg.InternalClientError,
+    )
+
+
+def _blob(value: str | bytes | None) -> tuple[bytes | None, bool]:
+    if value is None:
+        return None, True
+    return (value.encode(), True) if isinstance(value, str) else (value, False)
+
+
+def _unblob(value: bytes | None, texts: bool) -> str | bytes | None:
+    if value is None:
+        return None
+    return value.decode() if texts else bytes(value)
+
+
+def _columns(records: Sequence[Record]) -> list[list[Any]]:
+    """Fold `records` (last write wins, as a sequence of upserts) into the columns of `write_batch`."""
+    execs: dict[str, ExecutionRecord] = {}
+    tasks: dict[tuple[str, str], TaskRecord] = {}
+    for r in records:
+        if isinstance(r, TaskRecord):
+            tasks[r.exec_id, r.task_id] = r
+            continue
+        old = execs.get(r.exec_id)
+        if old is not None:
+            r = r._replace(
+                template_id=r.template_id if r.template_id is not None else old.template_id,
+                start=r.start if r.start is not None else old.start,
+                template=r.template if r.template is not None else old.template,
+                event=r.event if r.event is not None else old.event,
+            )
+        execs[r.exec_id] = r
+    cols: list[list[Any]] = [[] for _ in range(18)]
+    for e in execs.values():
+        template, t_text = _blob(e.template)
+        event, e_text = _blob(e.event)
+        row = (e.exec_id, e.template_id, e.state, e.start, e.end, e.error, template, event)
+        for col, value in zip(cols[:8], row, strict=True):
+            col.append(value)
+        cols[8].append(t_text if e.template is not None else e_text)
+    for t in tasks.values():
+        data, d_text = _blob(t.data)
+        for col, cell in zip(
+            cols[9:],
+            (t.exec_id, t.task_id, t.task_exec_id, t.state, t.start, t.end, data, t.error, d_text),
+            strict=True,
+        ):
+            col.append(cell)
+    return cols
+
+
+class PostgresStore(Store):
+    """Keeps executions in a PostgreSQL database; several engines may share it.
+
+    The tables live in their own schema, created and migrated when the store
+    opens (the ``schema_version`` table says which migrations ran). Commits
+    are as durable as the server makes them (``synchronous_commit``).
+
+    Args:
+        dsn: a libpq connection string or URL (``postgresql://user@host/db``).
+        schema: the PostgreSQL schema holding tukio's tables (created if missing).
+        serializer: encodes data (`JSONSerializer` when None).
+        retry_for: seconds to keep retrying when the database cannot be
+            reached (None: until it comes back; writes wait meanwhile).
+        **connect_options: passed on to ``asyncpg.connect`` (``timeout``,
+            ``ssl``, ``server_settings``...).
+
+    Raises:
+        ImportError: asyncpg is not installed (``pip install tukio[postgres]``).
+        OSError: the database cannot be reached when the store opens.
+        asyncpg.PostgresError: the database refused to open or migrate.
+    """
+
+    blocking = True
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "tukio",
+        serializer: Serializer | None = None,
+        retry_for: float | None = None,
+        **connect_options: Any,
+    ) -> None:
+        _asyncpg()
+        super().__init__(serializer)
+        if not schema:
+            raise ValueError("schema must not be empty")
+        self.dsn = dsn
+        self.schema = schema
+        self.retry_for = retry_for
+        self.connect_options = connect_options
+        self.closing = False
+        self.sql = SQL(schema)
+        #: Called (from the writing thread) with the ids of executions whose writes were refused.
+        self.on_fenced: Callable[[list[str]], None] | None = None
+        self.node: str | None = None
+        self.lease = 5.0
+        self.epoch: int | None = None
+        self._node_id = 0
+        self._joining = threading.Lock()
+        self._namespace = zlib.crc32(schema.encode()) & 0x7FFFFFFF
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tukio-postgres", daemon=True)
+        self._thread.start()
+        self._writer = _Link(self, "writer")
+        self._reader = _Link(self, "reader")
+        self._presence = _Link(self, "presence")
+        try:
+            self._run(self._reader.call(self._migrate, retry=False))
+        except BaseException:
+            self.close()
+            raise
+
+    # -- plumbing ----------------------------------------------------------------------
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        if self._loop.is_closed():
+            coro.close()
+            raise RuntimeError(f"{self!r} is closed")
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("PostgresStore cannot be called from its own thread")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _migrate(self, conn: asyncpg.Connection) -> None:
+        s = self.sql.schema
+        async with conn.transaction():
+            # One process migrates at a time; the others find the work done.
+            await conn.execute("SELECT pg_advisory_xact_lock($1::int4, 0)", self._namespace)
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+            await conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.schema_version (version integer NOT NULL)")
+            version = await conn.fetchval(f"SELECT max(version) FROM {s}.schema_version") or 0
+            if version > len(MIGRATIONS):
+                raise RuntimeError(
+                    f"schema {self.schema!r} is at version {version}, newer than this tukio knows "
+                    f"({len(MIGRATIONS)}): upgrade tukio"
+                )
+            for number in range(version + 1, len(MIGRATIONS) + 1):
+                await conn.execute(MIGRATIONS[number - 1].format(s=s))
+                await conn.execute(f"INSERT INTO {s}.schema_version (version) VALUES ($1)", number)
+                log.info("PostgresStore: schema %r migrated to version %d", self.schema, number)
+
+    @property
+    def version(self) -> int:
+        """The schema version of the database."""
+        return int(
+            self._run(
+                self._reader.call(lambda c: c.fetchval(f"SELECT max(version) FROM {self.sql.schema}.schema_version"))
+            )
+        )
+
+    # -- the journal -----------------------------------------------------------------------
+    def write(self, records: Sequence[Record]) -> None:
+        """Apply `records` in one transaction, once committed return (see `Store.write`).
+
+        Records of executions this node does not own (another node took them
+        over, or this node was restarted elsewhere) are dropped, and their ids
+        given to `on_fenced`; the other records are written.
+        """
+        if not records:
+            return
+        if self.node is not None and self.epoch is None:
+            with self._joining:
+                if self.epoch is None:
+                    self._join(self.node)
+        cols = _columns(records)
+
+        async def op(conn: asyncpg.Connection) -> list[str]:
+            return list(await conn.fetchval(self.sql.write, self.node, self.epoch, *cols) or ())
+
+        fenced = self._run(self._writer.call(op))
+        if fenced:
+            log.warning("PostgresStore: node %s no longer owns %d execution(s): writes refused", self.node, len(fenced))
+            if self.on_fenced is not None:
+                self.on_fenced(fenced)
+
+    def executions(
+        self, *, state: str | Iterable[str] | None = None, template_id: str | None = None
+    ) -> list[ExecutionInfo]:
+        """List executions, oldest first (see `Store.executions`)."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        states = parse_states(state)
+        if states is not None:
+            params.append(sorted(states))
+            clauses.append(f"state = ANY(${len(params)})")
+        if template_id is not None:
+            params.append(template_id)
+            clauses.append(f"template_id = ${len(params)}")
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        query = (
+            f"SELECT {self.sql.columns} FROM {self.sql.schema}.executions{where} ORDER BY started NULLS FIRST, exec_id"
+        )
+        rows = self._run(self._reader.call(lambda c: c.fetch(query, *params)))
+        return [_info(r) for r in rows]
+
+    def load(self, exec_id: str) -> dict[str, Any]:
+        """Return the report of one execution (see `Store.load`).
+
+        Raises:
+            KeyError: no execution has that id.
+        """
+
+        async def op(conn: asyncpg.Connection) -> tuple[Any, list[Any]]:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                return await conn.fetchrow(self.sql.load_execution, exec_id), await conn.fetch(
+                    self.sql.load_tasks, exec_id
+                )
+
+        found, tasks = self._run(self._reader.call(op))
+        if found is None:
+            raise KeyError(f"no execution {exec_id!r} in the store")
+        texts = found["texts"]
+        execution = ExecutionRecord(
+            found[0],
+            found[1],
+            found[2],
+            found[3],
+            found[4],
+            found[5],
+            template=_unblob(found["template"], texts),
+            event=_unblob(found["event"], texts),
+        )
+        records = [TaskRecord(exec_id, t[0], t[1], t[2], t[3], t[4], _unblob(t[5], t[7]) or b"", t[6]) for t in tasks]
+        return build_report(self.serializer, execution, records)
+
+    def prune(self, *, before: datetime | None = None, template_id: str | None = None) -> int:
+        """Delete finished executions (see `Store.prune`)."""
+        s = self.sql.schema
+        where = "state <> 'pending' AND ($1::text IS NULL OR ended < $1) AND ($2::text IS NULL OR template_id = $2)"
+
+        async def op(conn: asyncpg.Connection) -> int:
+            async with conn.transaction():
+                rows = await conn.fetch(
+                    f"DELETE FROM {s}.executions WHERE {where} RETURNING exec_id", iso(before), template_id
+                )
+                ids = [r[0] for r in rows]
+                await conn.execute(f"DELETE FROM {s}.tasks WHERE exec_id = ANY($1)", ids)
+                return len(ids)
+
+        return self._run(self._reader.call(op))
+
+    # -- ownership (see tukio.cluster) ------------------------------------------------------------
+    def attach(self, node: str | None = None, *, lease: float = 5.0) -> str:
+        """Name the node this store writes for, before it joins.
+
+        Args:
+            node: the node's name (a new unique id when None).
+            lease: seconds a node stays alive without a heartbeat.
+
+        Returns:
+            The node's name.
+
+        Raises:
+            ValueError: `lease` is not positive, or the node name is empty.
+            RuntimeError: another node is already attached to this store.
+        """
+        if lease <= 0:
+            raise ValueError(f"lease must be a positive number of seconds, got {lease!r}")
+        if node is not None and not node:
+            raise ValueError("node must not be empty")
+        name = node if node is not None else f"node-{uuid.uuid4().hex[:12]}"
+        if self.node is not None and self.node != name:
+            raise RuntimeError(f"{self!r} already writes for node {self.node!r}")
+        self.node, self.lease = name, lease
+        return name
+
+    def join(self) -> int:
+        """Start a new epoch of the attached node and take its unfinished executions back.
+
+        Executions the node owned under an earlier epoch (a previous run of
+        a process with the same name) are now owned under the new one, so a
+        leftover process of that name is fenced. Writes join by themselves
+        when the node has not joined yet.
+
+        Returns:
+            The node's new epoch.
+
+        Raises:
+            RuntimeError: no node is attached.
+        """
+        node = self.node
+        if node is None:
+            raise RuntimeError(f"{self!r}: no node attached (see PostgresStore.attach)")
+        with self._joining:
+            return self._join(node)
+
+    def _join(self, node: str) -> int:
+
+        async def op(conn: asyncpg.Connection) -> list[Any]:
+            async with conn.transaction():
+                epoch, node_id = await conn.fetchrow(self.sql.join, node, self.lease)
+                self.epoch, self._node_id = epoch, node_id
+                return list(await conn.fetch(self.sql.take_back, node, epoch))
+
+        rows = self._run(self._presence.call(op))
+        self._run(self._presence.call(self._hold_presence))
+        log.info(
+            "PostgresStore: node %s joined (epoch %s), owning %d unfinished execution(s)", node, self.epoch, len(rows)
+        )
+        assert self.epoch is not None
+        return self.epoch
+
+    def owned(self) -> list[ExecutionInfo]:
+        """List the unfinished executions this node (and epoch) owns, oldest first."""
+        node = self._attached()
+        query = (
+            f"SELECT {self.sql.columns} FROM {self.sql.schema}.executions "
+            "WHERE owner = $1 AND epoch = $2 AND state = 'pending' ORDER BY started NULLS FIRST, exec_id"
+        )
+        return [_info(r) for r in self._run(self._reader.call(lambda c: c.fetch(query, node, self.epoch)))]
+
+    async def _hold_presence(self, conn: asyncpg.Connection) -> None:
+        # A session lock that lives as long as this connection: when the
+        # process dies, PostgreSQL drops it and the node is known dead.
+        await conn.fetchval(self.sql.lock, self._namespace, self._node_id)
+
+    def heartbeat(self) -> Beat:
+        """Renew the node's lease.
+
+        Returns:
+            "alive" when the lease was running; "late" when it had expired
+            (other nodes may have taken executions over: ask `lost`);
+            "replaced" when a newer epoch of the node exists (restarted
+            elsewhere): every write of this one is refused.
+
+        Raises:
+            RuntimeError: the node has not joined.
+        """
+        node = self._attached()
+        opened = self._presence.opened
+
+        async def op(conn: asyncpg.Connection) -> Any:
+            if self._presence.opened != opened:  # a new session: take the presence lock again
+                await self._hold_presence(conn)
+            return await conn.fetchval(self.sql.heartbeat, node, self.epoch)
+
+        was_alive = self._run(self._presence.call(op))
+        if was_alive is None:
+            return "replaced"
+        return "alive" if was_alive else "late"
+
+    def claim(self, template_ids: Iterable[str], *, limit: int = 100) -> list[ExecutionInfo]:
+        """Take over unfinished executions of dead nodes (or of no node), at most `limit`.
+
+        A claim is atomic: each execution is taken by one node only.
+
+        Args:
+            template_ids: claim only executions of these templates (those this node can run).
+            limit: claim at most this many.
+
+        Returns:
+            The executions now owned by this node.
+
+        Raises:
+            RuntimeError: the node has not joined.
+        """
+        node = self._attached()
+        ids = list(template_ids)
+        rows = self._run(
+            self._reader.call(lambda c: c.fetch(self.sql.claim, node, self.epoch, ids, limit, self._namespace))
+        )
+        return [_info(r) for r in rows]
+
+    def lost(self, exec_ids: Iterable[str]) -> list[str]:
+        """Return those of `exec_ids` that this node (and epoch) no longer owns."""
+        node = self._attached()
+        ids = list(exec_ids)
+        if not ids:
+            return []
+        rows = self._run(self._reader.call(lambda c: c.fetch(self.sql.lost, node, self.epoch, ids)))
+        return [r[0] for r in rows]
+
+    def leave(self) -> None:
+        """End the node's lease now: what it still owns is taken over at once."""
+        if self.node is None or self.epoch is None:
+            return
+        self._run(self._presence.call(lambda c: c.execute(self.sql.leave, self.node, self.epoch)))
+
+    def _attached(self) -> str:
+        if self.node is None:
+            raise RuntimeError(f"{self!r}: no node attached (see PostgresStore.attach)")
+        if self.epoch is None:
+            self.join()
+        return self.node
+
+    # -- closing ----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connections and stop the store's thread (idempotent)."""
+        if self._loop.is_closed():
+            return
+        self.closing = True
+
+        async def shut() -> None:
+            for link in (self._writer, self._reader, self._presence):
+                await link.close()
+
+        try:
+            asyncio.run_coroutine_threadsafe(shut(), self._loop).result(5.0)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore schema={self.schema!r}{'' if self.node is None else f' node={self.node!r}'}>"
+
+
+def _info(row: Any) -> ExecutionInfo:
+    return ExecutionInfo(row[0], row[1], row[2], parse_time(row[3]), parse_time(row[4]), row[5])
