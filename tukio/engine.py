@@ -20,6 +20,7 @@ from tukio.workflow.template import WorkflowTemplate
 from tukio.workflow.workflow import Workflow
 
 if TYPE_CHECKING:
+    from tukio.cluster import Cluster
     from tukio.store.base import ExecutionInfo, Store
     from tukio.store.journal import Journal
 
@@ -57,9 +58,20 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         loop: the loop to run on (the running loop when None).
         store: journals every workflow and task transition (see
             `tukio.store`); `recover()` resumes what a crash interrupted.
+        node: with a store shared by several engines (`PostgresStore`),
+            this engine's name in the cluster (see `tukio.cluster`; a name
+            unique to this engine when None). Restarted under the same name,
+            an engine takes its unfinished executions back at once.
+        lease: seconds this node stays alive without a heartbeat, after
+            which the other nodes take its executions over.
+
+    Raises:
+        ValueError: `node` is given but the store cannot be shared, or
+            `lease` is not positive.
     """
 
     _journal: Journal | None = None
+    _cluster: Cluster | None = None
 
     def __init__(
         self,
@@ -67,6 +79,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         selector: WorkflowSelector | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         store: Store | None = None,
+        node: str | None = None,
+        lease: float = 5.0,
     ) -> None:
         super().__init__(loop=resolve_loop(loop))
         if self._loop.get_task_factory() is not tukio_factory:
@@ -77,9 +91,17 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         self._running: dict[str, _Running] = {}
         self._stopping = False
         self._unrecovered: list[ExecutionInfo] = []
+        self._resuming: set[str] = set()
         if store is not None:
+            from tukio.cluster import Cluster, LeasedStore
             from tukio.store.journal import Journal
 
+            if isinstance(store, LeasedStore):
+                templates = lambda: [t.uid for t in self.selector.templates]  # noqa: E731
+                self._cluster = Cluster(store, node, lease, self._loop, self._instances, templates, self._take_over)
+                self._cluster.start()
+            elif node is not None:
+                raise ValueError(f"node={node!r} needs a store that several engines can share, not {store!r}")
             self._journal = Journal(store, self._loop)
 
     # -- state -------------------------------------------------------------------
@@ -235,6 +257,11 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         return self._journal.store if self._journal is not None else None
 
     @property
+    def node(self) -> str | None:
+        """This engine's name in the cluster of engines sharing its store, or None."""
+        return self._cluster.node if self._cluster is not None else None
+
+    @property
     def unrecovered(self) -> list[ExecutionInfo]:
         """Unfinished executions the last `recover()` could not resume, each with its `problem`.
 
@@ -276,19 +303,38 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             return []
         store = self._journal.store
         await self._journal.flush()  # workflows of this engine that ended are not unfinished
+        if self._cluster is not None:  # only this node's own, and dead nodes' executions
+            infos = await self._cluster.recoverable()
+        else:
+            infos = await asyncio.to_thread(store.unfinished)
+        recovered, self._unrecovered = await self._resume_all(infos)
+        log.info("recovered %d workflow(s), %d left in the store", len(recovered), len(self._unrecovered))
+        return recovered
+
+    async def _take_over(self, infos: list[ExecutionInfo]) -> None:
+        """Resume executions this node just claimed from dead nodes."""
+        recovered, left = await self._resume_all(infos)
+        self._unrecovered.extend(left)
+        log.info("took over %d workflow(s), %d left in the store", len(recovered), len(left))
+
+    async def _resume_all(self, infos: list[ExecutionInfo]) -> tuple[list[Workflow], list[ExecutionInfo]]:
+        assert self._journal is not None
+        store = self._journal.store
         recovered: list[Workflow] = []
         left: list[ExecutionInfo] = []
-        for info in await asyncio.to_thread(store.unfinished):
-            if info.exec_id in self._instances:
+        for info in infos:
+            if info.exec_id in self._instances or info.exec_id in self._resuming or self._stopping:
                 continue
-            workflow, reason = await self._recover_one(store, info)
+            self._resuming.add(info.exec_id)
+            try:
+                workflow, reason = await self._recover_one(store, info)
+            finally:
+                self._resuming.discard(info.exec_id)
             if workflow is not None:
                 recovered.append(workflow)
             else:
                 left.append(dataclasses.replace(info, problem=reason))
-        self._unrecovered = left
-        log.info("recovered %d workflow(s), %d left in the store", len(recovered), len(left))
-        return recovered
+        return recovered, left
 
     async def _recover_one(self, store: Store, info: ExecutionInfo) -> tuple[Workflow | None, str]:
         """Resume one execution; or log and return why it cannot be.
@@ -427,4 +473,6 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         if done.exception() is not None:
             log.error("journal: the last records could not be written: %s", done.exception())
         if not self.done() and not self._instances:
+            if self._cluster is not None:
+                self._cluster.close()
             self.set_result(None)

@@ -1,0 +1,191 @@
+"""Several engines on one PostgreSQL journal: ownership, takeover, fencing (in one process)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from support import template
+
+from tukio import Engine, Event, WorkflowTemplate
+from tukio.cluster import LeasedStore, default_node_name
+from tukio.store import MemoryStore
+from tukio.store.postgres import PostgresStore
+
+Schema = tuple[str, str]
+RUNS: Counter[tuple[str, str]] = Counter()
+GATES: dict[str, asyncio.Event] = {}
+STARTED: dict[str, asyncio.Event] = {}
+
+
+@pytest.fixture
+def steps(registered: Callable[..., Any], task_name: Callable[[str], str]) -> Callable[[str], WorkflowTemplate]:
+    """``steps(node)``: the chain a-b-c whose tasks count their runs as (node, task id).
+
+    Each engine loads the chain with its own task, so the runs say which
+    engine ran them; task b waits on GATES[node] when set.
+    """
+    RUNS.clear()
+    GATES.clear()
+    STARTED.clear()
+
+    def chain_for(node: str) -> WorkflowTemplate:
+        async def cluster_step(event: Event) -> dict[str, Any]:
+            tid = asyncio.current_task().template.uid  # type: ignore[union-attr]
+            RUNS[node, tid] += 1
+            if tid == "b":
+                STARTED.setdefault(node, asyncio.Event()).set()
+                if node in GATES:
+                    await GATES[node].wait()
+            return {**event.data, tid: node}
+
+        name = task_name(f"cluster-{node}")
+        registered(name, cluster_step)
+        return template([("a", name), ("b", name), ("c", name)], {"a": ["b"], "b": ["c"]}, id="cl-chain")
+
+    return chain_for
+
+
+async def started(node: str) -> None:
+    await asyncio.wait_for(STARTED.setdefault(node, asyncio.Event()).wait(), 10)
+
+
+@pytest.fixture
+def stores(pg_schema: Schema) -> Iterator[Callable[[], PostgresStore]]:
+    dsn, schema = pg_schema
+    made: list[PostgresStore] = []
+
+    def new() -> PostgresStore:
+        made.append(PostgresStore(dsn, schema=schema))
+        return made[-1]
+
+    yield new
+    for s in made:
+        s.close()
+
+
+def test_default_node_names_are_unique_per_engine() -> None:
+    assert default_node_name() != default_node_name()
+
+
+async def test_a_node_needs_a_shared_store() -> None:
+    with pytest.raises(ValueError, match="needs a store that several engines can share"):
+        Engine(store=MemoryStore(), node="a")
+    assert Engine(store=MemoryStore()).node is None
+    assert not isinstance(MemoryStore(), LeasedStore)
+
+
+async def test_recover_never_takes_a_live_nodes_executions(
+    stores: Callable[[], PostgresStore], steps: Callable[[str], WorkflowTemplate]
+) -> None:
+    a = Engine(store=stores(), node="a", lease=30)
+    b = Engine(store=stores(), node="b", lease=30)
+    assert (a.node, b.node) == ("a", "b")
+    await a.load(steps("a"))
+    await b.load(steps("b"))
+    GATES["a"] = asyncio.Event()
+    wf = await a.trigger("cl-chain", {"v": 1})
+    assert wf is not None
+    await started("a")
+    await a.flush()
+    assert await b.recover() == []  # a is alive: b leaves its execution alone
+    assert b.unrecovered == []
+    GATES["a"].set()
+    await asyncio.wait_for(wf, 10)
+    await asyncio.wait_for(asyncio.gather(a.stop(), b.stop()), 10)
+    assert Counter({("a", "a"): 1, ("a", "b"): 1, ("a", "c"): 1}) == RUNS
+
+
+async def test_a_dead_nodes_execution_is_taken_over_once_and_its_zombie_fenced(
+    stores: Callable[[], PostgresStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
+) -> None:
+    a_store = stores()
+    a = Engine(store=a_store, node="a", lease=30)
+    b = Engine(store=stores(), node="b", lease=30)
+    c = Engine(store=stores(), node="c", lease=30)
+    for engine, node in ((a, "a"), (b, "b"), (c, "c")):
+        await engine.load(steps(node))
+    GATES["a"] = asyncio.Event()
+    wf = await a.trigger("cl-chain", {"v": 1})
+    assert wf is not None
+    await started("a")
+    await a.flush()
+    a_store.leave()  # a looks dead (as after a pause past its lease) while its task b still runs
+    taken = await asyncio.gather(b.recover(), c.recover())
+    [[resumed]] = [t for t in taken if t]  # one node took it, the other found nothing
+    assert resumed.uid == wf.uid
+    await asyncio.wait_for(resumed, 10)
+    # The zombie's task b ends now: its write is refused, its copy cancelled.
+    GATES["a"].set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(wf, 10)
+    assert "workflow cancelled on node a: its writes were refused" in caplog.text
+    await asyncio.gather(b.flush(), c.flush())
+    report = a_store.load(wf.uid)
+    assert report["exec"]["state"] == "finished"
+    winner = resumed.tasks_by_id["c"].outputs["c"]
+    assert winner in ("b", "c")
+    assert [t["exec"]["outputs"][t["id"]] for t in report["tasks"]] == ["a", winner, winner]
+    # a ran a and b; the winner ran b again (it was not recorded done) and c; nothing else ran.
+    assert Counter({("a", "a"): 1, ("a", "b"): 1, (winner, "b"): 1, (winner, "c"): 1}) == RUNS
+    await asyncio.wait_for(asyncio.gather(a.stop(), b.stop(), c.stop()), 10)
+
+
+async def test_a_restarted_node_takes_its_executions_back_and_fences_the_old_one(
+    stores: Callable[[], PostgresStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
+) -> None:
+    old = Engine(store=stores(), node="a", lease=30)
+    await old.load(steps("old"))
+    GATES["old"] = asyncio.Event()
+    wf = await old.trigger("cl-chain", {"v": 1})
+    assert wf is not None
+    await started("old")
+    await old.flush()
+    new_store = stores()
+    new = Engine(store=new_store, node="a", lease=30)
+    await new.load(steps("new"))
+    [back] = await new.recover()  # a new epoch: a is alive, and it is a
+    assert back.uid == wf.uid
+    await asyncio.wait_for(back, 10)
+    GATES["old"].set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(wf, 10)
+    assert "workflow cancelled on node a" in caplog.text
+    await new.flush()
+    assert new_store.load(wf.uid)["exec"]["state"] == "finished"
+    assert Counter({("old", "a"): 1, ("old", "b"): 1, ("new", "b"): 1, ("new", "c"): 1}) == RUNS
+    await asyncio.wait_for(asyncio.gather(old.stop(), new.stop()), 10)
+
+
+async def test_heartbeats_claim_dead_nodes_work_by_themselves(
+    stores: Callable[[], PostgresStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    seed = stores()
+    seed.attach("gone", lease=30)
+    gone = Engine(store=seed, node="gone", lease=30)
+    await gone.load(steps("gone"))
+    GATES["gone"] = asyncio.Event()
+    wf = await gone.trigger("cl-chain", {"v": 2})
+    assert wf is not None
+    await started("gone")
+    await gone.flush()
+    seed.leave()
+    live = Engine(store=stores(), node="live", lease=0.3)  # beats every 0.1 s
+    await live.load(steps("live"))
+    for _ in range(500):  # the heartbeat claims and resumes it, nobody asks (5 s at most)
+        if live.instances:
+            break
+        await asyncio.sleep(0.01)
+    [resumed] = live.instances
+    await asyncio.wait_for(resumed, 10)
+    assert "took over 1 workflow(s)" in caplog.text
+    assert RUNS["live", "c"] == 1
+    GATES["gone"].set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(wf, 10)
+    await asyncio.wait_for(asyncio.gather(gone.stop(), live.stop()), 10)

@@ -1,0 +1,205 @@
+"""Several engines, one journal: nodes, leases, takeovers and fencing.
+
+An engine whose store can share its journal (`PostgresStore`) is a *node*:
+every execution it starts is owned by it, under its current *epoch*. The node
+renews a lease in the database every third of it (a heartbeat). A node whose
+lease expired, or whose database session is gone (a crashed process) and
+that missed a heartbeat, is dead: each live node then takes over its
+unfinished executions (an atomic claim: each is taken by one node only) and
+resumes them as `Engine.recover` does.
+
+The database refuses a write for an execution unless it comes from its
+owner under the owner's current epoch (fencing). A node that comes back after
+losing ownership (it was paused, or cut off, past its lease) has its copies
+of those workflows cancelled when its writes are refused, or as soon as its
+next heartbeat finds it was late. A node restarted under the same name takes
+its unfinished executions back at once, under a new epoch, which fences any
+leftover process of that name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from tukio.store.base import ExecutionInfo
+    from tukio.workflow.workflow import Workflow
+
+__all__ = ["DEFAULT_LEASE", "Cluster", "LeasedStore", "default_node_name"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds a node stays alive without renewing its lease.
+DEFAULT_LEASE = 5.0
+#: How many executions one claim takes at most (claims repeat until none is left).
+CLAIM_BATCH = 100
+
+_engines = itertools.count(1)
+
+
+def default_node_name() -> str:
+    """A node name unique to this engine: host, process id and a counter."""
+    return f"{socket.gethostname()}-{os.getpid()}-{next(_engines)}"
+
+
+@runtime_checkable
+class LeasedStore(Protocol):
+    """What a store offers to be shared by several nodes (see `PostgresStore`)."""
+
+    node: str | None
+    on_fenced: Callable[[list[str]], None] | None
+
+    def attach(self, node: str | None = None, *, lease: float = DEFAULT_LEASE) -> str:
+        """Name the node this store writes for."""
+
+    def join(self) -> int:
+        """Start a new epoch of the node and take its unfinished executions back; return the epoch."""
+
+    def heartbeat(self) -> Literal["alive", "late", "replaced"]:
+        """Renew the node's lease; say whether it had expired or the node was replaced."""
+
+    def owned(self) -> list[ExecutionInfo]:
+        """The unfinished executions the node owns."""
+
+    def claim(self, template_ids: Iterable[str], *, limit: int = CLAIM_BATCH) -> list[ExecutionInfo]:
+        """Take over unfinished executions of dead nodes."""
+
+    def lost(self, exec_ids: Iterable[str]) -> list[str]:
+        """Those of `exec_ids` the node no longer owns."""
+
+    def leave(self) -> None:
+        """End the node's lease now."""
+
+
+class Cluster:
+    """One engine's membership of a cluster: heartbeats, takeovers and fencing.
+
+    The engine makes one when its store is a `LeasedStore`; the heartbeat
+    runs on the engine's loop (the store's calls on a thread).
+
+    Args:
+        store: the shared store.
+        node: the node's name (`default_node_name()` when None).
+        lease: seconds the node stays alive without a heartbeat.
+        loop: the engine's loop.
+        instances: the engine's running workflows by execution id.
+        templates: the ids of the templates the engine can run.
+        resume: resumes claimed executions in the engine.
+
+    Raises:
+        ValueError: `lease` is not positive or `node` is empty.
+        RuntimeError: the store already writes for another node.
+    """
+
+    def __init__(
+        self,
+        store: LeasedStore,
+        node: str | None,
+        lease: float,
+        loop: asyncio.AbstractEventLoop,
+        instances: Mapping[str, Workflow],
+        templates: Callable[[], list[str]],
+        resume: Callable[[list[ExecutionInfo]], Awaitable[object]],
+    ) -> None:
+        self.store = store
+        self.node = store.attach(node if node is not None else default_node_name(), lease=lease)
+        self.lease = lease
+        self._loop = loop
+        self._instances = instances
+        self._templates = templates
+        self._resume = resume
+        self._beating: asyncio.Task[None] | None = None
+        self._closed = False
+        store.on_fenced = self._fenced
+
+    # -- start-up and recovery ------------------------------------------------------------
+    def start(self) -> None:
+        """Start heartbeating (on the running loop), once."""
+        if self._beating is None and not self._closed:
+            self._beating = self._loop.create_task(self._beat_forever(), name=f"tukio-heartbeat-{self.node}")
+
+    async def recoverable(self) -> list[ExecutionInfo]:
+        """Join (once), then list what this node may resume: its own and dead nodes' unfinished executions."""
+        self.start()
+        mine = await asyncio.to_thread(self.store.owned)
+        return mine + await self._claim_all()
+
+    async def _claim_all(self) -> list[ExecutionInfo]:
+        templates = self._templates()
+        claimed: list[ExecutionInfo] = []
+        while templates:
+            batch = await asyncio.to_thread(self.store.claim, templates, limit=CLAIM_BATCH)
+            claimed.extend(batch)
+            if len(batch) < CLAIM_BATCH:
+                break
+        if claimed:
+            log.warning("node %s took over %d execution(s) of dead node(s)", self.node, len(claimed))
+        return claimed
+
+    # -- the heartbeat ---------------------------------------------------------------------
+    async def _beat_forever(self) -> None:
+        period = self.lease / 3
+        while True:
+            try:
+                await self._beat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("node %s: heartbeat failed", self.node)
+            await asyncio.sleep(period)
+
+    async def _beat(self) -> None:
+        beat = await asyncio.to_thread(self.store.heartbeat)
+        if beat == "replaced":
+            log.error("node %s was restarted elsewhere (a newer epoch): cancelling its workflows", self.node)
+            self._cancel(list(self._instances), "node restarted elsewhere")
+            self.close(leave=False)
+            return
+        if beat == "late":
+            log.warning("node %s missed its lease: checking which executions it still owns", self.node)
+            gone = await asyncio.to_thread(self.store.lost, list(self._instances))
+            self._cancel(gone, "taken over by another node while this one missed its lease")
+        claimed = await self._claim_all()
+        if claimed:
+            await self._resume(claimed)
+
+    # -- fencing ----------------------------------------------------------------------------
+    def _fenced(self, exec_ids: list[str]) -> None:
+        """The store refused writes for `exec_ids` (called from the writing thread)."""
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._cancel(exec_ids, "its writes were refused: another node owns it")
+            return
+        with contextlib.suppress(RuntimeError):  # a closed loop: nothing runs any more
+            self._loop.call_soon_threadsafe(self._cancel, exec_ids, "its writes were refused: another node owns it")
+
+    def _cancel(self, exec_ids: Iterable[str], why: str) -> None:
+        for exec_id in exec_ids:
+            workflow = self._instances.get(exec_id)
+            if workflow is not None and not workflow.done():
+                log.warning("[%s] workflow cancelled on node %s: %s", exec_id, self.node, why)
+                workflow.cancel()
+
+    # -- leaving ------------------------------------------------------------------------------
+    def close(self, *, leave: bool = True) -> None:
+        """Stop heartbeating; with `leave`, end the lease now so others take over at once."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._beating is not None and self._beating is not asyncio.current_task():
+            self._beating.cancel()
+        if leave:
+            try:
+                self.store.leave()
+            except Exception:
+                log.exception("node %s: could not end its lease (it expires by itself)", self.node)
