@@ -42,7 +42,13 @@ async def step(event: Event) -> dict[str, Any]:
                 f'INSERT INTO "{SCHEMA}".starts VALUES ($1, $2, $3, clock_timestamp())', workflow.uid, tid, NODE
             )
             break
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError, asyncpg.InterfaceError):
+        except (
+            OSError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.OperatorInterventionError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+        ):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
     if DELAY:

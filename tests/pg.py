@@ -69,3 +69,61 @@ def fresh_schema() -> Iterator[tuple[str, str]]:
         yield dsn, schema
     finally:
         drop_schema(schema)
+
+
+class PrivateServer:
+    """A PostgreSQL server of the test's own (initdb + pg_ctl), on a free port, run as a non-root user.
+
+    Skips (or fails, when PostgreSQL is required) without initdb/pg_ctl.
+    """
+
+    def __init__(self) -> None:
+        import pwd
+        import shutil
+        import socket
+        import tempfile
+
+        self.initdb, self.pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+        if self.initdb is None or self.pg_ctl is None:
+            reason = "initdb/pg_ctl not found: cannot start a private PostgreSQL"
+            if REQUIRED:
+                pytest.fail(reason)
+            pytest.skip(reason)
+        self.user: str | None = None
+        if os.getuid() == 0:  # PostgreSQL refuses to run as root
+            try:
+                pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.skip("running as root and no 'postgres' user to run a private server")
+            self.user = "postgres"
+        self.dir = tempfile.mkdtemp(prefix="tukio-pg-")
+        if self.user is not None:
+            shutil.chown(self.dir, self.user)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._run(self.initdb, "-D", f"{self.dir}/data", "-A", "trust", "-U", "postgres", "--no-sync")
+        self._ctl("start", "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1", "-l", f"{self.dir}/log")
+
+    def _run(self, *argv: str) -> None:
+        import subprocess
+
+        cmd = list(argv) if self.user is None else ["runuser", "-u", self.user, "--", *argv]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+
+    def _ctl(self, action: str, *options: str) -> None:
+        assert self.pg_ctl is not None
+        self._run(self.pg_ctl, "-D", f"{self.dir}/data", "-w", "-t", "30", *options, action)
+
+    def restart(self) -> None:
+        """Stop the server (fast: sessions are cut) and start it again."""
+        self._ctl("restart", "-m", "fast", "-l", f"{self.dir}/log")
+
+    def close(self) -> None:
+        import shutil
+
+        try:
+            self._ctl("stop", "-m", "immediate")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg import PrivateServer, need_postgres
 
 from tukio.store.postgres import PostgresStore
 
@@ -192,3 +193,37 @@ def test_a_paused_node_is_fenced_when_it_comes_back(cluster: Cluster) -> None:
     # The zombie learned it lost them: its copies were cancelled, none of its writes landed.
     cluster.wait_for("SELECT 1", lambda rows: "workflow cancelled on node n1" in cluster.log("n1"), timeout=10)
     assert "Traceback" not in cluster.log("n1")
+
+
+@pytest.fixture
+def private_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, PrivateServer]]:
+    need_postgres()
+    server = PrivateServer()
+    try:
+        made = Cluster(server.dsn, "tukio", tmp_path)
+        try:
+            yield made, server
+        finally:
+            made.stop()
+    finally:
+        server.close()
+
+
+def test_every_workflow_completes_across_a_database_restart(private_cluster: tuple[Cluster, PrivateServer]) -> None:
+    cluster, server = private_cluster
+    for node in ("n0", "n1", "n2"):
+        cluster.start(node, delay=0.2)
+    cluster.ready()
+    cluster.wait_for("SELECT count(*) FROM {s}.starts", lambda rows: rows[0][0] >= 30)
+    server.restart()  # mid-run: every session is cut
+    cluster.wait_for("SELECT count(*) FROM {s}.starts", lambda rows: rows[0][0] >= 150)
+    os.kill(cluster.procs["n1"].pid, signal.SIGKILL)  # a takeover starts...
+    cluster.procs["n1"].wait(10)
+    time.sleep(LEASE)
+    server.restart()  # ...and the database goes away during it
+    cluster.all_finished(3 * PER_NODE)
+    # Every task of every workflow is recorded finished once.
+    states = sql(cluster.dsn, 'SELECT state, count(*) FROM "tukio".tasks GROUP BY state')
+    assert dict(states) == {"finished": 3 * PER_NODE * STEPS}
+    for node in ("n0", "n2"):
+        assert "connection lost" in cluster.log(node)
