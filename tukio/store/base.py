@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timezone
 from types import TracebackType
@@ -362,6 +362,21 @@ class Store(abc.ABC):
             return False
         self.write(records)
         return True
+
+    def write_soon(self, records: Sequence[Record], done: Callable[[BaseException | None], None]) -> bool:
+        """Start applying `records` from the running loop, without blocking it.
+
+        A store that talks to its database asynchronously (`PostgresStore`)
+        commits batches in the order they were given (an empty one too: its
+        `done` runs after the earlier ones') and calls `done` on the loop
+        with None, or the write error. The journal tries this first; the
+        default declines.
+
+        Returns:
+            True when the store took `records` (and will call `done`), False
+            when nothing was tried.
+        """
+        return False
 
     @abc.abstractmethod
     def executions(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -176,6 +177,8 @@ class Journal:
         batch, self._batch = self._batch, []
         waiters, self._waiters = self._waiters, []
         if self._in_thread == 0:  # else this batch must wait for the earlier ones
+            if self.store.write_soon(batch, functools.partial(_resolve, waiters)):
+                return  # a network store commits on the loop, in order (see Store.write_soon)
             done = commit(self.store, batch, nowait=True)
             if done is not False:
                 _resolve(waiters, None if done is True else done)

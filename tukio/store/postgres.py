@@ -17,10 +17,12 @@ nothing is reported done that is not committed.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
 import uuid
+import weakref
 import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from datetime import datetime
@@ -109,6 +111,43 @@ class _Link:
                 await asyncio.wait_for(conn.close(), 1.0)
             except Exception:
                 conn.terminate()
+
+
+class _Soon:
+    """The batches one event loop hands to `PostgresStore.write_soon`, committed in order by one task.
+
+    The task sends each batch to the store's thread and waits for it without
+    blocking its loop: one hop each way, no journal thread in between.
+    """
+
+    def __init__(self, store: PostgresStore, loop: asyncio.AbstractEventLoop) -> None:
+        self.store = store
+        self.loop = loop
+        self.pending: list[tuple[Sequence[Record], Callable[[BaseException | None], None]]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, records: Sequence[Record], done: Callable[[BaseException | None], None]) -> None:
+        self.pending.append((records, done))
+        if self.task is None:
+            self.task = self.loop.create_task(self._drain(), name="tukio-postgres-writer")
+
+    async def _drain(self) -> None:
+        try:
+            while self.pending:
+                # Group commit: every batch that queued up while the last commit ran goes in this one.
+                batch, self.pending = self.pending, []
+                records = [r for rs, _ in batch for r in rs]
+                error: BaseException | None = None
+                if records:
+                    try:
+                        await asyncio.wrap_future(self.store.submit(records))
+                    except Exception as exc:
+                        log.exception("journal: writing %d record(s) to %r failed", len(records), self.store)
+                        error = exc
+                for _, done in batch:
+                    done(error)
+        finally:
+            self.task = None
 
 
 def _lost_errors(pg: Any) -> tuple[type[BaseException], ...]:
@@ -220,6 +259,7 @@ class PostgresStore(Store):
         self.epoch: int | None = None
         self._node_id = 0
         self._joining = threading.Lock()
+        self._soon: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Soon] = weakref.WeakKeyDictionary()
         self._namespace = zlib.crc32(schema.encode()) & 0x7FFFFFFF
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tukio-postgres", daemon=True)
@@ -278,22 +318,54 @@ class PostgresStore(Store):
         over, or this node was restarted elsewhere) are dropped, and their ids
         given to `on_fenced`; the other records are written.
         """
-        if not records:
-            return
+        if records:
+            self.submit(records).result()
+
+    def write_soon(self, records: Sequence[Record], done: Callable[[BaseException | None], None]) -> bool:
+        """Commit `records` from the running loop on a connection of that loop (see `Store.write_soon`).
+
+        Batches given while a commit runs go together into the next one.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        if self.closing or loop is self._loop:
+            return False
+        soon = self._soon.get(loop)
+        if soon is None:
+            soon = self._soon[loop] = _Soon(self, loop)
+        soon.add(records, done)
+        return True
+
+    def submit(self, records: Sequence[Record]) -> concurrent.futures.Future[None]:
+        """Start writing `records` (see `write`); the future is done once they are committed.
+
+        Raises:
+            RuntimeError: the store is closed.
+        """
+        if self._loop.is_closed():
+            raise RuntimeError(f"{self!r} is closed")
+        return asyncio.run_coroutine_threadsafe(self._write(records), self._loop)
+
+    async def _write(self, records: Sequence[Record]) -> None:
         if self.node is not None and self.epoch is None:
-            with self._joining:
-                if self.epoch is None:
-                    self._join(self.node)
+            await asyncio.to_thread(self._ensure_joined)
         cols = _columns(records)
 
         async def op(conn: asyncpg.Connection) -> list[str]:
             return list(await conn.fetchval(self.sql.write, self.node, self.epoch, *cols) or ())
 
-        fenced = self._run(self._writer.call(op))
+        fenced = await self._writer.call(op)
         if fenced:
             log.warning("PostgresStore: node %s no longer owns %d execution(s): writes refused", self.node, len(fenced))
             if self.on_fenced is not None:
                 self.on_fenced(fenced)
+
+    def _ensure_joined(self) -> None:
+        with self._joining:
+            if self.node is not None and self.epoch is None:
+                self._join(self.node)
 
     def executions(
         self, *, state: str | Iterable[str] | None = None, template_id: str | None = None
