@@ -229,6 +229,10 @@ def test_ownership_and_fencing(pg_schema: Schema) -> None:
         assert [i.exec_id for i in b.claim(["other"])] == []
         assert [i.exec_id for i in b.claim(["t"])] == ["e2"]
         assert b.claim(["t"]) == []
+        # A commit that returns after a's lease ran out locally asks what a lost.
+        a.submit_recheck([end_task("e1"), begin("e9")]).result()
+        assert fenced == [["e1"]]
+        fenced.clear()
         assert a.heartbeat() == "late"
         assert sorted(a.lost(["e1", "e2", "e3"])) == ["e1", "e2"]
         assert a.lost([]) == []
@@ -293,3 +297,15 @@ def test_concurrent_claims_take_each_execution_once(pg_schema: Schema) -> None:
 def test_drop_schema_helper_is_idempotent() -> None:
     need_postgres()
     drop_schema("test_never_created")
+
+
+def test_a_write_after_the_local_lease_ran_out_checks_ownership(pg_schema: Schema) -> None:
+    dsn, schema = pg_schema
+    with PostgresStore(dsn, schema=schema) as store:
+        fenced: list[list[str]] = []
+        store.on_fenced = fenced.append
+        store.attach("z", lease=1e-6)  # expired by the local clock as soon as granted
+        store.write([begin("e1")])
+        assert store.lease_expired()
+        assert fenced == []  # checked: z still owns e1
+        assert [i.exec_id for i in store.owned()] == ["e1"]

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a node stays alive without renewing its lease.
 DEFAULT_LEASE = 5.0
+#: Shortest time between two heartbeats (however short the lease).
+MIN_PERIOD = 0.05
 #: How many executions one claim takes at most (claims repeat until none is left).
 CLAIM_BATCH = 100
 
@@ -145,7 +147,7 @@ class Cluster:
 
     # -- the heartbeat ---------------------------------------------------------------------
     async def _beat_forever(self) -> None:
-        period = self.lease / 3
+        period = max(self.lease / 3, MIN_PERIOD)
         while True:
             try:
                 await self._beat()

@@ -141,6 +141,10 @@ class _Soon:
                 if records:
                     try:
                         await asyncio.wrap_future(self.store.submit(records))
+                        if self.store.lease_expired():
+                            # This process may have been paused past its lease after the
+                            # commit: before anything goes on, drop what was taken over.
+                            await asyncio.wrap_future(self.store.submit_recheck(records))
                     except Exception as exc:
                         log.exception("journal: writing %d record(s) to %r failed", len(records), self.store)
                         error = exc
@@ -259,6 +263,7 @@ class PostgresStore(Store):
         self.epoch: int | None = None
         self._node_id = 0
         self._joining = threading.Lock()
+        self._lease_until = 0.0  # time.monotonic() when the lease runs out, as far as this process knows
         self._soon: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Soon] = weakref.WeakKeyDictionary()
         self._namespace = zlib.crc32(schema.encode()) & 0x7FFFFFFF
         self._loop = asyncio.new_event_loop()
@@ -320,6 +325,28 @@ class PostgresStore(Store):
         """
         if records:
             self.submit(records).result()
+            if self.lease_expired():
+                self.submit_recheck(records).result()
+
+    def lease_expired(self) -> bool:
+        """True when this node's lease ran out by the local clock (it was paused, or cut off)."""
+        return self.node is not None and time.monotonic() > self._lease_until
+
+    def submit_recheck(self, records: Sequence[Record]) -> concurrent.futures.Future[None]:
+        """Ask which executions of `records` this node lost; give them to `on_fenced`.
+
+        Called when a commit returns after the node's lease expired locally:
+        the executions may belong to another node by now.
+        """
+        ids = list({r.exec_id for r in records})
+
+        async def recheck() -> None:
+            gone = await self._writer.call(lambda c: c.fetch(self.sql.lost, self.node, self.epoch, ids))
+            if gone and self.on_fenced is not None:
+                log.warning("PostgresStore: node %s was late and lost %d execution(s)", self.node, len(gone))
+                self.on_fenced([r[0] for r in gone])
+
+        return asyncio.run_coroutine_threadsafe(recheck(), self._loop)
 
     def write_soon(self, records: Sequence[Record], done: Callable[[BaseException | None], None]) -> bool:
         """Commit `records` from the running loop on a connection of that loop (see `Store.write_soon`).
@@ -480,10 +507,13 @@ class PostgresStore(Store):
 
     def _join(self, node: str) -> int:
 
+        began = time.monotonic()
+
         async def op(conn: asyncpg.Connection) -> list[Any]:
             async with conn.transaction():
                 epoch, node_id = await conn.fetchrow(self.sql.join, node, self.lease)
                 self.epoch, self._node_id = epoch, node_id
+                self._lease_until = began + self.lease
                 return list(await conn.fetch(self.sql.take_back, node, epoch))
 
         rows = self._run(self._presence.call(op))
@@ -528,9 +558,11 @@ class PostgresStore(Store):
                 await self._hold_presence(conn)
             return await conn.fetchval(self.sql.heartbeat, node, self.epoch)
 
+        began = time.monotonic()
         was_alive = self._run(self._presence.call(op))
         if was_alive is None:
             return "replaced"
+        self._lease_until = began + self.lease
         return "alive" if was_alive else "late"
 
     def claim(self, template_ids: Iterable[str], *, limit: int = 100) -> list[ExecutionInfo]:
