@@ -189,3 +189,57 @@ async def test_heartbeats_claim_dead_nodes_work_by_themselves(
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(wf, 10)
     await asyncio.wait_for(asyncio.gather(gone.stop(), live.stop()), 10)
+
+
+async def cancelled_within(wf: Any, seconds: float = 10) -> None:
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(wf, seconds)
+
+
+async def test_a_node_replaced_by_a_restart_cancels_its_workflows(
+    stores: Callable[[], PostgresStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
+) -> None:
+    old = Engine(store=stores(), node="r", lease=0.3)
+    await old.load(steps("old"))
+    GATES["old"] = asyncio.Event()
+    wf = await old.trigger("cl-chain", {"v": 1})
+    assert wf is not None
+    await started("old")
+    await old.flush()
+    again = stores()
+    again.attach("r", lease=30)
+    await asyncio.to_thread(again.join)  # "r" restarted elsewhere
+    await cancelled_within(wf)  # its next heartbeat says so
+    assert "node r was restarted elsewhere" in caplog.text
+    GATES["old"].set()
+    await asyncio.wait_for(old.stop(), 10)
+
+
+async def test_a_late_node_cancels_what_was_taken_over(
+    stores: Callable[[], PostgresStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
+) -> None:
+    late_store = stores()
+    late = Engine(store=late_store, node="late", lease=0.3)
+    await late.load(steps("late"))
+    GATES["late"] = asyncio.Event()
+    wf = await late.trigger("cl-chain", {"v": 1})
+    assert wf is not None
+    await started("late")
+    await late.flush()
+    other = stores()
+    other.attach("other", lease=30)
+
+    def expire_and_claim() -> list[str]:
+        for _ in range(50):  # a heartbeat of "late" may renew its lease in between: try again
+            late_store.leave()
+            claimed = [i.exec_id for i in other.claim(["cl-chain"])]
+            if claimed:
+                return claimed
+        return []
+
+    assert await asyncio.to_thread(expire_and_claim) == [wf.uid]
+    await cancelled_within(wf)  # the next heartbeat finds the lease had expired, and what is gone
+    assert "node late missed its lease" in caplog.text
+    assert "taken over by another node" in caplog.text
+    GATES["late"].set()
+    await asyncio.wait_for(late.stop(), 10)
