@@ -600,7 +600,8 @@ class PostgresStore(Store):
         """End the node's lease now: what it still owns is taken over at once."""
         if self.node is None or self.epoch is None:
             return
-        self._run(self._presence.call(lambda c: c.execute(self.sql.leave, self.node, self.epoch)))
+        # One attempt: a node that cannot reach the database lets its lease run out instead.
+        self._run(self._presence.call(lambda c: c.execute(self.sql.leave, self.node, self.epoch), retry=False))
 
     def _attached(self) -> str:
         if self.node is None:
