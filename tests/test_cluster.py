@@ -243,3 +243,40 @@ async def test_a_late_node_cancels_what_was_taken_over(
     assert "taken over by another node" in caplog.text
     GATES["late"].set()
     await asyncio.wait_for(late.stop(), 10)
+
+
+async def test_data_received_reaches_listening_tasks_on_every_node(
+    stores: Callable[[], PostgresStore], registered: Callable[..., Any]
+) -> None:
+    got: list[tuple[Any, str | None]] = []
+    ready = asyncio.Event()
+
+    async def listener(event: Event) -> None:
+        ready.set()
+        while len(got) < 3:
+            seen = await asyncio.current_task().queue.get()  # type: ignore[union-attr]
+            got.append((seen.data, seen.topic))
+
+    registered("cluster-listener", listener)
+    here = Engine(store=stores(), node="here", lease=30)
+    twin = Engine(store=stores(), node="twin", lease=30)  # same process, same loop, same broker
+    await here.load(template([("wait", "cluster-listener", {"topics": ["news"]})], {}, id="l", topics=[]))
+    wf = await here.trigger("l", {})
+    assert wf is not None
+    await ready.wait()
+    elsewhere = stores()  # another node: it publishes what it receives
+    elsewhere.attach("elsewhere", lease=30)
+    await asyncio.to_thread(elsewhere.publish, {"n": 1}, "news")
+    await asyncio.to_thread(elsewhere.publish, {"big": "x" * 100_000}, "news")  # payloads of any size
+    await twin.data_received({"n": 3}, topic="news")  # dispatched here once, not again from the journal
+    await asyncio.wait_for(wf, 10)
+    # Each event reached the task once; those of the other node in the order it published them.
+    remote = [({"n": 1}, "news"), ({"big": "x" * 100_000}, "news")]
+    assert [g for g in got if g in remote] == remote
+    assert [g for g in got if g not in remote] == [({"n": 3}, "news")]
+    # What this process received was published for the other nodes, in order.
+    shared = await asyncio.to_thread(elsewhere.events_after, 0)
+    assert [(origin, topic, data) for _, origin, topic, data in shared] == [("twin", "news", {"n": 3})]
+    assert await asyncio.to_thread(elsewhere.prune_events, 3600) == 0
+    assert await asyncio.to_thread(elsewhere.prune_events, 0) == 3
+    await asyncio.wait_for(asyncio.gather(here.stop(), twin.stop()), 10)

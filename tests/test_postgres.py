@@ -23,12 +23,15 @@ Schema = tuple[str, str]
 
 
 def psql(query: str, *args: Any) -> list[Any]:
-    """Run one query on a connection of its own; return the rows."""
+    """Run one query (or a script, without arguments) on a connection of its own; return the rows."""
     import asyncpg
 
     async def go() -> list[Any]:
         conn = await asyncpg.connect(DSN, timeout=5)
         try:
+            if not args and ";" in query:
+                await conn.execute(query)
+                return []
             return list(await conn.fetch(query, *args))
         finally:
             await conn.close()
@@ -65,12 +68,12 @@ def test_migrates_an_empty_database_once(pg_schema: Schema) -> None:
     dsn, schema = pg_schema
     assert psql("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema) == []
     with PostgresStore(dsn, schema=schema) as store:
-        assert store.version == 1
+        assert store.version == 2
         tables = {r[0] for r in psql("SELECT tablename FROM pg_tables WHERE schemaname = $1", schema)}
-        assert tables == {"schema_version", "executions", "tasks", "nodes"}
+        assert tables == {"schema_version", "executions", "tasks", "nodes", "events"}
     with PostgresStore(dsn, schema=schema) as again:  # opening again migrates nothing
-        assert again.version == 1
-    assert [r[0] for r in psql(f'SELECT version FROM "{schema}".schema_version')] == [1]
+        assert again.version == 2
+    assert [r[0] for r in psql(f'SELECT version FROM "{schema}".schema_version ORDER BY 1')] == [1, 2]
     psql(f'INSERT INTO "{schema}".schema_version VALUES (99)')
     with pytest.raises(RuntimeError, match="version 99, newer than this tukio knows"):
         PostgresStore(dsn, schema=schema)
@@ -309,3 +312,20 @@ def test_a_write_after_the_local_lease_ran_out_checks_ownership(pg_schema: Schem
         assert store.lease_expired()
         assert fenced == []  # checked: z still owns e1
         assert [i.exec_id for i in store.owned()] == ["e1"]
+
+
+def test_migrates_a_version_1_database_keeping_its_data(pg_schema: Schema) -> None:
+    from tukio.store._pgschema import MIGRATIONS
+
+    dsn, schema = pg_schema
+    s = f'"{schema}"'
+    psql(f"CREATE SCHEMA {s}")
+    psql(f"CREATE TABLE {s}.schema_version (version integer NOT NULL)")
+    for statement in [MIGRATIONS[0].format(s=s), f"INSERT INTO {s}.schema_version VALUES (1)"]:
+        psql(statement)
+    psql(f"INSERT INTO {s}.executions (exec_id, template_id, state) VALUES ('old', 't', 'finished')")
+    with PostgresStore(dsn, schema=schema) as store:
+        assert store.version == 2
+        assert [i.exec_id for i in store.executions()] == ["old"]
+        store.attach("n")
+        assert store.publish({"k": 1}, None) > 0

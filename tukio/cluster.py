@@ -25,8 +25,9 @@ import itertools
 import logging
 import os
 import socket
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from tukio.store.base import ExecutionInfo
@@ -38,12 +39,16 @@ log = logging.getLogger(__name__)
 
 #: Seconds a node stays alive without renewing its lease.
 DEFAULT_LEASE = 5.0
+#: Seconds an event published for the other nodes is kept (a node cut off longer misses it).
+EVENTS_KEPT = 3600.0
 #: Shortest time between two heartbeats (however short the lease).
 MIN_PERIOD = 0.05
 #: How many executions one claim takes at most (claims repeat until none is left).
 CLAIM_BATCH = 100
 
 _engines = itertools.count(1)
+#: The nodes of the engines of each loop (they share the loop's broker).
+_local_nodes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[str]] = weakref.WeakKeyDictionary()
 
 
 def default_node_name() -> str:
@@ -79,6 +84,21 @@ class LeasedStore(Protocol):
     def leave(self) -> None:
         """End the node's lease now."""
 
+    def publish(self, data: Any, topic: str | None) -> int:
+        """Keep an event for the other nodes; return its id."""
+
+    def event_cursor(self) -> int:
+        """The id of the last event published so far."""
+
+    def events_after(self, cursor: int) -> list[tuple[int, str | None, str | None, Any]]:
+        """Events other nodes published after `cursor`: ``(id, origin, topic, data)``."""
+
+    def prune_events(self, older_than: float) -> int:
+        """Delete old events."""
+
+    def listen(self, wake: Callable[[], None]) -> bool:
+        """Call `wake` whenever an event is published."""
+
 
 class Cluster:
     """One engine's membership of a cluster: heartbeats, takeovers and fencing.
@@ -94,6 +114,8 @@ class Cluster:
         instances: the engine's running workflows by execution id.
         templates: the ids of the templates the engine can run.
         resume: resumes claimed executions in the engine.
+        dispatch: delivers ``(data, topic)`` published by another node to
+            this engine's listening tasks.
 
     Raises:
         ValueError: `lease` is not positive or `node` is empty.
@@ -109,6 +131,7 @@ class Cluster:
         instances: Mapping[str, Workflow],
         templates: Callable[[], list[str]],
         resume: Callable[[list[ExecutionInfo]], Awaitable[object]],
+        dispatch: Callable[[Any, str | None], object] | None = None,
     ) -> None:
         self.store = store
         self.node = store.attach(node if node is not None else default_node_name(), lease=lease)
@@ -118,14 +141,20 @@ class Cluster:
         self._templates = templates
         self._resume = resume
         self._beating: asyncio.Task[None] | None = None
+        self._dispatch = dispatch
+        self._listening: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self._closed = False
         store.on_fenced = self._fenced
+        _local_nodes.setdefault(loop, set()).add(self.node)
 
     # -- start-up and recovery ------------------------------------------------------------
     def start(self) -> None:
         """Start heartbeating (on the running loop), once."""
         if self._beating is None and not self._closed:
             self._beating = self._loop.create_task(self._beat_forever(), name=f"tukio-heartbeat-{self.node}")
+            if self._dispatch is not None:
+                self._listening = self._loop.create_task(self._events_forever(), name=f"tukio-events-{self.node}")
 
     async def recoverable(self) -> list[ExecutionInfo]:
         """Join (once), then list what this node may resume: its own and dead nodes' unfinished executions."""
@@ -172,6 +201,47 @@ class Cluster:
         if claimed:
             await self._resume(claimed)
 
+    # -- events shared by the nodes ------------------------------------------------------------
+    async def publish(self, data: Any, topic: str | None) -> None:
+        """Hand `data` (on `topic`) to the listening tasks of the other nodes."""
+        try:
+            await asyncio.to_thread(self.store.publish, data, topic)
+        except Exception:
+            log.exception("node %s: data on topic %s not shared with the other nodes", self.node, topic)
+
+    async def _events_forever(self) -> None:
+        assert self._dispatch is not None
+        period = max(self.lease / 3, MIN_PERIOD)
+        cursor = await asyncio.to_thread(self.store.event_cursor)
+        loop = self._loop
+
+        def wake() -> None:  # from the store's thread
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._wake.set)
+
+        beats = 0
+        while True:
+            try:
+                await asyncio.to_thread(self.store.listen, wake)  # again after a lost connection
+                events = await asyncio.to_thread(self.store.events_after, cursor)
+                here = _local_nodes.get(self._loop, set())
+                for event_id, origin, topic, data in events:
+                    cursor = event_id
+                    if origin not in here:  # engines on this loop share its broker: dispatched already
+                        self._dispatch(data, topic)
+                beats += 1
+                if beats % 1000 == 0:
+                    await asyncio.to_thread(self.store.prune_events, EVENTS_KEPT)
+                if len(events) == 1000:
+                    continue  # more are waiting
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("node %s: reading the events of the other nodes failed", self.node)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), period)
+            self._wake.clear()
+
     # -- fencing ----------------------------------------------------------------------------
     def _fenced(self, exec_ids: list[str]) -> None:
         """The store refused writes for `exec_ids` (called from the writing thread)."""
@@ -198,8 +268,10 @@ class Cluster:
         if self._closed:
             return
         self._closed = True
-        if self._beating is not None and self._beating is not asyncio.current_task():
-            self._beating.cancel()
+        _local_nodes.get(self._loop, set()).discard(self.node)
+        for task in (self._beating, self._listening):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
         if leave:
             try:
                 self.store.leave()

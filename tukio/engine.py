@@ -98,7 +98,9 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
 
             if isinstance(store, LeasedStore):
                 templates = lambda: [t.uid for t in self.selector.templates]  # noqa: E731
-                self._cluster = Cluster(store, node, lease, self._loop, self._instances, templates, self._take_over)
+                self._cluster = Cluster(
+                    store, node, lease, self._loop, self._instances, templates, self._take_over, self._remote_data
+                )
                 self._cluster.start()
             elif node is not None:
                 raise ValueError(f"node={node!r} needs a store that several engines can share, not {store!r}")
@@ -174,6 +176,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         """
         event = data if isinstance(data, Event) else Event(data, topic=topic)
         self._broker.dispatch(event, topics=topic)
+        if self._cluster is not None:  # the listening tasks of the other engines get it too
+            await self._cluster.publish(event.data, topic)
         if self._stopping:
             log.debug("engine stopping: data on topic %s dispatched, no workflow started", topic)
             return None
@@ -310,6 +314,10 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         recovered, self._unrecovered = await self._resume_all(infos)
         log.info("recovered %d workflow(s), %d left in the store", len(recovered), len(self._unrecovered))
         return recovered
+
+    def _remote_data(self, data: Any, topic: str | None) -> None:
+        """Dispatch data another engine of the cluster received (its workflows were started there)."""
+        self._broker.dispatch(Event(data, topic=topic), topics=topic)
 
     async def _take_over(self, infos: list[ExecutionInfo]) -> None:
         """Resume executions this node just claimed from dead nodes."""

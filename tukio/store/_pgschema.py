@@ -105,6 +105,31 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $fn$;
     """,
+    # 2: events shared by the nodes (data_received on one node reaches the tasks of all).
+    """
+    CREATE TABLE {s}.events (
+        id bigserial PRIMARY KEY,
+        origin text,
+        topic text,
+        data bytea NOT NULL,
+        texts boolean NOT NULL,
+        at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE FUNCTION {s}.publish(p_origin text, p_topic text, p_data bytea, p_texts boolean, p_lock integer,
+                                p_channel text) RETURNS bigint LANGUAGE plpgsql AS $fn$
+    DECLARE
+        new_id bigint;
+    BEGIN
+        -- One publisher at a time: ids become visible in their order, so a
+        -- reader that saw id n never misses an id below n.
+        PERFORM pg_advisory_xact_lock(p_lock, 0);  -- (nodes hold (p_lock, their id > 0))
+        INSERT INTO {s}.events (origin, topic, data, texts) VALUES (p_origin, p_topic, p_data, p_texts)
+        RETURNING id INTO new_id;
+        PERFORM pg_notify(p_channel, new_id::text);
+        RETURN new_id;
+    END
+    $fn$;
+    """,
 )
 
 
@@ -151,6 +176,13 @@ class SQL:
             "FROM was WHERE n.name = $1 AND n.epoch = $2 RETURNING was.expires >= now()"
         )
         self.lock = "SELECT pg_try_advisory_lock($1::int4, $2::int4)"
+        self.publish = f"SELECT {s}.publish($1, $2, $3, $4, $5, $6)"
+        self.event_cursor = f"SELECT coalesce(max(id), 0) FROM {s}.events"
+        self.events_after = (
+            f"SELECT id, origin, topic, data, texts FROM {s}.events WHERE id > $1 AND origin IS DISTINCT FROM $2 "
+            "ORDER BY id LIMIT 1000"
+        )
+        self.prune_events = f"DELETE FROM {s}.events WHERE at < now() - make_interval(secs => $1)"
         self.leave = f"UPDATE {s}.nodes SET expires = now() - interval '1 second' WHERE name = $1 AND epoch = $2"
         self.lost = (
             f"SELECT exec_id FROM {s}.executions WHERE exec_id = ANY($3) "

@@ -272,6 +272,8 @@ class PostgresStore(Store):
         self._writer = _Link(self, "writer")
         self._reader = _Link(self, "reader")
         self._presence = _Link(self, "presence")
+        self._listener = _Link(self, "listener")
+        self._listening: Any = None  # the connection LISTENing for events
         try:
             self._run(self._reader.call(self._migrate, retry=False))
         except BaseException:
@@ -603,6 +605,56 @@ class PostgresStore(Store):
         # One attempt: a node that cannot reach the database lets its lease run out instead.
         self._run(self._presence.call(lambda c: c.execute(self.sql.leave, self.node, self.epoch), retry=False))
 
+    # -- events shared by the nodes ---------------------------------------------------------------
+    @property
+    def channel(self) -> str:
+        """The PostgreSQL NOTIFY channel of this schema's events."""
+        return f"tukio_events_{self._namespace}"
+
+    def publish(self, data: Any, topic: str | None) -> int:
+        """Keep `data` (on `topic`) for the other nodes and wake them up.
+
+        Returns:
+            The event's id (ids grow in the order events are published).
+
+        Raises:
+            Exception: the serializer cannot encode `data`.
+        """
+        blob, texts = _blob(self.serializer.dumps(data))
+        query = self.sql.publish
+        args = (self.node, topic, blob, texts, self._namespace, self.channel)
+        return int(self._run(self._writer.call(lambda c: c.fetchval(query, *args))))
+
+    def event_cursor(self) -> int:
+        """The id of the last event published so far (0: none)."""
+        return int(self._run(self._reader.call(lambda c: c.fetchval(self.sql.event_cursor))))
+
+    def events_after(self, cursor: int) -> list[tuple[int, str | None, str | None, Any]]:
+        """Events other nodes published after `cursor`, in order: ``(id, origin, topic, data)`` (1,000 at most)."""
+        rows = self._run(self._reader.call(lambda c: c.fetch(self.sql.events_after, cursor, self.node)))
+        return [(r[0], r[1], r[2], self.serializer.loads(_unblob(r[3], r[4]) or b"")) for r in rows]
+
+    def prune_events(self, older_than: float) -> int:
+        """Delete the events published more than `older_than` seconds ago; return how many."""
+        status = self._run(self._reader.call(lambda c: c.execute(self.sql.prune_events, older_than)))
+        return int(str(status).split()[-1])
+
+    def listen(self, wake: Callable[[], None]) -> bool:
+        """Call `wake` (from the store's thread) whenever an event is published.
+
+        Returns:
+            True when listening (again); False when already listening.
+        """
+
+        async def op(conn: asyncpg.Connection) -> bool:
+            if self._listening is conn:
+                return False
+            await conn.add_listener(self.channel, lambda *_: wake())
+            self._listening = conn
+            return True
+
+        return bool(self._run(self._listener.call(op)))
+
     def _attached(self) -> str:
         if self.node is None:
             raise RuntimeError(f"{self!r}: no node attached (see PostgresStore.attach)")
@@ -618,7 +670,7 @@ class PostgresStore(Store):
         self.closing = True
 
         async def shut() -> None:
-            for link in (self._writer, self._reader, self._presence):
+            for link in (self._writer, self._reader, self._presence, self._listener):
                 await link.close()
 
         try:
