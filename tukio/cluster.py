@@ -49,6 +49,8 @@ CLAIM_BATCH = 100
 _engines = itertools.count(1)
 #: The nodes of the engines of each loop (they share the loop's broker).
 _local_nodes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[str]] = weakref.WeakKeyDictionary()
+#: The one cluster of each loop that dispatches the other nodes' events there.
+_listeners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Cluster] = weakref.WeakKeyDictionary()
 
 
 def default_node_name() -> str:
@@ -153,8 +155,14 @@ class Cluster:
         """Start heartbeating (on the running loop), once."""
         if self._beating is None and not self._closed:
             self._beating = self._loop.create_task(self._beat_forever(), name=f"tukio-heartbeat-{self.node}")
-            if self._dispatch is not None:
-                self._listening = self._loop.create_task(self._events_forever(), name=f"tukio-events-{self.node}")
+            self._listen()
+
+    def _listen(self) -> None:
+        """Read the other nodes' events, unless another engine on this loop does (they share its broker)."""
+        if self._dispatch is None or self._closed or _listeners.get(self._loop) is not None:
+            return
+        _listeners[self._loop] = self
+        self._listening = self._loop.create_task(self._events_forever(), name=f"tukio-events-{self.node}")
 
     async def recoverable(self) -> list[ExecutionInfo]:
         """Join (once), then list what this node may resume: its own and dead nodes' unfinished executions."""
@@ -187,6 +195,7 @@ class Cluster:
             await asyncio.sleep(period)
 
     async def _beat(self) -> None:
+        self._listen()  # the engine that read events on this loop may have stopped
         beat = await asyncio.to_thread(self.store.heartbeat)
         if beat == "replaced":
             log.error("node %s was restarted elsewhere (a newer epoch): cancelling its workflows", self.node)
@@ -269,6 +278,8 @@ class Cluster:
             return
         self._closed = True
         _local_nodes.get(self._loop, set()).discard(self.node)
+        if _listeners.get(self._loop) is self:
+            del _listeners[self._loop]
         for task in (self._beating, self._listening):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
