@@ -121,7 +121,10 @@ def test_submodule_all_resolves(module: str) -> None:
 
 
 def _pyproject() -> dict[str, Any]:
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the same parser, from PyPI (requirements-dev.txt)
+        import tomli as tomllib
     path = Path(tukio.__file__).resolve().parent.parent / "pyproject.toml"
     if not path.is_file():  # pragma: no cover - running against an installed wheel
         pytest.skip("no pyproject.toml next to the package")
