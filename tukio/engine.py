@@ -13,6 +13,7 @@ from tukio.broker import get_broker
 from tukio.errors import DamagedRecordError, RescueError
 from tukio.event import Event
 from tukio.policy import Decision, OverrunPolicy, decide  # noqa: F401 - OverrunPolicy: the original's namespace
+from tukio.recorder import NULL_RECORDER, Recorder
 from tukio.selector import WorkflowSelector
 from tukio.task.factory import tukio_factory
 from tukio.utils import Listen, TimeoutHandle  # noqa: F401 - Listen: the original's namespace
@@ -72,6 +73,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
 
     _journal: Journal | None = None
     _cluster: Cluster | None = None
+    _recorder: Recorder = NULL_RECORDER
 
     def __init__(
         self,
@@ -104,7 +106,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
                 self._cluster.start()
             elif node is not None:
                 raise ValueError(f"node={node!r} needs a store that several engines can share, not {store!r}")
-            self._journal = Journal(store, self._loop)
+            self._journal = self._recorder = Journal(store, self._loop)
 
     # -- state -------------------------------------------------------------------
     @property
@@ -252,7 +254,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         return workflow
 
     def _new(self, template: WorkflowTemplate) -> Workflow:
-        return Workflow(template, loop=self._loop, broker=self._broker, journal=self._journal)
+        return Workflow(template, loop=self._loop, broker=self._broker, recorder=self._recorder)
 
     # -- the journal -----------------------------------------------------------------
     @property
@@ -281,8 +283,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         Raises:
             JournalError: the store failed to write.
         """
-        if self._journal is not None:
-            await self._journal.flush()
+        await self._recorder.flush()
 
     async def recover(self) -> list[Workflow]:
         """Resume every unfinished execution of the store whose template is loaded.
@@ -471,15 +472,10 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
 
     def _check_stopped(self) -> None:
         if self._stopping and not self._instances and not self.done():
-            if self._journal is None:
-                self.set_result(None)
-                return
             # The last records (workflow ends) are written before the engine is done.
-            self._journal.flush().add_done_callback(self._flushed)
+            self._recorder.flush().then(self._flushed, None)
 
-    def _flushed(self, done: asyncio.Future[None]) -> None:
-        if done.exception() is not None:
-            log.error("journal: the last records could not be written: %s", done.exception())
+    def _flushed(self, _: None, error: BaseException | None) -> None:
         if not self.done() and not self._instances:
             if self._cluster is not None:
                 self._cluster.close()

@@ -8,7 +8,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["FutureState", "Listen", "SkipTask", "TimeoutHandle"]
+from tukio._report import describe_error
+
+__all__ = ["FutureState", "Listen", "SkipTask", "TimeoutHandle", "describe_error"]
 
 
 def new_uid() -> str:
@@ -21,11 +23,6 @@ def new_uid() -> str:
     h = os.urandom(16).hex()
     variant = "89ab"[int(h[16], 16) & 3]
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line naming an exception: ``ValueError: boom``."""
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class SkipTask(Exception):

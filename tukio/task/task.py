@@ -6,9 +6,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine, Generator
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from tukio._report import utc
 from tukio.broker import EXEC_TOPIC, Broker, get_broker
 from tukio.errors import TukioError
 from tukio.event import Event, EventSource
@@ -31,11 +31,6 @@ class TukioTaskError(TukioError):
     def __init__(self, outputs: Any = None, message: str | None = None) -> None:
         super().__init__(message or "task failed")
         self.outputs = outputs
-
-
-def utc(timestamp: float | None) -> datetime | None:
-    """Turn a `time.time()` value into an aware UTC datetime."""
-    return None if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc)
 
 
 def shallow_copy(value: Any) -> Any:
