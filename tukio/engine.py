@@ -10,20 +10,20 @@ from typing import TYPE_CHECKING, Any
 
 from tukio._loop import resolve_loop
 from tukio.broker import get_broker
+from tukio.cluster import Cluster, LeasedStore
 from tukio.errors import DamagedRecordError, RescueError
 from tukio.event import Event
 from tukio.policy import Decision, OverrunPolicy, decide  # noqa: F401 - OverrunPolicy: the original's namespace
 from tukio.recorder import NULL_RECORDER, Recorder
 from tukio.selector import WorkflowSelector
+from tukio.store.journal import Journal
 from tukio.task.factory import tukio_factory
 from tukio.utils import Listen, TimeoutHandle  # noqa: F401 - Listen: the original's namespace
 from tukio.workflow.template import WorkflowTemplate
 from tukio.workflow.workflow import Workflow
 
 if TYPE_CHECKING:
-    from tukio.cluster import Cluster
     from tukio.store.base import ExecutionInfo, Store
-    from tukio.store.journal import Journal
 
 __all__ = ["Engine"]
 
@@ -95,9 +95,6 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         self._unrecovered: list[ExecutionInfo] = []
         self._resuming: set[str] = set()
         if store is not None:
-            from tukio.cluster import Cluster, LeasedStore
-            from tukio.store.journal import Journal
-
             if isinstance(store, LeasedStore):
                 templates = lambda: [t.uid for t in self.selector.templates]  # noqa: E731
                 self._cluster = Cluster(

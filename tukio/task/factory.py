@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tukio._loop import resolve_loop
+from tukio.task._start import start_task
 from tukio.task.registry import TaskRegistry
 from tukio.task.states import TaskExecState
 from tukio.task.task import TukioTask
-
-if TYPE_CHECKING:
-    from tukio.task.template import TaskTemplate
-    from tukio.workflow.workflow import Workflow
+from tukio.task.template import TaskTemplate
 
 __all__ = ["TaskExecState", "new_task", "start_task", "tukio_factory"]
 
@@ -52,40 +49,8 @@ def new_task(
         TypeError: the coroutine does not take exactly one data argument.
         Exception: whatever the holder's ``__init__`` raises.
     """
-    from tukio.task.template import TaskTemplate
-
     template = TaskTemplate(task_name, config=config, timeout=timeout)
     return start_task(task_name, data, config=config, loop=loop, template=template)
-
-
-def start_task(
-    task_name: str,
-    data: Any,
-    *,
-    config: dict[str, Any] | None = None,
-    loop: asyncio.AbstractEventLoop | None = None,
-    template: TaskTemplate | None = None,
-    workflow: Workflow | None = None,
-) -> TukioTask:
-    """Create the task, bind it to its template and workflow, emit 'task-begin'.
-
-    The template's timeout and topics apply. See `new_task` for what it raises.
-    """
-    klass, coro_fn = TaskRegistry.get(task_name)
-    loop = resolve_loop(loop)
-    if klass is None:
-        holder = None
-        coro = coro_fn(data)
-    else:
-        holder = klass(config)
-        coro = coro_fn(holder, data)
-    try:
-        task = TukioTask(coro, loop=loop, holder=holder)
-    except BaseException:
-        coro.close()
-        raise
-    task.started(data, template, workflow)
-    return task
 
 
 def tukio_factory(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from tukio._report import utc
 from tukio.broker import EXEC_TOPIC, Broker, get_broker
-from tukio.errors import TukioError
+from tukio.errors import TukioTaskError
 from tukio.event import Event, EventSource
 from tukio.task.holder import TaskHolder
 from tukio.task.states import TaskExecState
@@ -23,14 +23,6 @@ if TYPE_CHECKING:
 __all__ = ["TukioTask", "TukioTaskError"]
 
 log = logging.getLogger(__name__)
-
-
-class TukioTaskError(TukioError):
-    """Raise it from a task to fail it while keeping `outputs` in its report."""
-
-    def __init__(self, outputs: Any = None, message: str | None = None) -> None:
-        super().__init__(message or "task failed")
-        self.outputs = outputs
 
 
 def shallow_copy(value: Any) -> Any:
