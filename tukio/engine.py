@@ -13,12 +13,13 @@ from tukio.broker import get_broker
 from tukio.cluster import Cluster, LeasedStore
 from tukio.errors import DamagedRecordError, RescueError
 from tukio.event import Event
-from tukio.policy import Decision, OverrunPolicy, decide  # noqa: F401 - OverrunPolicy: the original's namespace
+from tukio.policy import OverrunPolicy  # noqa: F401 - OverrunPolicy: the original's namespace
 from tukio.recorder import NULL_RECORDER, Recorder
 from tukio.selector import WorkflowSelector
 from tukio.store.journal import Journal
 from tukio.task.factory import tukio_factory
 from tukio.utils import Listen, TimeoutHandle  # noqa: F401 - Listen: the original's namespace
+from tukio.workflow.overrun import admit
 from tukio.workflow.template import WorkflowTemplate
 from tukio.workflow.workflow import Workflow
 
@@ -391,34 +392,19 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
 
     def _start(self, template: WorkflowTemplate, event: Event, timeout: float | None = None) -> Workflow | None:
         group = self._running.get(template.uid)
-        running = len(group.instances) if group is not None else 0
-        decision = decide(template.policy, running, group.locked if group is not None else 0)
-        if decision is Decision.skip:
+        workflow = admit(
+            template,
+            len(group.instances) if group is not None else 0,
+            group.locked if group is not None else 0,
+            lambda: list(group.instances.values()) if group is not None else [],
+            lambda: self._new(template),
+        )
+        if workflow is None:
             log.debug("template %s: skipped by policy %s", template.uid, template.policy.value)
             return None
-        workflow = self._new(template)
-        if decision is Decision.abort_then_start and group is not None:
-            previous = list(group.instances.values())
-            self._track(workflow)
-            self._start_after(workflow, event, previous, timeout)
-        else:
-            self._track(workflow)
-            self._run(workflow, event, timeout)
+        self._track(workflow)
+        self._run(workflow, event, timeout)
         return workflow
-
-    def _start_after(self, workflow: Workflow, event: Event, previous: list[Workflow], timeout: float | None) -> None:
-        """Cancel `previous` and run `workflow` once they are all done."""
-        left = len(previous)
-
-        def one_done(_: asyncio.Future[Any]) -> None:
-            nonlocal left
-            left -= 1
-            if left == 0 and not workflow.done():
-                self._run(workflow, event, timeout)
-
-        for old in previous:
-            old.cancel()
-            old.add_done_callback(one_done)
 
     def _track(self, workflow: Workflow) -> None:
         uid = workflow.template.uid

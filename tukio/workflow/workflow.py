@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from tukio._loop import resolve_loop
@@ -69,6 +70,8 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
     _failures: dict[str, dict[str, Any]] | None = None
     _kept: dict[str, dict[str, Any]] | None = None
     _retries: Retries | None = None
+    _waiting_for = 0  # workflows aborted for this one, not ended yet (abort-running)
+    _run_later: tuple[Any, Written] | None = None
 
     def __init__(
         self,
@@ -154,6 +157,11 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
             RuntimeError: the workflow was already started (or ended).
         """
         self._check_new()
+        if self._waiting_for:
+            if self._run_later is not None:
+                raise RuntimeError(f"workflow {self._uid} was already started (it waits for aborted workflows)")
+            self._run_later = (event_or_dict, Written())
+            return self._run_later[1]
         self._start = time.time()
         data = Event(event_or_dict) if isinstance(event_or_dict, dict) else event_or_dict
         payload = data.data if isinstance(data, Event) else data
@@ -169,6 +177,28 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
         begun = self.recorder.workflow_begin(self, payload)
         begun.then(self._begun, data)
         return begun
+
+    def run_after(self, previous: Sequence[Workflow]) -> None:
+        """Cancel `previous`; `run()` starts this workflow once they have all ended.
+
+        The 'abort-running' policy (see `tukio.workflow.overrun`).
+        """
+        for old in previous:
+            if not old.done():
+                self._waiting_for += 1
+                old.add_done_callback(self._previous_ended)
+                old.cancel()
+
+    def _previous_ended(self, _: asyncio.Future[Any]) -> None:
+        self._waiting_for -= 1
+        if self._waiting_for or self._run_later is None:
+            return
+        data, written = self._run_later
+        self._run_later = None
+        if self._life is State.CREATED:
+            self.run(data).then(_resolve, written)
+        else:  # cancelled meanwhile
+            written.resolve()
 
     def _begun(self, data: Any, error: BaseException | None) -> None:
         """The triggering data is recorded: start the root (write-ahead)."""
@@ -543,3 +573,7 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
 
     def __repr__(self) -> str:
         return f"<Workflow {self._uid} template={self.template.uid!r} {self.future_state.value}>"
+
+
+def _resolve(written: Written, error: BaseException | None) -> None:
+    written.resolve(error)
