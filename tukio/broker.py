@@ -113,10 +113,7 @@ class Broker:
 
     def has_listeners(self, topics: Iterable[str]) -> bool:
         """Return True when a dispatch on `topics` would call any handler."""
-        if self._global:
-            return True
-        by_topic = self._by_topic
-        return any(topic in by_topic for topic in topics)
+        return bool(self._global) or not self._by_topic.keys().isdisjoint(topics)
 
     def publish(
         self, topics: tuple[str, ...], event_type: str, content: Any, source: Callable[[], EventSource | None]

@@ -133,15 +133,11 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
 
     @property
     def event_source(self) -> EventSource:
-        """The `EventSource` naming this task and its workflow."""
+        """The `EventSource` naming this task and its workflow (made on first use)."""
         if self._source is None:
             wf = self.workflow
-            self._source = EventSource(
-                workflow_template_id=wf.template.uid if wf is not None else None,
-                workflow_exec_id=wf.uid if wf is not None else None,
-                task_template_id=self.template.uid if self.template is not None else None,
-                task_exec_id=self.uid,
-            )
+            tid = self.template.uid if self.template is not None else None
+            self._source = wf.source(tid, self.uid) if wf is not None else EventSource(None, None, tid, self.uid)
         return self._source
 
     def in_progress(self) -> bool:
@@ -176,14 +172,23 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
         wf = self.workflow
         return wf.broker if wf is not None else get_broker(self.get_loop())
 
+    def listened(self) -> bool:
+        """True when someone listens to this task's execution events (build them only then)."""
+        wf = self.workflow
+        if wf is not None:
+            return wf.listened()
+        return get_broker(self.get_loop()).has_listeners((EXEC_TOPIC,))
+
     def emit(self, event_type: TaskExecState | str, content: Any) -> None:
         """Dispatch an execution event of this task on its workflow's topics."""
         kind = event_type.value if isinstance(event_type, TaskExecState) else str(event_type)
         wf = self.workflow
         if wf is not None:
-            wf.broker.publish(wf.exec_topics, kind, content, lambda: self.event_source)
-        else:
-            get_broker(self.get_loop()).publish((EXEC_TOPIC,), kind, content, lambda: self.event_source)
+            wf.emit(kind, content, self)
+            return
+        broker = get_broker(self.get_loop())
+        if broker.has_listeners((EXEC_TOPIC,)):
+            broker.dispatch({"type": kind, "content": content}, (EXEC_TOPIC,), self.event_source)
 
     def dispatch_progress(self, data: Any, event_type: str | None = None) -> None:
         """Dispatch a progress event ('task-progress' unless told otherwise)."""
@@ -246,7 +251,6 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
             for topic in self._listening:
                 broker.unregister(self.deliver, topic)
         state = self._final_state = self.future_state
-        prefix = self._log_prefix()
         match state:
             case FutureState.finished:
                 result = self.result()
@@ -254,25 +258,25 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
                 self.emit(TaskExecState.end, self._outputs)
             case FutureState.skipped:
                 self._outputs = self._inputs
-                log.info("%s skipped: %s", prefix, self.exception())
+                log.info("%s skipped: %s", self._log_prefix(), self.exception())
                 self.emit(TaskExecState.skip, self._outputs)
             case FutureState.exception:
                 exc = self.exception()
                 if isinstance(exc, TukioTaskError):
                     self._outputs = shallow_copy(exc.outputs)
-                    log.warning("%s failed: %s", prefix, exc)
+                    log.warning("%s failed: %s", self._log_prefix(), exc)
                     self.emit(TaskExecState.error, self._outputs)
                 else:
                     assert exc is not None
                     # An attempt to be retried gets one log line, from the retry (no traceback).
                     if not self._will_retry():
-                        log.error("%s raised %r", prefix, exc, exc_info=(type(exc), exc, exc.__traceback__))
+                        log.error("%s raised %r", self._log_prefix(), exc, exc_info=(type(exc), exc, exc.__traceback__))
                     self.emit(TaskExecState.error, {"exception": exc})
             case FutureState.timeout:
                 outputs = self._teardown()
                 self._outputs = self._inputs if outputs is None else shallow_copy(outputs)
                 if not self._will_retry():
-                    log.warning("%s timed out", prefix)
+                    log.warning("%s timed out", self._log_prefix())
                 self.emit(TaskExecState.timeout, self._outputs)
             case _:  # cancelled or suspended
                 outputs = self._teardown()

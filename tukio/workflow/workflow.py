@@ -250,7 +250,7 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
             return item.data
         if item.parent_id is None:
             return Event(item.data)
-        return Event(item.data, source=self._source(item.parent_id, item.parent_exec_id))
+        return Event(item.data, source=self.source(item.parent_id, item.parent_exec_id))
 
     def _arm_timeout(self) -> None:
         if self.template.timeout is not None:
@@ -336,9 +336,9 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
         if not successors:
             return
         outputs = task.outputs
-        source = task.event_source if isinstance(outputs, dict) else None
+        is_dict = isinstance(outputs, dict)
         for succ in successors:
-            data = Event(outputs, source=source) if source is not None else outputs
+            data = Event.with_source_of(outputs, task) if is_dict else outputs
             running = self.tasks_by_id.get(succ)
             if running is not None:
                 if not running.done():
@@ -529,14 +529,31 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
         self.recorder.workflow_end(self, state.value, error)
 
     # -- events ----------------------------------------------------------------------
-    def _emit(self, kind: WorkflowExecState | TaskExecState, content: Any, task_id: str | None = None) -> None:
-        """Dispatch an execution event of this workflow (of its task `task_id` when given)."""
-        if task_id is None:
-            self.broker.publish(self._exec_topics, kind.value, content, self._source)
-        else:
-            self.broker.publish(self._exec_topics, kind.value, content, lambda: self._source(task_id))
+    def listened(self) -> bool:
+        """True when someone listens to this workflow's execution events."""
+        return self.broker.has_listeners(self._exec_topics)
 
-    def _source(self, task_id: str | None = None, task_exec_id: str | None = None) -> EventSource:
+    def emit(self, kind: str, content: Any, task: TukioTask | None = None, task_id: str | None = None) -> None:
+        """Dispatch an execution event on this workflow's topics: the one place that does.
+
+        Nothing is built when nobody listens.
+
+        Args:
+            kind: the event's 'type' (a `WorkflowExecState` or `TaskExecState` value).
+            content: the event's 'content'.
+            task: the task the event is about (its `event_source` is the source).
+            task_id: else the id of a task template that has no task (its creation failed).
+        """
+        broker = self.broker
+        if broker.has_listeners(self._exec_topics):
+            source = task.event_source if task is not None else self.source(task_id)
+            broker.dispatch({"type": kind, "content": content}, self._exec_topics, source)
+
+    def _emit(self, kind: WorkflowExecState | TaskExecState, content: Any, task_id: str | None = None) -> None:
+        self.emit(kind.value, content, task_id=task_id)
+
+    def source(self, task_id: str | None = None, task_exec_id: str | None = None) -> EventSource:
+        """The `EventSource` naming this workflow (and one of its tasks): the one place that builds them."""
         return EventSource(self.template.uid, self._uid, task_id, task_exec_id)
 
     # -- reports ---------------------------------------------------------------------
