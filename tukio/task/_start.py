@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import TYPE_CHECKING, Any
 
 from tukio._loop import resolve_loop
@@ -13,7 +14,10 @@ if TYPE_CHECKING:
     from tukio.task.template import TaskTemplate
     from tukio.workflow.workflow import Workflow
 
-__all__ = ["start_task"]
+__all__ = ["creating_for", "start_task"]
+
+#: The workflow of the task being created (its context keeps it for the tasks it creates).
+creating_for: contextvars.ContextVar[Workflow | None] = contextvars.ContextVar("tukio_creating_for", default=None)
 
 
 def start_task(
@@ -31,16 +35,22 @@ def start_task(
     """
     klass, coro_fn = TaskRegistry.get(task_name)
     loop = resolve_loop(loop)
-    if klass is None:
-        holder = None
-        coro = coro_fn(data)
-    else:
-        holder = klass(config)
-        coro = coro_fn(holder, data)
+    # `Workflow.current_workflow()` works in the holder's __init__, and in
+    # tasks the task creates (they inherit the context it is created in).
+    token = creating_for.set(workflow)
     try:
-        task = TukioTask(coro, loop=loop, holder=holder)
-    except BaseException:
-        coro.close()
-        raise
+        if klass is None:
+            holder = None
+            coro = coro_fn(data)
+        else:
+            holder = klass(config)
+            coro = coro_fn(holder, data)
+        try:
+            task = TukioTask(coro, loop=loop, holder=holder)
+        except BaseException:
+            coro.close()
+            raise
+    finally:
+        creating_for.reset(token)
     task.started(data, template, workflow)
     return task

@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 
 __all__ = ["TukioTask", "TukioTaskError"]
 
+# The event types a task emits, as plain strings (an enum's .value costs a lookup each time).
+_BEGIN, _END, _SKIP, _ERROR, _TIMEOUT = (
+    s.value
+    for s in (TaskExecState.begin, TaskExecState.end, TaskExecState.skip, TaskExecState.error, TaskExecState.timeout)
+)
+
 log = logging.getLogger(__name__)
 
 
@@ -181,7 +187,7 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
 
     def emit(self, event_type: TaskExecState | str, content: Any) -> None:
         """Dispatch an execution event of this task on its workflow's topics."""
-        kind = event_type.value if isinstance(event_type, TaskExecState) else str(event_type)
+        kind = event_type if type(event_type) is str else str(event_type)
         wf = self.workflow
         if wf is not None:
             wf.emit(kind, content, self)
@@ -208,15 +214,15 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
     def started(self, data: Any, template: TaskTemplate | None, workflow: Workflow | None) -> None:
         """Record what the task was started with, listen, and emit 'task-begin'."""
         self._argument = data
-        self.inputs = data.data if isinstance(data, Event) else data
+        self._inputs = shallow_copy(data.data if isinstance(data, Event) else data)
         self.template = template
         self.workflow = workflow
-        timeout = template.timeout if template is not None else None
-        if timeout is not None:
-            TimeoutHandle(self, timeout).start()
         if template is not None:
-            self._listen(template)
-        self.emit(TaskExecState.begin, self._inputs)
+            if template.timeout is not None:
+                TimeoutHandle(self, template.timeout).start()
+            if template.topics != []:
+                self._listen(template)
+        self.emit(_BEGIN, self._inputs)
 
     def _listen(self, template: TaskTemplate) -> None:
         mode = template.listen
@@ -255,29 +261,29 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
             case FutureState.finished:
                 result = self.result()
                 self._outputs = self._inputs if result is None else shallow_copy(result)
-                self.emit(TaskExecState.end, self._outputs)
+                self.emit(_END, self._outputs)
             case FutureState.skipped:
                 self._outputs = self._inputs
                 log.info("%s skipped: %s", self._log_prefix(), self.exception())
-                self.emit(TaskExecState.skip, self._outputs)
+                self.emit(_SKIP, self._outputs)
             case FutureState.exception:
                 exc = self.exception()
                 if isinstance(exc, TukioTaskError):
                     self._outputs = shallow_copy(exc.outputs)
                     log.warning("%s failed: %s", self._log_prefix(), exc)
-                    self.emit(TaskExecState.error, self._outputs)
+                    self.emit(_ERROR, self._outputs)
                 else:
                     assert exc is not None
                     # An attempt to be retried gets one log line, from the retry (no traceback).
                     if not self._will_retry():
                         log.error("%s raised %r", self._log_prefix(), exc, exc_info=(type(exc), exc, exc.__traceback__))
-                    self.emit(TaskExecState.error, {"exception": exc})
+                    self.emit(_ERROR, {"exception": exc})
             case FutureState.timeout:
                 outputs = self._teardown()
                 self._outputs = self._inputs if outputs is None else shallow_copy(outputs)
                 if not self._will_retry():
                     log.warning("%s timed out", self._log_prefix())
-                self.emit(TaskExecState.timeout, self._outputs)
+                self.emit(_TIMEOUT, self._outputs)
             case _:  # cancelled or suspended
                 outputs = self._teardown()
                 if outputs is not None:

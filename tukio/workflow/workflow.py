@@ -9,7 +9,6 @@ with its outputs. Retries, rescue and reports live in their own modules.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ from tukio._report import failure_entry, task_entry, utc
 from tukio.broker import Broker, get_broker, workflow_exec_topics
 from tukio.event import Event, EventSource
 from tukio.recorder import NULL_RECORDER, WRITTEN, Recorder, Written
-from tukio.task.factory import start_task
+from tukio.task._start import creating_for, start_task
 from tukio.task.states import TaskExecState
 from tukio.task.task import TukioTask
 from tukio.task.template import TaskTemplate
@@ -36,7 +35,6 @@ __all__ = ["Workflow"]
 
 log = logging.getLogger(__name__)
 
-_current: contextvars.ContextVar[Workflow | None] = contextvars.ContextVar("tukio_workflow", default=None)
 
 # Task end states whose outputs flow to the successors.
 _FLOWING = frozenset({FutureState.finished, FutureState.skipped, FutureState.timeout})
@@ -132,7 +130,7 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
     def current_workflow(loop: asyncio.AbstractEventLoop | None = None) -> Workflow | None:
         """Return the workflow of the task running now, or None."""
         wf = getattr(asyncio.current_task(), "workflow", None)
-        return wf if isinstance(wf, Workflow) else _current.get()
+        return wf if isinstance(wf, Workflow) else creating_for.get()
 
     def _move(self, new: State) -> None:
         self._life = check_move(self._uid, self._life, new)
@@ -258,16 +256,13 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
             self._timeout.start()
 
     def _start_task(self, template: TaskTemplate, data: Any) -> TukioTask | None:
-        token = _current.set(self)
         try:
             task = start_task(
-                template.name, data, config=template.config, loop=self.get_loop(), template=template, workflow=self
+                template.name, data, config=template.config, loop=self._loop, template=template, workflow=self
             )
         except Exception as exc:
             self._creation_failed(template, data, exc)
             return None
-        finally:
-            _current.reset(token)
         self.tasks_by_id[template.uid] = task
         self._open += 1
         task.on_ended(self._task_ended)
@@ -289,7 +284,7 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
         if task is self._unlock_task:
             # Unlocked as the task ends, not once its end is durable (skip-until-unlock).
             self.lock.release()
-        if self._life is State.RUNNING:
+        if self._life is State.RUNNING and task.template.retry is not None:  # type: ignore[union-attr]
             exc = self._retry_error(task)
             if exc is not None:
                 self._schedule_retry(task, exc)
