@@ -17,7 +17,8 @@ from tukio.policy import OverrunPolicy  # noqa: F401 - OverrunPolicy: the origin
 from tukio.recorder import NULL_RECORDER, Recorder
 from tukio.selector import WorkflowSelector
 from tukio.store.journal import Journal
-from tukio.task.factory import tukio_factory
+from tukio.task._start import EAGER_SUPPORTED
+from tukio.task.factory import install_factory
 from tukio.utils import Listen, TimeoutHandle  # noqa: F401 - Listen: the original's namespace
 from tukio.workflow.overrun import admit
 from tukio.workflow.template import WorkflowTemplate
@@ -49,7 +50,9 @@ class _Running:
 class Engine(asyncio.Future):  # type: ignore[type-arg]
     """Loads workflow templates and runs them when data arrives.
 
-    The engine installs `tukio_factory` on its loop. As in the original, it
+    The engine installs `tukio_factory` on its loop; a task factory already
+    installed there (``asyncio.eager_task_factory``, say) keeps handling
+    every coroutine that is not a tukio task (see `ChainedFactory`). As in the original, it
     is an `asyncio.Future`: await it (or use `done()`, `result()`,
     `add_done_callback()`, `asyncio.wait([engine])`); its result, None, is
     set once `stop()` was called and no workflow runs any more.
@@ -66,6 +69,14 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             an engine takes its unfinished executions back at once.
         lease: seconds this node stays alive without a heartbeat, after
             which the other nodes take its executions over.
+        eager_start: on Python 3.12+, start each workflow task eagerly: it
+            runs at once, inside the call that starts it, up to its first
+            suspension, instead of on the next turn of the loop (ignored
+            before 3.12). The visible difference: a task's code before its
+            first ``await`` runs before `trigger()`, `data_received()` or the
+            parent task's end returns. Nesting (a task that starts a
+            workflow whose task starts one...) is bounded: past
+            `EAGER_DEPTH` levels, tasks start on the next turn as usual.
 
     Raises:
         ValueError: `node` is given but the store cannot be shared, or
@@ -84,10 +95,11 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         store: Store | None = None,
         node: str | None = None,
         lease: float = 5.0,
+        eager_start: bool = False,
     ) -> None:
         super().__init__(loop=resolve_loop(loop))
-        if self._loop.get_task_factory() is not tukio_factory:
-            self._loop.set_task_factory(tukio_factory)
+        install_factory(self._loop)
+        self._eager_start = eager_start and EAGER_SUPPORTED
         self.selector = selector if selector is not None else WorkflowSelector()
         self._broker = get_broker(self._loop)
         self._instances: dict[str, Workflow] = {}
@@ -252,7 +264,9 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         return workflow
 
     def _new(self, template: WorkflowTemplate) -> Workflow:
-        return Workflow(template, loop=self._loop, broker=self._broker, recorder=self._recorder)
+        return Workflow(
+            template, loop=self._loop, broker=self._broker, recorder=self._recorder, eager_start=self._eager_start
+        )
 
     # -- the journal -----------------------------------------------------------------
     @property

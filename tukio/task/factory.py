@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 from tukio.task._start import start_task
@@ -12,7 +12,9 @@ from tukio.task.states import TaskExecState
 from tukio.task.task import TukioTask
 from tukio.task.template import TaskTemplate
 
-__all__ = ["TaskExecState", "new_task", "start_task", "tukio_factory"]
+__all__ = ["ChainedFactory", "TaskExecState", "install_factory", "new_task", "start_task", "tukio_factory"]
+
+TaskFactory = Callable[..., "asyncio.Future[Any]"]
 
 
 def new_task(
@@ -65,10 +67,16 @@ def tukio_factory(
     Accepts the keyword arguments newer Pythons pass (name, context,
     eager_start).
     """
+    task = _tukio_task(loop, coro, kwargs)
+    return task if task is not None else asyncio.Task(coro, loop=loop, **kwargs)
+
+
+def _tukio_task(loop: asyncio.AbstractEventLoop, coro: Any, kwargs: dict[str, Any]) -> TukioTask | None:
+    """A `TukioTask` for a registered coroutine, None for anything else."""
     code = getattr(coro, "cr_code", None)
     registered, klass = TaskRegistry.holder_class(code) if code is not None else (False, None)
     if not registered:
-        return asyncio.Task(coro, loop=loop, **kwargs)
+        return None
     holder = None
     if klass is not None:
         frame = getattr(coro, "cr_frame", None)
@@ -80,3 +88,41 @@ def tukio_factory(
         # "never awaited" warning behind the real error.
         coro.close()
         raise
+
+
+class ChainedFactory:
+    """`tukio_factory` in front of a task factory that was already installed.
+
+    Registered coroutines become `TukioTask`s; every other coroutine goes to
+    the factory that was there before (``asyncio.eager_task_factory``, a
+    tracing factory...), so installing tukio takes nothing away.
+
+    Args:
+        inner: the factory installed before tukio's.
+    """
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: TaskFactory) -> None:
+        self.inner = inner
+
+    def __call__(
+        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any], **kwargs: Any
+    ) -> asyncio.Future[Any]:
+        task = _tukio_task(loop, coro, kwargs)
+        return task if task is not None else self.inner(loop, coro, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"ChainedFactory({self.inner!r})"
+
+
+def install_factory(loop: asyncio.AbstractEventLoop) -> None:
+    """Install tukio's task factory on `loop`, keeping one already there.
+
+    Without a factory, `tukio_factory` is installed; with another one, a
+    `ChainedFactory` wrapping it. Installing twice changes nothing.
+    """
+    current = loop.get_task_factory()
+    if current is tukio_factory or isinstance(current, ChainedFactory):
+        return
+    loop.set_task_factory(tukio_factory if current is None else ChainedFactory(current))

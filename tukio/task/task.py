@@ -71,6 +71,7 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         holder: Any = None,
+        bind: tuple[Any, TaskTemplate | None, Workflow | None] | None = None,
         **kwargs: Any,
     ) -> None:
         # Set before asyncio.Task.__init__: nothing may run before they exist.
@@ -81,9 +82,17 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
             else:
                 holder.queue = self.queue
         self._start = time.time()
-        # A tukio task must not run before its inputs and workflow are set.
-        kwargs.pop("eager_start", None)
-        super().__init__(coro, loop=loop, **kwargs)
+        if bind is None:
+            # A tukio task must not run before its inputs and workflow are set.
+            kwargs.pop("eager_start", None)
+            super().__init__(coro, loop=loop, **kwargs)
+        else:
+            # Eager start (3.12+): bound and announced first, then it runs its first step now.
+            self._bind(*bind)
+            self.emit(_BEGIN, self._inputs)
+            kwargs["eager_start"] = True
+            super().__init__(coro, loop=loop, **kwargs)
+            self._arm(bind[1])
         self.add_done_callback(TukioTask._on_done)
 
     # -- identity and data -------------------------------------------------
@@ -213,16 +222,23 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
 
     def started(self, data: Any, template: TaskTemplate | None, workflow: Workflow | None) -> None:
         """Record what the task was started with, listen, and emit 'task-begin'."""
+        self._bind(data, template, workflow)
+        self._arm(template)
+        self.emit(_BEGIN, self._inputs)
+
+    def _bind(self, data: Any, template: TaskTemplate | None, workflow: Workflow | None) -> None:
         self._argument = data
         self._inputs = shallow_copy(data.data if isinstance(data, Event) else data)
         self.template = template
         self.workflow = workflow
+
+    def _arm(self, template: TaskTemplate | None) -> None:
+        """Start the template's timeout and listen to its topics."""
         if template is not None:
             if template.timeout is not None:
                 TimeoutHandle(self, template.timeout).start()
-            if template.topics != []:
+            if template.topics != [] and not self.done():  # [] means: listen to nothing
                 self._listen(template)
-        self.emit(_BEGIN, self._inputs)
 
     def _listen(self, template: TaskTemplate) -> None:
         mode = template.listen

@@ -54,6 +54,7 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
         recorder: told of every transition (see `tukio.recorder`; the engine's
             journal is one); the successors of a task start once what it
             returns for the task's end resolves.
+        eager_start: start tasks eagerly on Python 3.12+ (see `Engine`).
     """
 
     committed = False
@@ -78,6 +79,7 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
         loop: asyncio.AbstractEventLoop | None = None,
         broker: Broker | None = None,
         recorder: Recorder | None = None,
+        eager_start: bool = False,
     ) -> None:
         loop = resolve_loop(loop)
         super().__init__(loop=loop)
@@ -89,6 +91,7 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
         self.lock = WorkflowLock()
         self.tasks_by_id: dict[str, TukioTask] = {}
         self._plan = template.plan()
+        self._eager = eager_start
         self._life = State.CREATED
         self._start: float | None = None
         # What the workflow waits for: running tasks, due retries, the recorder.
@@ -258,7 +261,13 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
     def _start_task(self, template: TaskTemplate, data: Any) -> TukioTask | None:
         try:
             task = start_task(
-                template.name, data, config=template.config, loop=self._loop, template=template, workflow=self
+                template.name,
+                data,
+                config=template.config,
+                loop=self._loop,
+                template=template,
+                workflow=self,
+                eager=self._eager,
             )
         except Exception as exc:
             self._creation_failed(template, data, exc)
