@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
+import functools
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["Engine"]
 
 log = logging.getLogger(__name__)
+
+_BOOKKEEPING = contextvars.Context()
 
 
 def _check_template(template: object) -> None:
@@ -429,8 +433,9 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         self._instances[workflow.uid] = workflow
         if workflow.lock.locked():
             group.locked += 1
-            workflow.lock.add_release_callback(lambda: self._unlocked(uid))
-        workflow.add_done_callback(self._workflow_done)
+            workflow.lock.add_release_callback(functools.partial(Engine._unlocked, self, uid))
+        # The engine's bookkeeping needs no context of its own: share one.
+        workflow.add_done_callback(self._workflow_done, context=_BOOKKEEPING)
 
     def _unlocked(self, template_id: str) -> None:
         group = self._running.get(template_id)

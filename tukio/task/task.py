@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import sys
 import time
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
     from tukio.workflow.workflow import Workflow
 
 __all__ = ["TukioTask", "TukioTaskError"]
+
+# asyncio.Task takes a `context` from Python 3.11 on.
+_OWN_CONTEXT = sys.version_info >= (3, 11)
 
 # The event types a task emits, as plain strings (an enum's .value costs a lookup each time).
 _BEGIN, _END, _SKIP, _ERROR, _TIMEOUT = (
@@ -82,6 +87,9 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
             else:
                 holder.queue = self.queue
         self._start = time.time()
+        if _OWN_CONTEXT and kwargs.get("context") is None:
+            # One context for the task and its done callback (asyncio would copy a second one).
+            kwargs["context"] = contextvars.copy_context()
         if bind is None:
             # A tukio task must not run before its inputs and workflow are set.
             kwargs.pop("eager_start", None)
@@ -93,7 +101,7 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
             kwargs["eager_start"] = True
             super().__init__(coro, loop=loop, **kwargs)
             self._arm(bind[1])
-        self.add_done_callback(TukioTask._on_done)
+        self.add_done_callback(TukioTask._on_done, context=kwargs.get("context"))
 
     # -- identity and data -------------------------------------------------
     @property

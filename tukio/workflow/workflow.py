@@ -274,7 +274,7 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
             return None
         self.tasks_by_id[template.uid] = task
         self._open += 1
-        task.on_ended(self._task_ended)
+        task.on_ended(_task_ended)
         self.recorder.task_started(self, template.uid)
         return task
 
@@ -598,3 +598,8 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
 
 def _resolve(written: Written, error: BaseException | None) -> None:
     written.resolve(error)
+
+
+def _task_ended(task: TukioTask) -> None:
+    # One function for every task (a bound method would be one more object per task).
+    task.workflow._task_ended(task)  # type: ignore[union-attr]
