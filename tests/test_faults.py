@@ -95,11 +95,13 @@ class HeldStore(MemoryStore):
         super().__init__()
         self.free = free
         self.release = threading.Event()
+        self.holding = threading.Event()
 
     def write(self, records: Sequence[Record]) -> None:
         if self.free:
             self.free -= 1
         else:
+            self.holding.set()
             assert self.release.wait(5), "the test never released the store"
         super().write(records)
 
@@ -230,3 +232,20 @@ async def test_a_store_that_refuses_everything_for_a_while_loses_nothing(
         assert flow is not None
         assert [t["exec"]["state"] for t in store.load(flow.uid)["tasks"]] == ["finished", "finished"]
     assert "database is locked" in caplog.text
+
+
+async def test_flush_waits_for_what_the_writer_thread_still_holds(noop: str) -> None:
+    store = HeldStore(free=0)  # every write waits for `release`
+    engine = Engine(store=store)
+    wf = await engine.run_once(template([("x", noop)], {}, id="held"), {})
+    assert wf is not None
+    assert await asyncio.to_thread(store.holding.wait, 5)  # the trigger's batch is in the writer thread, held
+    flushed = asyncio.ensure_future(engine.flush())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not flushed.done()  # nothing new was recorded, but the held batch is not written yet
+    store.release.set()
+    await asyncio.wait_for(flushed, 5)
+    assert [info.exec_id for info in store.executions()] == [wf.uid]
+    await asyncio.wait_for(asyncio.gather(wf, engine.stop()), 5)
+    assert store.load(wf.uid)["exec"]["state"] == "finished"
