@@ -1,9 +1,11 @@
 """`Workflow`: one execution of a workflow template, awaitable like a future.
 
 The workflow is a small state machine (`tukio.workflow._lifecycle`): it starts
-the root task, and each time a task ends it tells its recorder, waits for
-what the recorder returns (write-ahead), then starts the task's successors
-with its outputs. Retries, rescue and reports live in their own modules.
+the root task, and each time a task ends it tells its recorder
+(`tukio.recorder`), waits for what the recorder returns (write-ahead), then
+starts the task's successors with its outputs. Events and reports
+(`_observed`), retries (`retries`), rescue (`rescue`), the overrun gate
+(`overrun`) and the lock (`lock`) live in their own modules.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from tukio._loop import resolve_loop
-from tukio._report import failure_entry, task_entry, utc
+from tukio._report import failure_entry
 from tukio.broker import Broker, get_broker, workflow_exec_topics
-from tukio.event import Event, EventSource
+from tukio.event import Event
 from tukio.recorder import NULL_RECORDER, WRITTEN, Recorder, Written
 from tukio.task._start import creating_for, start_task
 from tukio.task.states import TaskExecState
@@ -25,6 +27,7 @@ from tukio.task.task import TukioTask
 from tukio.task.template import TaskTemplate
 from tukio.utils import FutureState, TimeoutHandle, describe_error, new_uid
 from tukio.workflow._lifecycle import FUTURE_STATE, State, check_move
+from tukio.workflow._observed import Observed
 from tukio.workflow.lock import WorkflowLock
 from tukio.workflow.rescue import Start, plan_rescue
 from tukio.workflow.retries import Retries, retry_error
@@ -40,7 +43,7 @@ log = logging.getLogger(__name__)
 _FLOWING = frozenset({FutureState.finished, FutureState.skipped, FutureState.timeout})
 
 
-class Workflow(asyncio.Future):  # type: ignore[type-arg]
+class Workflow(Observed, asyncio.Future):  # type: ignore[type-arg]
     """An execution of a `WorkflowTemplate`.
 
     Await it for the set of its tasks. It never fails because a task failed;
@@ -492,10 +495,6 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
             raise RuntimeError(f"workflow {self._uid}: must be called from one of its running tasks")
         return task
 
-    def dispatch_progress(self, data: Any) -> None:
-        """Dispatch a 'workflow-progress' event with `data`."""
-        self._emit(WorkflowExecState.progress, data)
-
     # -- ending ------------------------------------------------------------------
     def _finish(self) -> None:
         if self.done():
@@ -531,66 +530,6 @@ class Workflow(asyncio.Future):  # type: ignore[type-arg]
         else:
             self._emit(WorkflowExecState.end, None)
         self.recorder.workflow_end(self, state.value, error)
-
-    # -- events ----------------------------------------------------------------------
-    def listened(self) -> bool:
-        """True when someone listens to this workflow's execution events."""
-        return self.broker.has_listeners(self._exec_topics)
-
-    def emit(self, kind: str, content: Any, task: TukioTask | None = None, task_id: str | None = None) -> None:
-        """Dispatch an execution event on this workflow's topics: the one place that does.
-
-        Nothing is built when nobody listens.
-
-        Args:
-            kind: the event's 'type' (a `WorkflowExecState` or `TaskExecState` value).
-            content: the event's 'content'.
-            task: the task the event is about (its `event_source` is the source).
-            task_id: else the id of a task template that has no task (its creation failed).
-        """
-        broker = self.broker
-        if broker.has_listeners(self._exec_topics):
-            source = task.event_source if task is not None else self.source(task_id)
-            broker.dispatch({"type": kind, "content": content}, self._exec_topics, source)
-
-    def _emit(self, kind: WorkflowExecState | TaskExecState, content: Any, task_id: str | None = None) -> None:
-        self.emit(kind.value, content, task_id=task_id)
-
-    def source(self, task_id: str | None = None, task_exec_id: str | None = None) -> EventSource:
-        """The `EventSource` naming this workflow (and one of its tasks): the one place that builds them."""
-        return EventSource(self.template.uid, self._uid, task_id, task_exec_id)
-
-    # -- reports ---------------------------------------------------------------------
-    def report(self) -> dict[str, Any]:
-        """Return the template's `as_dict()` with what happened in 'exec' keys.
-
-        The workflow gets ``'exec': {'id','start','end','state'}``; each task
-        ``'exec'``: its `task_entry`, None if it never started.
-        """
-        report = self.template.as_dict()
-        report["exec"] = {
-            "id": self._uid,
-            "start": utc(self._start),
-            "end": utc(self._end),
-            "state": self.future_state.value,
-        }
-        for task_dict in report["tasks"]:
-            task_dict["exec"] = self.task_entry(task_dict["id"])
-        return report
-
-    def task_entry(self, task_id: str) -> dict[str, Any] | None:
-        """Return the report entry of task `task_id`, None if it never started.
-
-        The entry is the task's `as_dict()` plus 'reporting' (from its
-        holder's `report()`; the error text when that raised), 'error' when
-        it failed and 'attempts' when it was retried.
-        """
-        task = self.tasks_by_id.get(task_id)
-        override = self._failures.get(task_id) if self._failures is not None else None
-        if task is None and override is None and self._kept is not None:
-            override = self._kept.get(task_id)
-        attempts = self._retries.made(task_id) if self._retries is not None else None
-        return task_entry(task, override, attempts, f"[{self._uid}] task {task_id}")
 
     def __repr__(self) -> str:
         return f"<Workflow {self._uid} template={self.template.uid!r} {self.future_state.value}>"
