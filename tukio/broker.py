@@ -111,6 +111,10 @@ class Broker:
         if left:
             self._topic_count[handler] = left
 
+    def listened(self) -> bool:
+        """True when any handler is registered (globally or on any topic)."""
+        return bool(self._global) or bool(self._by_topic)
+
     def has_listeners(self, topics: Iterable[str]) -> bool:
         """Return True when a dispatch on `topics` would call any handler."""
         return bool(self._global) or not self._by_topic.keys().isdisjoint(topics)

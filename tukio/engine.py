@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
-import functools
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -49,6 +48,10 @@ class _Running:
     def __init__(self) -> None:
         self.instances: dict[str, Workflow] = {}
         self.locked = 0
+
+    def unlocked(self) -> None:
+        """One of the instances unlocked (a lock release callback)."""
+        self.locked -= 1
 
 
 class Engine(asyncio.Future):  # type: ignore[type-arg]
@@ -433,14 +436,9 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         self._instances[workflow.uid] = workflow
         if workflow.lock.locked():
             group.locked += 1
-            workflow.lock.add_release_callback(functools.partial(Engine._unlocked, self, uid))
+            workflow.lock.add_release_callback(group.unlocked)
         # The engine's bookkeeping needs no context of its own: share one.
         workflow.add_done_callback(self._workflow_done, context=_BOOKKEEPING)
-
-    def _unlocked(self, template_id: str) -> None:
-        group = self._running.get(template_id)
-        if group is not None:
-            group.locked -= 1
 
     def _workflow_done(self, future: asyncio.Future[Any]) -> None:
         assert isinstance(future, Workflow)

@@ -27,7 +27,6 @@ class Observed:
     template: WorkflowTemplate
     tasks_by_id: dict[str, TukioTask]
     _uid: str
-    _exec_topics: tuple[str, str]
     _start: float | None
     _end: float | None
     _failures: dict[str, dict[str, Any]] | None
@@ -39,10 +38,14 @@ class Observed:
         @property
         def future_state(self) -> FutureState: ...
 
+        @property
+        def exec_topics(self) -> tuple[str, str]: ...
+
     # -- events ----------------------------------------------------------------------
     def listened(self) -> bool:
         """True when someone listens to this workflow's execution events."""
-        return self.broker.has_listeners(self._exec_topics)
+        broker = self.broker
+        return broker.listened() and broker.has_listeners(self.exec_topics)
 
     def emit(self, kind: str, content: Any, task: TukioTask | None = None, task_id: str | None = None) -> None:
         """Dispatch an execution event on this workflow's topics: the one place that does.
@@ -56,9 +59,9 @@ class Observed:
             task_id: else the id of a task template that has no task (its creation failed).
         """
         broker = self.broker
-        if broker.has_listeners(self._exec_topics):
+        if broker.listened() and broker.has_listeners(self.exec_topics):
             source = task.event_source if task is not None else self.source(task_id)
-            broker.dispatch({"type": kind, "content": content}, self._exec_topics, source)
+            broker.dispatch({"type": kind, "content": content}, self.exec_topics, source)
 
     def _emit(self, kind: WorkflowExecState | TaskExecState, content: Any, task_id: str | None = None) -> None:
         self.emit(kind.value, content, task_id=task_id)

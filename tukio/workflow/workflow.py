@@ -119,13 +119,14 @@ class Workflow(Observed, asyncio.Future):  # type: ignore[type-arg]
     @uid.setter
     def uid(self, uid: str) -> None:
         self._uid = uid
-        # Built once per id: every execution event goes to these topics.
-        self._exec_topics = workflow_exec_topics(uid)
+        self._topics: tuple[str, str] | None = None
 
     @property
     def exec_topics(self) -> tuple[str, str]:
-        """The two topics this workflow's execution events go to."""
-        return self._exec_topics
+        """The two topics this workflow's execution events go to (made on first use)."""
+        if self._topics is None:
+            self._topics = workflow_exec_topics(self._uid)
+        return self._topics
 
     @property
     def future_state(self) -> FutureState:
