@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from tukio._loop import resolve_loop
+from tukio._report import describe_error
 from tukio.broker import get_broker
 from tukio.cluster import Cluster, LeasedStore
 from tukio.errors import DamagedRecordError, RescueError
@@ -385,7 +386,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             except (DamagedRecordError, RescueError) as exc:
                 reason = str(exc)
             except Exception as exc:
-                reason = f"{type(exc).__name__}: {exc}"
+                reason = describe_error(exc)
         log.error("[%s] not recovered: %s", info.exec_id, reason)
         return None, reason
 
