@@ -53,6 +53,8 @@ def build_cases(sizes: Sizes) -> list[Case]:
         scenarios.fanout_case(sizes.fanout, join=True),
         scenarios.trigger_case(sizes.triggers),
     ]
+    if sys.version_info >= (3, 12):
+        cases.append(scenarios.trigger_case(sizes.triggers, eager=True))
     for n in sizes.running:
         cases.append(scenarios.scaling_same_case(n, sizes.checks))
         cases.append(scenarios.scaling_distinct_case(n))

@@ -293,11 +293,12 @@ def fanout_case(n: int, join: bool) -> Case:
 
 
 # -- 3. trigger throughput -------------------------------------------------------------
-def trigger_case(n: int) -> Case:
+def trigger_case(n: int, eager: bool = False) -> Case:
+    """`n` data_received on a one-task template; with `eager`, tasks start eagerly (3.12+)."""
     tpl = template("one-task", {"only": []}, {})
 
     async def tukio_run() -> Measures:
-        engine = Engine()
+        engine = Engine(eager_start=eager)
         await engine.load(tpl)
         tpl.plan()  # built once per loaded template, not per run
         start = time.perf_counter()
@@ -314,8 +315,8 @@ def trigger_case(n: int) -> Case:
         return {"wf_per_s": n / (time.perf_counter() - start)}
 
     return Case(
-        "trigger",
-        f"{n} data_received on a one-task template (start-new)",
+        "trigger-eager" if eager else "trigger",
+        f"{n} data_received on a one-task template (start-new{', eager start' if eager else ''})",
         {"wf_per_s": Metric("throughput", "wf/s", higher_is_better=True)},
         lambda: on_new_loop(tukio_run),
         lambda: on_new_loop(plain_run),

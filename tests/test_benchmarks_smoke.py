@@ -22,7 +22,7 @@ SCENARIOS = {
     "memory",
     "broker",
     "exec-event",
-}
+} | ({"trigger-eager"} if sys.version_info >= (3, 12) else set())
 
 
 @pytest.mark.slow

@@ -103,3 +103,59 @@ async def test_new_workflow_counts_only_instances_of_the_same_template(registere
     with pytest.raises(asyncio.CancelledError):
         await other
     release.set()
+
+
+async def test_abort_running_through_new_workflow_starts_once_the_aborted_ended(
+    registered: Callable[..., Any],
+) -> None:
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def stubborn(event: Event) -> None:
+        started.append(event.data["who"])
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            await release.wait()  # ends only once released, cancelled or not
+            raise
+
+    registered("nw-stubborn", stubborn)
+    tmpl = template([("a", "nw-stubborn")], {}, policy="abort-running", id="abort")
+    old = Workflow(tmpl)
+    old.run({"who": "old"})
+    await asyncio.sleep(0)
+    new = new_workflow(tmpl, [old])
+    assert new is not None
+    begun = new.run({"who": "new"})
+    with pytest.raises(RuntimeError, match="already started"):
+        new.run({"who": "again"})
+    await asyncio.sleep(0)
+    assert started == ["old"]  # the new one waits for the aborted one to end
+    assert not begun.done()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await old
+    await asyncio.wait_for(begun, 5)
+    await asyncio.wait_for(new, 5)
+    assert started == ["old", "new"]
+
+
+async def test_a_workflow_cancelled_while_waiting_for_aborted_ones_never_runs(registered: Callable[..., Any]) -> None:
+    gate = asyncio.Event()
+
+    async def park(event: Event) -> None:
+        await gate.wait()
+
+    registered("nw-park2", park)
+    tmpl = template([("a", "nw-park2")], {}, policy="abort-running", id="abort2")
+    old = Workflow(tmpl)
+    old.run({})
+    new = new_workflow(tmpl, [old])
+    assert new is not None
+    begun = new.run({})
+    new.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await old
+    await asyncio.wait_for(begun, 5)
+    assert new.cancelled()
+    assert new.tasks == set()

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from support import template
 
+import tukio.store.journal as journal_module
 import tukio.store.sqlite as sqlite_store
 from tukio import Engine, Event, JoinTask, WorkflowTemplate
 from tukio.cli import main as cli_main
@@ -401,35 +402,40 @@ async def test_a_busy_store_is_written_from_the_thread_then_from_the_loop_again(
 
 
 class FailingStore(MemoryStore):
-    """Fails every write after the first `good` ones."""
+    """Fails `bad` writes (as a full disk would) once the first `good` ones are done."""
 
-    def __init__(self, good: int) -> None:
+    def __init__(self, good: int, bad: int) -> None:
         super().__init__()
         self.good = good
+        self.bad = bad
+        self.failed = threading.Event()
 
     def write(self, records: Sequence[Record]) -> None:
-        if self.good == 0:
+        if self.good == 0 and self.bad:
+            self.bad -= 1
+            self.failed.set()
             raise OSError("disk full")
-        self.good -= 1
+        self.good = max(self.good - 1, 0)
         super().write(records)
 
 
-async def test_a_failed_journal_write_fails_the_task_and_stops_its_branch(
-    step: str, caplog: pytest.LogCaptureFixture
+async def test_a_store_fault_makes_the_workflow_wait_then_everything_is_written(
+    step: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = FailingStore(good=1)  # the trigger is written, the end of 'a' is not
+    monkeypatch.setattr(journal_module, "RETRY_DELAY", (0.001, 0.002))
+    store = FailingStore(good=1, bad=8)  # the trigger is written, then the disk is full for a while
     engine = Engine(store=store)
     wf = await engine.run_once(chain(step), {"v": 0})
     assert wf is not None
     await asyncio.wait_for(wf, 5)
-    await engine.stop()
-    report = wf.report()
-    assert states(report) == {"a": "exception", "b": None, "c": None}
-    assert "journal write failed" in report["tasks"][0]["exec"]["error"]
-    assert "disk full" in report["tasks"][0]["exec"]["error"]
-    assert RUNS["a"] == 1
-    assert RUNS["b"] == 0
-    assert "writing 1 record(s)" in caplog.text
+    await asyncio.wait_for(engine.stop(), 5)
+    assert store.failed.is_set()
+    assert states(wf.report()) == {"a": "finished", "b": "finished", "c": "finished"}
+    assert states(store.load(wf.uid)) == {"a": "finished", "b": "finished", "c": "finished"}
+    # The end record was retried, not dropped: the execution is not left 'pending'.
+    assert store.load(wf.uid)["exec"]["state"] == "finished"
+    assert Counter({"a": 1, "b": 1, "c": 1}) == RUNS
+    assert "disk full" in caplog.text
 
 
 def _record(task_id: str) -> TaskRecord:

@@ -153,8 +153,6 @@ def check_task(d: Any, where: str) -> list[Problem]:
     _check_topics(d, where, out)
     check_timeout(d.get("timeout"), f"{where}timeout", out)
     if d.get("retry") is not None:
-        from tukio.retry import check_retry
-
         check_retry(d["retry"], f"{where}retry", out)
     return out
 
@@ -232,3 +230,53 @@ def _check_graph(graph: Any, ids: dict[str, None] | None, out: list[Problem]) ->
         cycle = find_cycle({key: graph.get(key, []) for key in ids})
         if cycle is not None:
             out.append(Problem("graph", f"cycle {describe_cycle(cycle)}", DAGValidationError))
+
+
+# -- retry policies (the "retry" object of a task) ------------------------------------------
+RETRY_FIELDS = ("max_attempts", "delay", "backoff", "max_delay", "jitter", "on")
+
+
+def _number(d: Mapping[str, Any], key: str, where: str, out: list[Problem], *, minimum: float, strict: bool) -> None:
+    if key not in d:
+        return
+    value = d[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        out.append(Problem(f"{where}.{key}", f"must be a number, got {type(value).__name__}", TypeError))
+    elif finite(value) is None or value < minimum or (strict and value == minimum):
+        bound = f"> {minimum}" if strict else f">= {minimum}"
+        out.append(Problem(f"{where}.{key}", f"must be {bound}, got {short_repr(value)}", ValueError))
+
+
+def check_retry(value: Any, where: str, out: list[Problem]) -> None:
+    """Check a retry object; append a `Problem` per mistake to `out`."""
+    if not isinstance(value, Mapping):
+        out.append(Problem(where, f"must be an object, got {type(value).__name__}", TypeError))
+        return
+    for key in value:
+        if key not in RETRY_FIELDS:
+            out.append(
+                Problem(f"{where}.{key}", f"unknown field (expected one of {', '.join(RETRY_FIELDS)})", ValueError)
+            )
+    attempts = value.get("max_attempts", 1)
+    if isinstance(attempts, bool) or not isinstance(attempts, int):
+        out.append(Problem(f"{where}.max_attempts", f"must be an integer, got {type(attempts).__name__}", TypeError))
+    elif attempts < 1:
+        out.append(Problem(f"{where}.max_attempts", f"must be >= 1, got {attempts}", ValueError))
+    _number(value, "delay", where, out, minimum=0, strict=False)
+    _number(value, "backoff", where, out, minimum=1, strict=False)
+    _number(value, "max_delay", where, out, minimum=0, strict=False)
+    _number(value, "jitter", where, out, minimum=0, strict=False)
+    jitter = value.get("jitter", 0)
+    if isinstance(jitter, (int, float)) and not isinstance(jitter, bool) and jitter > 1:
+        out.append(Problem(f"{where}.jitter", f"must be a fraction between 0 and 1, got {jitter!r}", ValueError))
+    on = value.get("on")
+    if on is None:
+        return
+    if not isinstance(on, list):
+        out.append(
+            Problem(f"{where}.on", f"must be a list of exception class names, got {type(on).__name__}", TypeError)
+        )
+        return
+    for i, name in enumerate(on):
+        if not isinstance(name, str) or not name:
+            out.append(Problem(f"{where}.on[{i}]", f"must be an exception class name, got {name!r}", TypeError))

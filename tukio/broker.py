@@ -111,12 +111,13 @@ class Broker:
         if left:
             self._topic_count[handler] = left
 
+    def listened(self) -> bool:
+        """True when any handler is registered (globally or on any topic)."""
+        return bool(self._global) or bool(self._by_topic)
+
     def has_listeners(self, topics: Iterable[str]) -> bool:
         """Return True when a dispatch on `topics` would call any handler."""
-        if self._global:
-            return True
-        by_topic = self._by_topic
-        return any(topic in by_topic for topic in topics)
+        return bool(self._global) or not self._by_topic.keys().isdisjoint(topics)
 
     def publish(
         self, topics: tuple[str, ...], event_type: str, content: Any, source: Callable[[], EventSource | None]

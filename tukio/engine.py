@@ -3,30 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from tukio._loop import resolve_loop
+from tukio._report import describe_error
 from tukio.broker import get_broker
+from tukio.cluster import Cluster, LeasedStore
 from tukio.errors import DamagedRecordError, RescueError
 from tukio.event import Event
-from tukio.policy import Decision, OverrunPolicy, decide  # noqa: F401 - OverrunPolicy: the original's namespace
+from tukio.policy import OverrunPolicy  # noqa: F401 - OverrunPolicy: the original's namespace
+from tukio.recorder import NULL_RECORDER, Recorder
 from tukio.selector import WorkflowSelector
-from tukio.task.factory import tukio_factory
+from tukio.store.journal import Journal
+from tukio.task._start import EAGER_SUPPORTED
+from tukio.task.factory import install_factory
 from tukio.utils import Listen, TimeoutHandle  # noqa: F401 - Listen: the original's namespace
+from tukio.workflow.overrun import admit
 from tukio.workflow.template import WorkflowTemplate
 from tukio.workflow.workflow import Workflow
 
 if TYPE_CHECKING:
-    from tukio.cluster import Cluster
     from tukio.store.base import ExecutionInfo, Store
-    from tukio.store.journal import Journal
 
 __all__ = ["Engine"]
 
 log = logging.getLogger(__name__)
+
+_BOOKKEEPING = contextvars.Context()
 
 
 def _check_template(template: object) -> None:
@@ -43,11 +50,17 @@ class _Running:
         self.instances: dict[str, Workflow] = {}
         self.locked = 0
 
+    def unlocked(self) -> None:
+        """One of the instances unlocked (a lock release callback)."""
+        self.locked -= 1
+
 
 class Engine(asyncio.Future):  # type: ignore[type-arg]
     """Loads workflow templates and runs them when data arrives.
 
-    The engine installs `tukio_factory` on its loop. As in the original, it
+    The engine installs `tukio_factory` on its loop; a task factory already
+    installed there (``asyncio.eager_task_factory``, say) keeps handling
+    every coroutine that is not a tukio task (see `ChainedFactory`). As in the original, it
     is an `asyncio.Future`: await it (or use `done()`, `result()`,
     `add_done_callback()`, `asyncio.wait([engine])`); its result, None, is
     set once `stop()` was called and no workflow runs any more.
@@ -64,6 +77,14 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             an engine takes its unfinished executions back at once.
         lease: seconds this node stays alive without a heartbeat, after
             which the other nodes take its executions over.
+        eager_start: on Python 3.12+, start each workflow task eagerly: it
+            runs at once, inside the call that starts it, up to its first
+            suspension, instead of on the next turn of the loop (ignored
+            before 3.12). The visible difference: a task's code before its
+            first ``await`` runs before `trigger()`, `data_received()` or the
+            parent task's end returns. Nesting (a task that starts a
+            workflow whose task starts one...) is bounded: past
+            `EAGER_DEPTH` levels, tasks start on the next turn as usual.
 
     Raises:
         ValueError: `node` is given but the store cannot be shared, or
@@ -72,6 +93,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
 
     _journal: Journal | None = None
     _cluster: Cluster | None = None
+    _recorder: Recorder = NULL_RECORDER
 
     def __init__(
         self,
@@ -81,10 +103,11 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         store: Store | None = None,
         node: str | None = None,
         lease: float = 5.0,
+        eager_start: bool = False,
     ) -> None:
         super().__init__(loop=resolve_loop(loop))
-        if self._loop.get_task_factory() is not tukio_factory:
-            self._loop.set_task_factory(tukio_factory)
+        install_factory(self._loop)
+        self._eager_start = eager_start and EAGER_SUPPORTED
         self.selector = selector if selector is not None else WorkflowSelector()
         self._broker = get_broker(self._loop)
         self._instances: dict[str, Workflow] = {}
@@ -93,9 +116,6 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         self._unrecovered: list[ExecutionInfo] = []
         self._resuming: set[str] = set()
         if store is not None:
-            from tukio.cluster import Cluster, LeasedStore
-            from tukio.store.journal import Journal
-
             if isinstance(store, LeasedStore):
                 templates = lambda: [t.uid for t in self.selector.templates]  # noqa: E731
                 self._cluster = Cluster(
@@ -104,7 +124,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
                 self._cluster.start()
             elif node is not None:
                 raise ValueError(f"node={node!r} needs a store that several engines can share, not {store!r}")
-            self._journal = Journal(store, self._loop)
+            self._journal = self._recorder = Journal(store, self._loop)
 
     # -- state -------------------------------------------------------------------
     @property
@@ -252,7 +272,9 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         return workflow
 
     def _new(self, template: WorkflowTemplate) -> Workflow:
-        return Workflow(template, loop=self._loop, broker=self._broker, journal=self._journal)
+        return Workflow(
+            template, loop=self._loop, broker=self._broker, recorder=self._recorder, eager_start=self._eager_start
+        )
 
     # -- the journal -----------------------------------------------------------------
     @property
@@ -281,8 +303,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         Raises:
             JournalError: the store failed to write.
         """
-        if self._journal is not None:
-            await self._journal.flush()
+        await self._recorder.flush()
 
     async def recover(self) -> list[Workflow]:
         """Resume every unfinished execution of the store whose template is loaded.
@@ -365,7 +386,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             except (DamagedRecordError, RescueError) as exc:
                 reason = str(exc)
             except Exception as exc:
-                reason = f"{type(exc).__name__}: {exc}"
+                reason = describe_error(exc)
         log.error("[%s] not recovered: %s", info.exec_id, reason)
         return None, reason
 
@@ -393,34 +414,19 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
 
     def _start(self, template: WorkflowTemplate, event: Event, timeout: float | None = None) -> Workflow | None:
         group = self._running.get(template.uid)
-        running = len(group.instances) if group is not None else 0
-        decision = decide(template.policy, running, group.locked if group is not None else 0)
-        if decision is Decision.skip:
+        workflow = admit(
+            template,
+            len(group.instances) if group is not None else 0,
+            group.locked if group is not None else 0,
+            lambda: list(group.instances.values()) if group is not None else [],
+            lambda: self._new(template),
+        )
+        if workflow is None:
             log.debug("template %s: skipped by policy %s", template.uid, template.policy.value)
             return None
-        workflow = self._new(template)
-        if decision is Decision.abort_then_start and group is not None:
-            previous = list(group.instances.values())
-            self._track(workflow)
-            self._start_after(workflow, event, previous, timeout)
-        else:
-            self._track(workflow)
-            self._run(workflow, event, timeout)
+        self._track(workflow)
+        self._run(workflow, event, timeout)
         return workflow
-
-    def _start_after(self, workflow: Workflow, event: Event, previous: list[Workflow], timeout: float | None) -> None:
-        """Cancel `previous` and run `workflow` once they are all done."""
-        left = len(previous)
-
-        def one_done(_: asyncio.Future[Any]) -> None:
-            nonlocal left
-            left -= 1
-            if left == 0 and not workflow.done():
-                self._run(workflow, event, timeout)
-
-        for old in previous:
-            old.cancel()
-            old.add_done_callback(one_done)
 
     def _track(self, workflow: Workflow) -> None:
         uid = workflow.template.uid
@@ -431,13 +437,9 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         self._instances[workflow.uid] = workflow
         if workflow.lock.locked():
             group.locked += 1
-            workflow.lock.add_release_callback(lambda: self._unlocked(uid))
-        workflow.add_done_callback(self._workflow_done)
-
-    def _unlocked(self, template_id: str) -> None:
-        group = self._running.get(template_id)
-        if group is not None:
-            group.locked -= 1
+            workflow.lock.add_release_callback(group.unlocked)
+        # The engine's bookkeeping needs no context of its own: share one.
+        workflow.add_done_callback(self._workflow_done, context=_BOOKKEEPING)
 
     def _workflow_done(self, future: asyncio.Future[Any]) -> None:
         assert isinstance(future, Workflow)
@@ -471,15 +473,10 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
 
     def _check_stopped(self) -> None:
         if self._stopping and not self._instances and not self.done():
-            if self._journal is None:
-                self.set_result(None)
-                return
             # The last records (workflow ends) are written before the engine is done.
-            self._journal.flush().add_done_callback(self._flushed)
+            self._recorder.flush().then(self._flushed, None)
 
-    def _flushed(self, done: asyncio.Future[None]) -> None:
-        if done.exception() is not None:
-            log.error("journal: the last records could not be written: %s", done.exception())
+    def _flushed(self, _: None, error: BaseException | None) -> None:
         if not self.done() and not self._instances:
             if self._cluster is not None:
                 self._cluster.close()

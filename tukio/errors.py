@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class TukioError(Exception):
@@ -67,6 +67,22 @@ class TemplateGraphError(WorkflowError, TemplateError, KeyError):
 
 class RescueError(WorkflowError):
     """A workflow cannot be rebuilt from the report it was given."""
+
+
+class SkipTask(Exception):
+    """Raise it inside a task to skip it: its inputs flow to its successors."""
+
+    def __init__(self, reason: str | None = None) -> None:
+        super().__init__(reason or "task skipped")
+        self.reason = reason
+
+
+class TukioTaskError(TukioError):
+    """Raise it from a task to fail it while keeping `outputs` in its report."""
+
+    def __init__(self, outputs: Any = None, message: str | None = None) -> None:
+        super().__init__(message or "task failed")
+        self.outputs = outputs
 
 
 class JournalError(TukioError):

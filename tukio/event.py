@@ -92,7 +92,7 @@ class Event:
             raise ValueError(f"event source must be an EventSource or None, not {type(source).__name__}")
         self._data = dict(data)
         self._topic = topic
-        self._source = source
+        self._source: Any = source  # an EventSource, or what makes one (see with_source_of)
 
     @property
     def data(self) -> dict[str, Any]:
@@ -107,7 +107,25 @@ class Event:
     @property
     def source(self) -> EventSource | None:
         """Where the event comes from, if known."""
-        return self._source
+        source = self._source
+        if source is None or type(source) is EventSource:
+            return source
+        # Made on first use (see `with_source_of`): most events are never asked.
+        made: EventSource = source.event_source
+        self._source = made
+        return made
+
+    @classmethod
+    def with_source_of(cls, data: dict[str, Any], origin: Any) -> Event:
+        """Wrap `data` (a dict) with ``origin.event_source`` as source, read when first asked for.
+
+        `origin` is anything with an `event_source` property (a tukio task).
+        """
+        event = cls.__new__(cls)
+        event._data = dict(data)
+        event._topic = None
+        event._source = origin
+        return event
 
     def __repr__(self) -> str:
-        return f"Event(data={self._data!r}, topic={self._topic!r}, source={self._source!r})"
+        return f"Event(data={self._data!r}, topic={self._topic!r}, source={self.source!r})"

@@ -7,11 +7,11 @@ shows how the task ended and how long it took, and is coloured accordingly.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tukio._report import parse_time
 from tukio.task.template import TaskTemplate
 from tukio.workflow.template import WorkflowTemplate
 
@@ -106,18 +106,6 @@ def topological_order(template: WorkflowTemplate) -> list[TaskTemplate]:
     return order
 
 
-def _as_datetime(value: Any) -> dt.datetime | None:
-    if isinstance(value, dt.datetime):
-        return value
-    if isinstance(value, str):
-        text = value[:-1] + "+00:00" if value.endswith("Z") else value
-        try:
-            return dt.datetime.fromisoformat(text)
-        except ValueError:
-            return None
-    return None
-
-
 def node_states(report: Mapping[str, Any]) -> dict[str, NodeState]:
     """Map each task id of `report` to how it ended.
 
@@ -146,7 +134,7 @@ def node_states(report: Mapping[str, Any]) -> dict[str, NodeState]:
 
 def run_duration(run: Mapping[str, Any]) -> float | None:
     """Seconds between the 'start' and 'end' of an 'exec' entry (None if either is missing)."""
-    start, end = _as_datetime(run.get("start")), _as_datetime(run.get("end"))
+    start, end = parse_time(run.get("start")), parse_time(run.get("end"))
     if start is None or end is None:
         return None
     try:

@@ -22,17 +22,15 @@ from collections.abc import Callable, Mapping
 from pathlib import PurePath
 from typing import Any
 
+from tukio._report import describe_error
 from tukio.event import Event, EventSource
 
-__all__ = ["dumps_report", "to_jsonable"]
+__all__ = ["describe_exception", "dumps_report", "to_jsonable"]
+
+#: One line naming an exception (the same helper as everywhere in tukio).
+describe_exception = describe_error
 
 _CYCLE = "<cycle>"
-
-
-def describe_exception(exc: BaseException) -> str:
-    """One line naming an exception: ``ValueError: boom`` (or just ``ValueError``)."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def to_jsonable(value: Any) -> Any:

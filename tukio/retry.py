@@ -8,56 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tukio._validation import finite, short_repr
-from tukio.errors import Problem, template_error
+from tukio._validation import RETRY_FIELDS, check_retry
+from tukio.errors import Problem, SkipTask, TukioTaskError, template_error
 
-__all__ = ["RetryPolicy", "check_retry"]
-
-_FIELDS = ("max_attempts", "delay", "backoff", "max_delay", "jitter", "on")
-
-
-def _number(d: Mapping[str, Any], key: str, where: str, out: list[Problem], *, minimum: float, strict: bool) -> None:
-    if key not in d:
-        return
-    value = d[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        out.append(Problem(f"{where}.{key}", f"must be a number, got {type(value).__name__}", TypeError))
-    elif finite(value) is None or value < minimum or (strict and value == minimum):
-        bound = f"> {minimum}" if strict else f">= {minimum}"
-        out.append(Problem(f"{where}.{key}", f"must be {bound}, got {short_repr(value)}", ValueError))
-
-
-def check_retry(value: Any, where: str, out: list[Problem]) -> None:
-    """Check a retry object; append a `Problem` per mistake to `out`."""
-    if not isinstance(value, Mapping):
-        out.append(Problem(where, f"must be an object, got {type(value).__name__}", TypeError))
-        return
-    for key in value:
-        if key not in _FIELDS:
-            out.append(Problem(f"{where}.{key}", f"unknown field (expected one of {', '.join(_FIELDS)})", ValueError))
-    attempts = value.get("max_attempts", 1)
-    if isinstance(attempts, bool) or not isinstance(attempts, int):
-        out.append(Problem(f"{where}.max_attempts", f"must be an integer, got {type(attempts).__name__}", TypeError))
-    elif attempts < 1:
-        out.append(Problem(f"{where}.max_attempts", f"must be >= 1, got {attempts}", ValueError))
-    _number(value, "delay", where, out, minimum=0, strict=False)
-    _number(value, "backoff", where, out, minimum=1, strict=False)
-    _number(value, "max_delay", where, out, minimum=0, strict=False)
-    _number(value, "jitter", where, out, minimum=0, strict=False)
-    jitter = value.get("jitter", 0)
-    if isinstance(jitter, (int, float)) and not isinstance(jitter, bool) and jitter > 1:
-        out.append(Problem(f"{where}.jitter", f"must be a fraction between 0 and 1, got {jitter!r}", ValueError))
-    on = value.get("on")
-    if on is None:
-        return
-    if not isinstance(on, list):
-        out.append(
-            Problem(f"{where}.on", f"must be a list of exception class names, got {type(on).__name__}", TypeError)
-        )
-        return
-    for i, name in enumerate(on):
-        if not isinstance(name, str) or not name:
-            out.append(Problem(f"{where}.on[{i}]", f"must be an exception class name, got {name!r}", TypeError))
+__all__ = ["RETRY_FIELDS", "RetryPolicy", "check_retry"]
 
 
 @dataclass(frozen=True)
@@ -116,9 +70,6 @@ class RetryPolicy:
 
     def matches(self, exc: BaseException) -> bool:
         """Return True when `exc` is one this policy retries."""
-        from tukio.task.task import TukioTaskError
-        from tukio.utils import SkipTask
-
         if isinstance(exc, (SkipTask, TukioTaskError)) or not isinstance(exc, Exception):
             return False
         if self.on is None:

@@ -8,7 +8,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["FutureState", "Listen", "SkipTask", "TimeoutHandle"]
+from tukio._report import describe_error
+from tukio.errors import SkipTask
+
+__all__ = ["FutureState", "Listen", "SkipTask", "TimeoutHandle", "describe_error"]
 
 
 def new_uid() -> str:
@@ -21,19 +24,6 @@ def new_uid() -> str:
     h = os.urandom(16).hex()
     variant = "89ab"[int(h[16], 16) & 3]
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line naming an exception: ``ValueError: boom``."""
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-class SkipTask(Exception):
-    """Raise it inside a task to skip it: its inputs flow to its successors."""
-
-    def __init__(self, reason: str | None = None) -> None:
-        super().__init__(reason or "task skipped")
-        self.reason = reason
 
 
 class FutureState(str, enum.Enum):

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from tukio._report import describe_error
 from tukio._validation import parse_json
 from tukio.errors import TemplateError
 from tukio.task.registry import TaskRegistry
@@ -102,10 +103,6 @@ class InputError(Exception):
         self.details = details or []
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
 def import_module(spec: str) -> ModuleType:
     """Import a module given as a dotted name or as the path of a ``.py`` file.
 
@@ -134,9 +131,9 @@ def import_module(spec: str) -> ModuleType:
     except ModuleNotFoundError as exc:
         if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
             raise InputError(f"unknown module: {spec}", _where_looked(exc.name)) from None
-        raise InputError(f"cannot import module {spec}: {_describe(exc)}") from None
+        raise InputError(f"cannot import module {spec}: {describe_error(exc)}") from None
     except Exception as exc:
-        raise InputError(f"cannot import module {spec}: {_describe(exc)}") from None
+        raise InputError(f"cannot import module {spec}: {describe_error(exc)}") from None
     except SystemExit as exc:  # the module called sys.exit(): not our exit code to return
         raise InputError(f"importing module {spec} exited with code {exc.code}") from None
     if is_file:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tukio._report import describe_error
 from tukio.cli._common import EXIT_OK, InputError, table
 from tukio.graph import topological_order
 from tukio.task.registry import TaskRegistry
@@ -51,7 +52,7 @@ def dry_run(template: WorkflowTemplate, path: str, data: dict[str, Any], topic: 
         try:
             kinds[task.uid] = _build(task)
         except Exception as exc:
-            failures.append(f"{path}: task {task.uid} ({task.name}): cannot build: {type(exc).__name__}: {exc}")
+            failures.append(f"{path}: task {task.uid} ({task.name}): cannot build: {describe_error(exc)}")
     if failures:
         raise InputError(f"{path}: task holders cannot be built", failures)
     plan = template.plan()

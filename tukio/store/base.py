@@ -12,10 +12,11 @@ import abc
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, TypeVar
 
+from tukio._report import iso, parse_time
 from tukio.errors import DamagedRecordError
 
 __all__ = [
@@ -143,20 +144,6 @@ class ExecutionInfo:
     def finished(self) -> bool:
         """True once the execution ended (in any state)."""
         return self.state != UNFINISHED
-
-
-def iso(value: datetime | None) -> str | None:
-    """Write a time as the journal stores it (sortable ISO 8601, UTC)."""
-    if value is None:
-        return None
-    if value.tzinfo is not timezone.utc:
-        value = value.astimezone(timezone.utc)
-    return value.isoformat(timespec="microseconds")
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """Read back an ISO 8601 time written by the journal."""
-    return datetime.fromisoformat(value) if value else None
 
 
 def execution_info(

@@ -1,14 +1,25 @@
-"""`Journal`: what an engine's workflows do, written to a `Store` in order and in batches.
+"""`Journal`: the recorder that writes what an engine's workflows do to a `Store`.
 
 The journal serializes on the event loop (so a value that cannot be stored is
 caught where it is produced, and later mutations cannot tear a record). A
-record asked for as *durable* is committed at the end of the current turn of
-the loop, together with every other record made in that turn (group commit);
-its callback runs once the commit returns. The commit happens on the loop
-when the store can do it without blocking (`Store.write_nowait`), otherwise
-on a dedicated writer thread; batches are committed in the order they were
-made either way. Records nobody waits for ride along with the next durable
-one, or are written after `LAZY_DELAY` at the latest.
+record the workflow waits for (a task's end, a workflow's begin) is committed
+at the end of the current turn of the loop, together with every other record
+made in that turn (group commit); the `Written` returned for it resolves once
+the commit returns. The commit happens on the loop when the store can do it
+without blocking (`Store.write_nowait`), otherwise on a dedicated writer
+thread; batches are committed in the order they were made either way.
+Records nobody waits for ride along with the next batch, or are written after
+`LAZY_DELAY` at the latest.
+
+Faults stay where they belong:
+
+- text a store cannot encode (lone surrogates) is escaped when recorded;
+- data the serializer refuses fails that task (or workflow) alone;
+- a record the store refuses while it accepts the others is replaced by a
+  smaller one naming the workflow, the task and the field (logged);
+- when the store accepts nothing (disk full, database locked) the batch is
+  retried, with a growing delay, until it is written: the workflows waiting
+  on it wait, and nothing is dropped.
 """
 
 from __future__ import annotations
@@ -19,12 +30,14 @@ import functools
 import logging
 import queue
 import threading
-from collections.abc import Callable
-from datetime import datetime, timezone
+import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from tukio._report import describe_error, iso, iso_from_timestamp, storable
 from tukio.errors import JournalError
-from tukio.store.base import UNFINISHED, ExecutionRecord, Record, Store, TaskRecord, iso
+from tukio.recorder import Recorder, Written
+from tukio.store.base import UNFINISHED, ExecutionRecord, Record, Store, TaskRecord
 
 if TYPE_CHECKING:
     from tukio.workflow.template import Plan
@@ -38,48 +51,121 @@ log = logging.getLogger(__name__)
 LAZY_DELAY = 0.05
 #: Seconds the writer thread waits for work before it exits (it restarts on demand).
 IDLE_EXIT = 1.0
+#: First and longest wait (seconds) before writing again to a store that failed.
+RETRY_DELAY = (0.05, 5.0)
 
-#: Called in the loop once a durable record is committed: with None, or the write error.
-Then = Callable[[BaseException | None], None]
-#: A task's report entry, or a function that makes it when it is written (None: nothing to write).
-Entry = dict[str, Any] | Callable[[], dict[str, Any] | None]
 _COLUMN_KEYS = frozenset({"id", "start", "end", "state", "error"})
 
 
-def _resolve(waiters: list[Then], error: BaseException | None) -> None:
-    failure = None if error is None else JournalError(f"journal write failed: {error!r}")
-    for then in waiters:
-        try:
-            then(failure)
-        except Exception:
-            log.exception("journal: a callback failed")
-
-
 def _now() -> str | None:
-    return iso(datetime.now(timezone.utc))
+    return iso_from_timestamp(time.time())
+
+
+# -- writing a batch, whatever it takes -----------------------------------------------------
+def _smaller(record: Record, empty: str | bytes, exc: BaseException) -> Iterator[tuple[str, Record]]:
+    """Ever smaller versions of a record the store refused, each with the field it drops."""
+    if isinstance(record, TaskRecord):
+        where = f"task {storable(record.task_id)} of workflow {storable(record.exec_id)}"
+        yield "data", record._replace(data=empty)
+        error = f"{where}: its record cannot be stored: {describe_error(exc)}"
+        yield "data and error", record._replace(data=empty, error=storable(error), state="exception")
+    else:
+        where = f"workflow {storable(record.exec_id)}"
+        yield "template and event", record._replace(template=None, event=None)
+        error = f"{where}: its record cannot be stored: {describe_error(exc)}"
+        yield "template, event and error", record._replace(template=None, event=None, error=storable(error))
+
+
+def write_all(store: Store, batch: list[Record], empty: str | bytes) -> None:
+    """Write `batch` to `store` in order; return only once everything is written.
+
+    A record the store refuses alone, while it accepts smaller versions of
+    it, is replaced by the first version it accepts (logged, naming the
+    field). When the store accepts nothing, this waits (doubling the delay
+    up to `RETRY_DELAY`) and tries again.
+    """
+    delay = RETRY_DELAY[0]
+    pending = batch
+    while pending:
+        try:
+            store.write(pending)
+            return
+        except Exception as exc:
+            error: BaseException = exc
+        left: list[Record] = []
+        for i, record in enumerate(pending):
+            if _write_alone(store, record, empty):
+                continue
+            left = pending[i:]
+            break
+        if not left:
+            return
+        pending = left
+        log.warning(
+            "journal: %r wrote nothing (%s); %d record(s) wait, trying again in %.2gs",
+            store,
+            describe_error(error),
+            len(pending),
+            delay,
+        )
+        time.sleep(delay)
+        delay = min(delay * 2, RETRY_DELAY[1])
+
+
+def _write_alone(store: Store, record: Record, empty: str | bytes) -> bool:
+    """Write one record (or a smaller version of it); False when the store takes nothing."""
+    try:
+        store.write([record])
+        return True
+    except Exception as exc:
+        error = exc
+    for field, smaller in _smaller(record, empty, error):
+        try:
+            store.write([smaller])
+        except Exception:
+            continue
+        try:
+            # The store writes again: was it the record, or a passing fault?
+            store.write([record])
+            return True
+        except Exception as exc:
+            error = exc
+        what = f"task {record.task_id}" if isinstance(record, TaskRecord) else "its execution record"
+        log.error(
+            "journal: workflow %s, %s: the %s could not be stored (%s) and was left out",
+            record.exec_id,
+            what,
+            field,
+            describe_error(error),
+        )
+        return True
+    return False
 
 
 class _Writer:
     """The thread that commits batches for a blocking store, in order."""
 
-    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop, empty: str | bytes) -> None:
         self._store = store
         self._loop = loop
-        self._queue: queue.SimpleQueue[tuple[list[Record], list[Then]]] = queue.SimpleQueue()
+        self._empty = empty
+        self._queue: queue.SimpleQueue[tuple[list[Record], list[Written]]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def submit(self, batch: list[Record], waiters: list[Then]) -> None:
+    def submit(
+        self, batch: list[Record], written: Written, landed: Callable[[Any, BaseException | None], None]
+    ) -> None:
         with self._lock:
-            self._queue.put((batch, waiters))
+            self._queue.put((batch, [written]))
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="tukio-journal", daemon=True)
+                self._thread = threading.Thread(target=self._run, args=(landed,), name="tukio-journal", daemon=True)
                 self._thread.start()
 
-    def _run(self) -> None:
+    def _run(self, landed: Callable[[Any, BaseException | None], None]) -> None:
         while True:
             try:
-                batch, waiters = self._queue.get(timeout=IDLE_EXIT)
+                batch, written = self._queue.get(timeout=IDLE_EXIT)
             except queue.Empty:
                 with self._lock:
                     if self._queue.empty():
@@ -89,46 +175,24 @@ class _Writer:
             # Group commit: whatever queued up while the last commit ran goes in this one.
             while True:
                 try:
-                    more, more_waiters = self._queue.get_nowait()
+                    more, more_written = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 batch.extend(more)
-                waiters.extend(more_waiters)
-            done = commit(self._store, batch)
-            error = done if isinstance(done, BaseException) else None
+                written.extend(more_written)
+            write_all(self._store, batch, self._empty)
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                self._loop.call_soon_threadsafe(_resolve, waiters, error)
+                self._loop.call_soon_threadsafe(_landed_all, written, landed)
 
 
-def commit(store: Store, batch: list[Record], *, nowait: bool = False) -> bool | BaseException:
-    """Write `batch` to `store`; return the error instead of raising it.
-
-    Returns:
-        True once written; False when `nowait` and the store declined to
-        write without waiting (`Store.write_nowait`); else the write error.
-    """
-    if not batch:
-        return True
-    try:
-        if nowait:
-            return store.write_nowait(batch)
-        store.write(batch)
-    except Exception as exc:
-        log.exception("journal: writing %d record(s) to %r failed", len(batch), store)
-        return exc
-    return True
+def _landed_all(written: list[Written], landed: Callable[[Any, BaseException | None], None]) -> None:
+    for item in written:
+        landed(None, None)
+        item.resolve()
 
 
-class Journal:
+class Journal(Recorder):
     """Records workflow and task transitions of one engine in a `Store`.
-
-    Durable records (task ends, workflow begins) are committed at the end of
-    the turn of the loop that made them, with everything else recorded
-    meanwhile (group commit): on the loop when the store allows it, else by
-    the writer thread, which also folds together batches that queued up
-    while it was busy. Other records wait for the next durable one or for
-    `LAZY_DELAY`; a later record of the same task replaces a waiting one (a
-    batch is committed as a whole, so only the last state matters).
 
     Args:
         store: where records go.
@@ -139,71 +203,67 @@ class Journal:
         self.store = store
         self._loop = loop
         self._dumps: Callable[[Any], str | bytes] = store.serializer.dumps
+        self._empty = self._dumps({})
         self._batch: list[Record] = []
-        self._lazy: dict[tuple[str, str], tuple[Workflow, Entry]] = {}
+        # Records nobody waits for yet: a workflow (its entry is made when written) or a ready entry.
+        self._lazy: dict[tuple[str, str], tuple[Workflow, dict[str, Any] | None]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._writer: _Writer | None = None
-        self._waiters: list[Then] = []
-        self._due = False  # a commit is scheduled for the end of this turn
+        self._written: Written | None = None  # resolves once the batch being made is committed
         self._in_thread = 0  # batches handed to the writer thread, not committed yet
         self._templates: dict[str | None, tuple[Plan, str | bytes]] = {}
 
     # -- batching --------------------------------------------------------------
     def _later(self) -> None:
-        # One timer at a time, never cancelled: a submit in between leaves it
+        # One timer at a time, never cancelled: a commit in between leaves it
         # with nothing to do, which costs less than a timer per record.
         if self._timer is None:
             self._timer = self._loop.call_later(LAZY_DELAY, self._tick)
 
     def _tick(self) -> None:
         self._timer = None
-        if self._batch or self._lazy:
-            self._submit([])
+        if (self._batch or self._lazy) and self._written is None:
+            self._submit()
 
-    def _submit(self, waiters: list[Then]) -> None:
-        """Commit everything recorded so far at the end of this turn, then call `waiters`."""
-        self._waiters.extend(waiters)
-        if not self._due:
-            self._due = True
+    def _submit(self) -> Written:
+        """Commit everything recorded so far at the end of this turn; return what resolves then."""
+        if self._written is None:
+            self._written = Written()
             self._loop.call_soon(self._commit)
+        return self._written
 
     def _commit(self) -> None:
-        self._due = False
-        for (_, tid), (workflow, lazy) in self._lazy.items():
-            entry = lazy() if callable(lazy) else lazy
-            if entry is not None:
-                self._batch.append(self._task(workflow, tid, entry)[0])
+        written, self._written = self._written, None
+        assert written is not None
+        for (_, tid), (workflow, entry) in self._lazy.items():
+            self._add_task(workflow, tid, entry)
         self._lazy.clear()
         batch, self._batch = self._batch, []
-        waiters, self._waiters = self._waiters, []
-        if self._in_thread == 0:  # else this batch must wait for the earlier ones
-            if self.store.write_soon(batch, functools.partial(_resolve, waiters)):
+        if self._in_thread == 0:  # else this batch must wait for the earlier ones (even when empty)
+            if self.store.write_soon(batch, functools.partial(_landed_soon, written)):
                 return  # a network store commits on the loop, in order (see Store.write_soon)
-            done = commit(self.store, batch, nowait=True)
-            if done is not False:
-                _resolve(waiters, None if done is True else done)
+            if not batch:
+                written.resolve()
                 return
+            try:
+                if self.store.write_nowait(batch):
+                    written.resolve()
+                    return
+            except Exception:
+                log.exception(
+                    "journal: writing %d record(s) to %r failed; retrying from a thread", len(batch), self.store
+                )
         if self._writer is None:
-            self._writer = _Writer(self.store, self._loop)
+            self._writer = _Writer(self.store, self._loop, self._empty)
         self._in_thread += 1
-        self._writer.submit(batch, [self._landed, *waiters])
+        self._writer.submit(batch, written, self._landed)
 
-    def _landed(self, error: BaseException | None) -> None:
+    def _landed(self, _: Any, error: BaseException | None) -> None:
         self._in_thread -= 1
 
-    def flush(self) -> asyncio.Future[None]:
-        """Return a future resolved once everything recorded so far is committed.
-
-        The future fails with `JournalError` when the store could not write.
-        """
-        done: asyncio.Future[None] = self._loop.create_future()
-
-        def then(error: BaseException | None) -> None:
-            if not done.done():
-                done.set_result(None) if error is None else done.set_exception(error)
-
-        self._submit([then])
-        return done
+    def flush(self) -> Written:
+        """Return what resolves once everything recorded so far is committed."""
+        return self._submit()
 
     # -- records ---------------------------------------------------------------
     def _template_blob(self, workflow: Workflow) -> str | bytes:
@@ -212,33 +272,31 @@ class Journal:
         plan = template.plan()
         cached = self._templates.get(template.uid)
         if cached is None or cached[0] is not plan:
-            cached = self._templates[template.uid] = (plan, self._dumps(template.as_dict()))
+            cached = self._templates[template.uid] = (plan, _storable_blob(self._dumps(template.as_dict())))
         return cached[1]
 
-    def workflow_begin(self, workflow: Workflow, data: Any, then: Then) -> str | None:
-        """Record that `workflow` starts with the triggering `data`; call `then` once durable.
+    def workflow_begin(self, workflow: Workflow, data: Any) -> Written:
+        """Record that `workflow` starts with the triggering `data`.
 
         Returns:
-            None; or the error message when the data (or the template) cannot
-            be stored: the execution is then recorded as failed and `then` is
-            never called.
+            What resolves once that is durable; with a `JournalError` when the
+            data (or the template) cannot be stored: the execution is then
+            recorded as failed.
         """
+        uid, template_id = storable(workflow.uid), storable(str(workflow.template.uid))
         what = "its template"
         try:
             template = self._template_blob(workflow)
             what = f"its triggering data ({type(data).__name__})"
-            event = self._dumps(data)
+            event = _storable_blob(self._dumps(data))
         except Exception as exc:
-            error = f"workflow {workflow.template.uid}: {what} cannot be stored: {type(exc).__name__}: {exc}"
-            log.error("[%s] %s", workflow.uid, error)
-            self._batch.append(ExecutionRecord(workflow.uid, workflow.template.uid, "exception", _now(), _now(), error))
+            error = storable(f"workflow {template_id}: {what} cannot be stored: {describe_error(exc)}")
+            log.error("[%s] %s", uid, error)
+            self._batch.append(ExecutionRecord(uid, template_id, "exception", _now(), _now(), error))
             self._later()
-            return error
-        self._batch.append(
-            ExecutionRecord(workflow.uid, workflow.template.uid, UNFINISHED, _now(), template=template, event=event)
-        )
-        self._submit([then])
-        return None
+            return Written(JournalError(error), done=True)
+        self._batch.append(ExecutionRecord(uid, template_id, UNFINISHED, _now(), template=template, event=event))
+        return self._submit()
 
     def workflow_rescued(self, workflow: Workflow, kept: dict[str, dict[str, Any]]) -> None:
         """Record that `workflow` was rebuilt from a report, with the tasks it kept."""
@@ -247,57 +305,101 @@ class Journal:
             template = self._template_blob(workflow)
         except Exception:
             template = None
-        self._batch.append(ExecutionRecord(workflow.uid, workflow.template.uid, UNFINISHED, None, template=template))
+        uid = storable(workflow.uid)
+        self._batch.append(
+            ExecutionRecord(uid, storable(str(workflow.template.uid)), UNFINISHED, None, template=template)
+        )
         for tid, entry in kept.items():
-            self.task_record(workflow, tid, entry)
+            self._lazy[uid, tid] = (workflow, entry)
         self._later()
 
     def workflow_end(self, workflow: Workflow, state: str, error: str | None) -> None:
         """Record that `workflow` ended in `state` (`error` describes a failure)."""
-        self._batch.append(ExecutionRecord(workflow.uid, workflow.template.uid, state, None, _now(), error))
+        self._batch.append(
+            ExecutionRecord(
+                storable(workflow.uid),
+                storable(str(workflow.template.uid)),
+                state,
+                None,
+                _now(),
+                storable(error) if error is not None else None,
+            )
+        )
         self._later()
 
-    def task_record(self, workflow: Workflow, tid: str, entry: Entry) -> None:
-        """Record the report entry of task `tid`; nobody waits for it.
-
-        `entry` may be a function making the entry, called only if the record
-        is still due when the batch is written (a task that ends first is
-        recorded by `task_end` instead). The entry is serialized when written:
-        data that cannot be stored then is logged and the task recorded as
-        failed.
-        """
-        self._lazy[workflow.uid, tid] = (workflow, entry)
+    def task_started(self, workflow: Workflow, task_id: str) -> None:
+        """Record that task `task_id` started; written with the next batch, nobody waits."""
+        self._lazy[workflow.uid, task_id] = (workflow, None)
         self._later()
 
-    def task_end(self, workflow: Workflow, tid: str, entry: dict[str, Any], then: Then) -> str | None:
-        """Record the final report entry of task `tid`; call `then` once it is durable.
+    def task_retrying(self, workflow: Workflow, task_id: str) -> None:
+        """Record task `task_id` as pending: a crash before its next attempt runs it again."""
+        entry = workflow.task_entry(task_id)
+        if entry is not None:
+            entry["state"] = "pending"
+            entry.pop("error", None)
+            self._lazy[workflow.uid, task_id] = (workflow, entry)
+        self._later()
 
-        `then` gets None, or a `JournalError` when the store could not write.
+    def task_ended(self, workflow: Workflow, task_id: str) -> Written:
+        """Record the final entry of task `task_id`.
 
         Returns:
-            None, or the error message when the entry's data cannot be stored
-            (the task is recorded as failed with that message instead).
+            What resolves once it is durable: with a `JournalError` when its
+            data cannot be stored (the task is recorded as failed instead).
         """
-        self._lazy.pop((workflow.uid, tid), None)
-        record, error = self._task(workflow, tid, entry)
+        self._lazy.pop((workflow.uid, task_id), None)
+        refused = self._add_task(workflow, task_id, None)
+        written = self._submit()
+        if refused is None:
+            return written
+        failed = Written()
+        written.then(_fail, (failed, refused))
+        return failed
+
+    def _add_task(self, workflow: Workflow, tid: str, entry: dict[str, Any] | None) -> str | None:
+        """Add the record of task `tid` to the batch; return why its data was refused, if it was."""
+        try:
+            if entry is None:
+                entry = workflow.task_entry(tid)
+                if entry is None:
+                    return None
+            record, refused = self._task(workflow, tid, entry)
+        except Exception as exc:
+            # Contained: this task's record is replaced by one saying why.
+            refused = storable(
+                f"task {tid} of workflow {workflow.template.uid}: cannot be recorded: {describe_error(exc)}"
+            )
+            log.exception("[%s] %s", workflow.uid, refused)
+            record = TaskRecord(
+                storable(workflow.uid), storable(tid), None, "exception", None, _now(), self._empty, refused
+            )
         self._batch.append(record)
-        self._submit([then])
-        return error
+        return refused
 
     def _task(self, workflow: Workflow, tid: str, entry: dict[str, Any]) -> tuple[TaskRecord, str | None]:
         data = {k: v for k, v in entry.items() if k not in _COLUMN_KEYS}
         attempts = data.get("attempts")
         if attempts:
-            data["attempts"] = [{**a, "start": iso(a.get("start")), "end": iso(a.get("end"))} for a in attempts]
+            data["attempts"] = [{**a, "start": _iso(a.get("start")), "end": _iso(a.get("end"))} for a in attempts]
         state, error = entry["state"], entry.get("error")
         refused = None
         try:
-            blob = self._dumps(data)
+            blob = _storable_blob(self._dumps(data))
         except Exception:
             refused, blob = self._refuse_task(workflow, tid, data)
             state, error = "exception", refused
-        start, end = iso(entry["start"]), iso(entry["end"])
-        return TaskRecord(workflow.uid, tid, entry.get("id"), state, start, end, blob, error), refused
+        task_exec_id = entry.get("id")
+        return TaskRecord(
+            storable(workflow.uid),
+            storable(tid),
+            storable(task_exec_id) if isinstance(task_exec_id, str) else None,
+            state,
+            _iso(entry.get("start")),
+            _iso(entry.get("end")),
+            blob,
+            storable(error) if isinstance(error, str) else None,
+        ), refused
 
     def _refuse_task(self, workflow: Workflow, tid: str, data: dict[str, Any]) -> tuple[str, str | bytes]:
         """Name the field that cannot be stored; serialize the others."""
@@ -306,12 +408,32 @@ class Journal:
             try:
                 self._dumps(value)
             except Exception as exc:
-                problems.append(f"its {key} ({type(value).__name__}) cannot be stored: {type(exc).__name__}: {exc}")
+                problems.append(f"its {key} ({type(value).__name__}) cannot be stored: {describe_error(exc)}")
                 data[key] = None
-        error = f"task {tid} of workflow {workflow.template.uid}: " + "; ".join(problems or ["data cannot be stored"])
+        error = storable(
+            f"task {tid} of workflow {workflow.template.uid}: " + "; ".join(problems or ["data cannot be stored"])
+        )
         log.error("[%s] %s", workflow.uid, error)
         try:
-            blob = self._dumps(data)
+            blob = _storable_blob(self._dumps(data))
         except Exception:
-            blob = self._dumps({})
+            blob = self._empty
         return error, blob
+
+
+def _landed_soon(written: Written, error: BaseException | None) -> None:
+    """A batch given to `Store.write_soon` is committed (or failed: its tasks fail)."""
+    written.resolve(None if error is None else JournalError(f"journal write failed: {error!r}"))
+
+
+def _fail(pair: tuple[Written, str], error: BaseException | None) -> None:
+    failed, refused = pair
+    failed.resolve(JournalError(refused))
+
+
+def _iso(value: Any) -> str | None:
+    return iso(value) if value is not None else None
+
+
+def _storable_blob(blob: str | bytes) -> str | bytes:
+    return storable(blob) if isinstance(blob, str) else blob

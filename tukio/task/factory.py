@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any
 
-from tukio._loop import resolve_loop
+from tukio.task._start import start_task
 from tukio.task.registry import TaskRegistry
 from tukio.task.states import TaskExecState
 from tukio.task.task import TukioTask
+from tukio.task.template import TaskTemplate
 
-if TYPE_CHECKING:
-    from tukio.task.template import TaskTemplate
-    from tukio.workflow.workflow import Workflow
+__all__ = ["ChainedFactory", "TaskExecState", "install_factory", "new_task", "start_task", "tukio_factory"]
 
-__all__ = ["TaskExecState", "new_task", "start_task", "tukio_factory"]
+TaskFactory = Callable[..., "asyncio.Future[Any]"]
 
 
 def new_task(
@@ -52,40 +51,8 @@ def new_task(
         TypeError: the coroutine does not take exactly one data argument.
         Exception: whatever the holder's ``__init__`` raises.
     """
-    from tukio.task.template import TaskTemplate
-
     template = TaskTemplate(task_name, config=config, timeout=timeout)
     return start_task(task_name, data, config=config, loop=loop, template=template)
-
-
-def start_task(
-    task_name: str,
-    data: Any,
-    *,
-    config: dict[str, Any] | None = None,
-    loop: asyncio.AbstractEventLoop | None = None,
-    template: TaskTemplate | None = None,
-    workflow: Workflow | None = None,
-) -> TukioTask:
-    """Create the task, bind it to its template and workflow, emit 'task-begin'.
-
-    The template's timeout and topics apply. See `new_task` for what it raises.
-    """
-    klass, coro_fn = TaskRegistry.get(task_name)
-    loop = resolve_loop(loop)
-    if klass is None:
-        holder = None
-        coro = coro_fn(data)
-    else:
-        holder = klass(config)
-        coro = coro_fn(holder, data)
-    try:
-        task = TukioTask(coro, loop=loop, holder=holder)
-    except BaseException:
-        coro.close()
-        raise
-    task.started(data, template, workflow)
-    return task
 
 
 def tukio_factory(
@@ -100,10 +67,16 @@ def tukio_factory(
     Accepts the keyword arguments newer Pythons pass (name, context,
     eager_start).
     """
+    task = _tukio_task(loop, coro, kwargs)
+    return task if task is not None else asyncio.Task(coro, loop=loop, **kwargs)
+
+
+def _tukio_task(loop: asyncio.AbstractEventLoop, coro: Any, kwargs: dict[str, Any]) -> TukioTask | None:
+    """A `TukioTask` for a registered coroutine, None for anything else."""
     code = getattr(coro, "cr_code", None)
     registered, klass = TaskRegistry.holder_class(code) if code is not None else (False, None)
     if not registered:
-        return asyncio.Task(coro, loop=loop, **kwargs)
+        return None
     holder = None
     if klass is not None:
         frame = getattr(coro, "cr_frame", None)
@@ -115,3 +88,41 @@ def tukio_factory(
         # "never awaited" warning behind the real error.
         coro.close()
         raise
+
+
+class ChainedFactory:
+    """`tukio_factory` in front of a task factory that was already installed.
+
+    Registered coroutines become `TukioTask`s; every other coroutine goes to
+    the factory that was there before (``asyncio.eager_task_factory``, a
+    tracing factory...), so installing tukio takes nothing away.
+
+    Args:
+        inner: the factory installed before tukio's.
+    """
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: TaskFactory) -> None:
+        self.inner = inner
+
+    def __call__(
+        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any], **kwargs: Any
+    ) -> asyncio.Future[Any]:
+        task = _tukio_task(loop, coro, kwargs)
+        return task if task is not None else self.inner(loop, coro, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"ChainedFactory({self.inner!r})"
+
+
+def install_factory(loop: asyncio.AbstractEventLoop) -> None:
+    """Install tukio's task factory on `loop`, keeping one already there.
+
+    Without a factory, `tukio_factory` is installed; with another one, a
+    `ChainedFactory` wrapping it. Installing twice changes nothing.
+    """
+    current = loop.get_task_factory()
+    if current is tukio_factory or isinstance(current, ChainedFactory):
+        return
+    loop.set_task_factory(tukio_factory if current is None else ChainedFactory(current))

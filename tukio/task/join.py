@@ -64,7 +64,8 @@ class JoinTask(TaskHolder):
 
     def _progress(self) -> None:
         """Dispatch a 'task-progress' event with a snapshot of the report."""
-        if self._task is not None:
+        # The snapshot costs O(arrivals): only made when someone listens.
+        if self._task is not None and self._task.listened():
             self._task.dispatch_progress(self.report())
 
     def _accepts(self, event: Any, workflow_id: str | None) -> str | None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import sys
 import time
 from collections.abc import Callable, Coroutine, Generator
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from tukio._report import utc
 from tukio.broker import EXEC_TOPIC, Broker, get_broker
-from tukio.errors import TukioError
+from tukio.errors import TukioTaskError
 from tukio.event import Event, EventSource
 from tukio.task.holder import TaskHolder
 from tukio.task.states import TaskExecState
@@ -22,20 +24,16 @@ if TYPE_CHECKING:
 
 __all__ = ["TukioTask", "TukioTaskError"]
 
+# asyncio.Task takes a `context` from Python 3.11 on.
+_OWN_CONTEXT = sys.version_info >= (3, 11)
+
+# The event types a task emits, as plain strings (an enum's .value costs a lookup each time).
+_BEGIN, _END, _SKIP, _ERROR, _TIMEOUT = (
+    s.value
+    for s in (TaskExecState.begin, TaskExecState.end, TaskExecState.skip, TaskExecState.error, TaskExecState.timeout)
+)
+
 log = logging.getLogger(__name__)
-
-
-class TukioTaskError(TukioError):
-    """Raise it from a task to fail it while keeping `outputs` in its report."""
-
-    def __init__(self, outputs: Any = None, message: str | None = None) -> None:
-        super().__init__(message or "task failed")
-        self.outputs = outputs
-
-
-def utc(timestamp: float | None) -> datetime | None:
-    """Turn a `time.time()` value into an aware UTC datetime."""
-    return None if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc)
 
 
 def shallow_copy(value: Any) -> Any:
@@ -78,6 +76,7 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         holder: Any = None,
+        bind: tuple[Any, TaskTemplate | None, Workflow | None] | None = None,
         **kwargs: Any,
     ) -> None:
         # Set before asyncio.Task.__init__: nothing may run before they exist.
@@ -88,10 +87,21 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
             else:
                 holder.queue = self.queue
         self._start = time.time()
-        # A tukio task must not run before its inputs and workflow are set.
-        kwargs.pop("eager_start", None)
-        super().__init__(coro, loop=loop, **kwargs)
-        self.add_done_callback(TukioTask._on_done)
+        if _OWN_CONTEXT and kwargs.get("context") is None:
+            # One context for the task and its done callback (asyncio would copy a second one).
+            kwargs["context"] = contextvars.copy_context()
+        if bind is None:
+            # A tukio task must not run before its inputs and workflow are set.
+            kwargs.pop("eager_start", None)
+            super().__init__(coro, loop=loop, **kwargs)
+        else:
+            # Eager start (3.12+): bound and announced first, then it runs its first step now.
+            self._bind(*bind)
+            self.emit(_BEGIN, self._inputs)
+            kwargs["eager_start"] = True
+            super().__init__(coro, loop=loop, **kwargs)
+            self._arm(bind[1])
+        self.add_done_callback(TukioTask._on_done, context=kwargs.get("context"))
 
     # -- identity and data -------------------------------------------------
     @property
@@ -146,15 +156,11 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
 
     @property
     def event_source(self) -> EventSource:
-        """The `EventSource` naming this task and its workflow."""
+        """The `EventSource` naming this task and its workflow (made on first use)."""
         if self._source is None:
             wf = self.workflow
-            self._source = EventSource(
-                workflow_template_id=wf.template.uid if wf is not None else None,
-                workflow_exec_id=wf.uid if wf is not None else None,
-                task_template_id=self.template.uid if self.template is not None else None,
-                task_exec_id=self.uid,
-            )
+            tid = self.template.uid if self.template is not None else None
+            self._source = wf.source(tid, self.uid) if wf is not None else EventSource(None, None, tid, self.uid)
         return self._source
 
     def in_progress(self) -> bool:
@@ -189,14 +195,23 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
         wf = self.workflow
         return wf.broker if wf is not None else get_broker(self.get_loop())
 
-    def emit(self, event_type: TaskExecState | str, content: Any) -> None:
-        """Dispatch an execution event of this task on its workflow's topics."""
-        kind = event_type.value if isinstance(event_type, TaskExecState) else str(event_type)
+    def listened(self) -> bool:
+        """True when someone listens to this task's execution events (build them only then)."""
         wf = self.workflow
         if wf is not None:
-            wf.broker.publish(wf.exec_topics, kind, content, lambda: self.event_source)
-        else:
-            get_broker(self.get_loop()).publish((EXEC_TOPIC,), kind, content, lambda: self.event_source)
+            return wf.listened()
+        return get_broker(self.get_loop()).has_listeners((EXEC_TOPIC,))
+
+    def emit(self, event_type: TaskExecState | str, content: Any) -> None:
+        """Dispatch an execution event of this task on its workflow's topics."""
+        kind = event_type if type(event_type) is str else str(event_type)
+        wf = self.workflow
+        if wf is not None:
+            wf.emit(kind, content, self)
+            return
+        broker = get_broker(self.get_loop())
+        if broker.has_listeners((EXEC_TOPIC,)):
+            broker.dispatch({"type": kind, "content": content}, (EXEC_TOPIC,), self.event_source)
 
     def dispatch_progress(self, data: Any, event_type: str | None = None) -> None:
         """Dispatch a progress event ('task-progress' unless told otherwise)."""
@@ -215,16 +230,23 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
 
     def started(self, data: Any, template: TaskTemplate | None, workflow: Workflow | None) -> None:
         """Record what the task was started with, listen, and emit 'task-begin'."""
+        self._bind(data, template, workflow)
+        self._arm(template)
+        self.emit(_BEGIN, self._inputs)
+
+    def _bind(self, data: Any, template: TaskTemplate | None, workflow: Workflow | None) -> None:
         self._argument = data
-        self.inputs = data.data if isinstance(data, Event) else data
+        self._inputs = shallow_copy(data.data if isinstance(data, Event) else data)
         self.template = template
         self.workflow = workflow
-        timeout = template.timeout if template is not None else None
-        if timeout is not None:
-            TimeoutHandle(self, timeout).start()
+
+    def _arm(self, template: TaskTemplate | None) -> None:
+        """Start the template's timeout and listen to its topics."""
         if template is not None:
-            self._listen(template)
-        self.emit(TaskExecState.begin, self._inputs)
+            if template.timeout is not None:
+                TimeoutHandle(self, template.timeout).start()
+            if template.topics != [] and not self.done():  # [] means: listen to nothing
+                self._listen(template)
 
     def _listen(self, template: TaskTemplate) -> None:
         mode = template.listen
@@ -259,34 +281,33 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
             for topic in self._listening:
                 broker.unregister(self.deliver, topic)
         state = self._final_state = self.future_state
-        prefix = self._log_prefix()
         match state:
             case FutureState.finished:
                 result = self.result()
                 self._outputs = self._inputs if result is None else shallow_copy(result)
-                self.emit(TaskExecState.end, self._outputs)
+                self.emit(_END, self._outputs)
             case FutureState.skipped:
                 self._outputs = self._inputs
-                log.info("%s skipped: %s", prefix, self.exception())
-                self.emit(TaskExecState.skip, self._outputs)
+                log.info("%s skipped: %s", self._log_prefix(), self.exception())
+                self.emit(_SKIP, self._outputs)
             case FutureState.exception:
                 exc = self.exception()
                 if isinstance(exc, TukioTaskError):
                     self._outputs = shallow_copy(exc.outputs)
-                    log.warning("%s failed: %s", prefix, exc)
-                    self.emit(TaskExecState.error, self._outputs)
+                    log.warning("%s failed: %s", self._log_prefix(), exc)
+                    self.emit(_ERROR, self._outputs)
                 else:
                     assert exc is not None
                     # An attempt to be retried gets one log line, from the retry (no traceback).
                     if not self._will_retry():
-                        log.error("%s raised %r", prefix, exc, exc_info=(type(exc), exc, exc.__traceback__))
-                    self.emit(TaskExecState.error, {"exception": exc})
+                        log.error("%s raised %r", self._log_prefix(), exc, exc_info=(type(exc), exc, exc.__traceback__))
+                    self.emit(_ERROR, {"exception": exc})
             case FutureState.timeout:
                 outputs = self._teardown()
                 self._outputs = self._inputs if outputs is None else shallow_copy(outputs)
                 if not self._will_retry():
-                    log.warning("%s timed out", prefix)
-                self.emit(TaskExecState.timeout, self._outputs)
+                    log.warning("%s timed out", self._log_prefix())
+                self.emit(_TIMEOUT, self._outputs)
             case _:  # cancelled or suspended
                 outputs = self._teardown()
                 if outputs is not None:

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from tukio._validation import REPORT_KEY, TASK_KEYS, check_task, extensions
 from tukio.errors import template_error
+from tukio.retry import RetryPolicy
+from tukio.task._start import start_task
 from tukio.utils import Listen
 
 if TYPE_CHECKING:
-    from tukio.retry import RetryPolicy
     from tukio.task.task import TukioTask
     from tukio.workflow.workflow import Workflow
 
@@ -77,8 +78,6 @@ class TaskTemplate:
             UnknownTaskName: the template's name is not registered.
             Exception: whatever the holder's ``__init__`` raises.
         """
-        from tukio.task.factory import start_task
-
         return start_task(self.name, data, config=self.config, loop=loop, template=self, workflow=workflow)
 
     @classmethod
@@ -103,8 +102,6 @@ class TaskTemplate:
         """Build from a dict already checked by `check_task` (no checks here)."""
         retry = None
         if task_dict.get("retry") is not None:
-            from tukio.retry import RetryPolicy
-
             retry = RetryPolicy.from_dict(task_dict["retry"])
         return cls(
             task_dict["name"],

@@ -17,9 +17,10 @@ from tukio.errors import (
     WorkflowRootTaskError,
 )
 from tukio.event import Event, EventSource  # noqa: F401
-from tukio.policy import Decision, OverrunPolicy, decide
+from tukio.policy import OverrunPolicy
 from tukio.task import TaskRegistry, TaskTemplate, TukioTask, TukioTaskError  # noqa: F401
 from tukio.utils import FutureState, Listen, SkipTask, TimeoutHandle  # noqa: F401
+from tukio.workflow.overrun import admit
 from tukio.workflow.states import WorkflowExecState
 from tukio.workflow.template import WorkflowTemplate
 from tukio.workflow.workflow import Workflow
@@ -47,18 +48,13 @@ def new_workflow(
 
     `running` are running workflows (as in the original, those of other
     templates may be included: only instances of `template`'s id count).
-    Under 'abort-running' they are cancelled; the caller starts the new
-    workflow once they are done (as `Engine` does).
+    Under 'abort-running' they are cancelled, and the new workflow's `run()`
+    starts it once they have all ended (as in `Engine`: both go through
+    `tukio.workflow.overrun.admit`).
     """
     instances = [wf for wf in running or () if not wf.done() and wf.template.uid == template.uid]
     locked = sum(1 for wf in instances if wf.lock.locked())
-    decision = decide(template.policy, len(instances), locked)
-    if decision is Decision.skip:
-        return None
-    if decision is Decision.abort_then_start:
-        for wf in instances:
-            wf.cancel()
-    return Workflow(template, loop=loop)
+    return admit(template, len(instances), locked, lambda: instances, lambda: Workflow(template, loop=loop))
 
 
 class OverrunPolicyHandler:

@@ -14,7 +14,8 @@ class WorkflowLock:
 
     def __init__(self) -> None:
         self._locked = True
-        self._callbacks: list[Callable[[], None]] | None = None
+        # None, one callback (the usual case: the engine's), or a list of them.
+        self._callbacks: Callable[[], None] | list[Callable[[], None]] | None = None
 
     def locked(self) -> bool:
         """True until `release()` is called."""
@@ -26,7 +27,12 @@ class WorkflowLock:
             return
         self._locked = False
         callbacks, self._callbacks = self._callbacks, None
-        for callback in callbacks or ():
+        if callbacks is None:
+            return
+        if not isinstance(callbacks, list):
+            callbacks()
+            return
+        for callback in callbacks:
             callback()
 
     def add_release_callback(self, callback: Callable[[], None]) -> None:
@@ -34,6 +40,8 @@ class WorkflowLock:
         if not self._locked:
             callback()
         elif self._callbacks is None:
-            self._callbacks = [callback]
-        else:
+            self._callbacks = callback
+        elif isinstance(self._callbacks, list):
             self._callbacks.append(callback)
+        else:
+            self._callbacks = [self._callbacks, callback]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tukio._report import parse_time
 from tukio.errors import RescueError
 from tukio.utils import FutureState
 from tukio.workflow.template import Plan
@@ -42,18 +43,6 @@ class RescuePlan:
     to_deliver: list[Start] = field(default_factory=list)
     # Failed attempts of tasks that restart (retries go on counting).
     attempts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-
-def parse_time(value: Any) -> datetime | None:
-    """Accept a datetime or an ISO 8601 string (a report that went through JSON)."""
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    return None
 
 
 def plan_rescue(plan: Plan, report: Any) -> RescuePlan:

@@ -1,0 +1,78 @@
+"""`start_task`: create a registered task bound to its template and workflow."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+from typing import TYPE_CHECKING, Any
+
+from tukio._loop import resolve_loop
+from tukio.task.registry import TaskRegistry
+from tukio.task.task import TukioTask
+
+if TYPE_CHECKING:
+    from tukio.task.template import TaskTemplate
+    from tukio.workflow.workflow import Workflow
+
+__all__ = ["EAGER_DEPTH", "EAGER_SUPPORTED", "creating_for", "start_task"]
+
+#: True where asyncio can start a task eagerly (Python 3.12+).
+EAGER_SUPPORTED = sys.version_info >= (3, 12)
+#: How many eager starts may nest (a task starting, inside its first step, a
+#: workflow whose task does the same...); deeper ones start on the next turn.
+EAGER_DEPTH = 16
+_eager_depth = 0
+
+#: The workflow of the task being created (its context keeps it for the tasks it creates).
+creating_for: contextvars.ContextVar[Workflow | None] = contextvars.ContextVar("tukio_creating_for", default=None)
+
+
+def start_task(
+    task_name: str,
+    data: Any,
+    *,
+    config: dict[str, Any] | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
+    template: TaskTemplate | None = None,
+    workflow: Workflow | None = None,
+    eager: bool = False,
+) -> TukioTask:
+    """Create the task, bind it to its template and workflow, emit 'task-begin'.
+
+    The template's timeout and topics apply. With `eager` (Python 3.12+),
+    the task runs its first step now (see `Engine`'s ``eager_start``). See
+    `new_task` for what it raises.
+    """
+    global _eager_depth
+    klass, coro_fn = TaskRegistry.get(task_name)
+    loop = resolve_loop(loop)
+    # `Workflow.current_workflow()` works in the holder's __init__, and in
+    # tasks the task creates (they inherit the context it is created in).
+    token = creating_for.set(workflow)
+    try:
+        if klass is None:
+            holder = None
+            coro = coro_fn(data)
+        else:
+            holder = klass(config)
+            coro = coro_fn(holder, data)
+        if eager and EAGER_SUPPORTED and _eager_depth < EAGER_DEPTH:
+            _eager_depth += 1
+            try:
+                task = TukioTask(coro, loop=loop, holder=holder, bind=(data, template, workflow))
+            except BaseException:
+                coro.close()
+                raise
+            finally:
+                _eager_depth -= 1
+            return task
+        try:
+            task = TukioTask(coro, loop=loop, holder=holder)
+        except BaseException:
+            coro.close()
+            raise
+    finally:
+        creating_for.reset(token)
+    task.started(data, template, workflow)
+    return task
