@@ -52,7 +52,7 @@ async def interrupted_report(tmpl: Any, parked: str) -> dict[str, Any]:
     GATE[parked] = asyncio.Event()
     wf = Workflow(tmpl)
     wf.run({"v": 0})
-    await until(lambda: RUNS[parked] > 0 and all(t.done() for k, t in wf.tasks_by_id.items() if k != parked))
+    await until(lambda: RUNS[parked] > 0 and all(t.as_dict()["end"] for k, t in wf.tasks_by_id.items() if k != parked))
     report = wf.report()
     wf.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -172,3 +172,20 @@ async def test_fast_forward_twice_raises(tasks: None) -> None:
     await wf
     with pytest.raises(RuntimeError, match="already started"):
         wf.fast_forward(wf.report())
+
+
+async def test_a_finished_entry_without_an_end_is_run_again(tasks: None, engine: Engine) -> None:
+    # An end the workflow never recorded (no end time, no outputs) is not an
+    # end: the task runs again with its parent's outputs, and its successors
+    # get real data, not None.
+    report = await interrupted_report(chain(), "b")
+    for task in report["tasks"]:
+        if task["id"] == "a":
+            task["exec"]["end"] = None
+            task["exec"]["outputs"] = None
+    RUNS.clear()
+    wf = await engine.rescue(chain(), report)
+    await asyncio.wait_for(wf, 5)
+    assert Counter({"a": 1, "b": 1, "c": 1}) == RUNS
+    assert wf.tasks_by_id["a"].inputs == {"v": 0, "r": 1}
+    assert wf.tasks_by_id["c"].outputs == {"v": 0, "r": 1, "a": 1, "b": 1, "c": 1}

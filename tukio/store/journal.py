@@ -236,7 +236,7 @@ class Journal(Recorder):
         written, self._written = self._written, None
         assert written is not None
         for (_, tid), (workflow, entry) in self._lazy.items():
-            self._add_task(workflow, tid, entry)
+            self._add_task(workflow, tid, entry, running=True)
         self._lazy.clear()
         batch, self._batch = self._batch, []
         if self._in_thread == 0:  # else this batch must wait for the earlier ones (even when empty)
@@ -309,8 +309,8 @@ class Journal(Recorder):
         self._batch.append(
             ExecutionRecord(uid, storable(str(workflow.template.uid)), UNFINISHED, None, template=template)
         )
-        for tid, entry in kept.items():
-            self._lazy[uid, tid] = (workflow, entry)
+        for tid, entry in kept.items():  # ended already: written as they are
+            self._add_task(workflow, tid, entry)
         self._later()
 
     def workflow_end(self, workflow: Workflow, state: str, error: str | None) -> None:
@@ -357,13 +357,25 @@ class Journal(Recorder):
         written.then(_fail, (failed, refused))
         return failed
 
-    def _add_task(self, workflow: Workflow, tid: str, entry: dict[str, Any] | None) -> str | None:
-        """Add the record of task `tid` to the batch; return why its data was refused, if it was."""
+    def _add_task(
+        self, workflow: Workflow, tid: str, entry: dict[str, Any] | None, *, running: bool = False
+    ) -> str | None:
+        """Add the record of task `tid` to the batch; return why its data was refused, if it was.
+
+        A `running` record (one whose end the workflow has not recorded yet)
+        is always written as pending, even when the task's future is already
+        done: its end, outputs and error belong to `task_ended` alone, else a
+        crash in between would leave a task "finished" with no outputs, and
+        recovery would hand None to its successors.
+        """
         try:
             if entry is None:
                 entry = workflow.task_entry(tid)
                 if entry is None:
                     return None
+            if running and entry.get("state") != "pending":
+                entry = {**entry, "state": "pending", "end": None, "outputs": None}
+                entry.pop("error", None)
             record, refused = self._task(workflow, tid, entry)
         except Exception as exc:
             # Contained: this task's record is replaced by one saying why.

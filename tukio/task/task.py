@@ -218,12 +218,20 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
         self.emit(event_type or TaskExecState.progress, data)
 
     def as_dict(self) -> dict[str, Any]:
-        """Return ``{'id','start','end','state','inputs','outputs'}``."""
+        """Return ``{'id','start','end','state','inputs','outputs'}``.
+
+        A task whose coroutine has returned but whose end is not recorded yet
+        (its done callback has not run) is still 'pending': an ended state
+        always comes with its end time and outputs.
+        """
+        state = self._final_state
+        if state is None:
+            state = FutureState.pending if self.done() else self.future_state
         return {
             "id": self.uid,
             "start": utc(self._start),
             "end": utc(self._end),
-            "state": self.future_state.value,
+            "state": state.value,
             "inputs": self._inputs,
             "outputs": self._outputs,
         }

@@ -82,7 +82,9 @@ def plan_rescue(plan: Plan, report: Any) -> RescuePlan:
             continue
         ex = execs.get(tid)
         state = ex.get("state") if ex is not None else None
-        if ex is not None and state in _KEPT:
+        # A "finished" entry without an end time is not a recorded end (a
+        # journal written by an older version could hold one): run it again.
+        if ex is not None and state in _KEPT and not (state == FutureState.finished.value and ex.get("end") is None):
             handled[tid] = False
             result.kept[tid] = ex
             if state in _FLOWING:
