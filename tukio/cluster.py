@@ -147,6 +147,12 @@ class Cluster:
         self._listening: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._closed = False
+        # A store may keep ownership without sharing events (`SQLiteStore`): then none are published.
+        self._shares = bool(getattr(store, "shares_events", True))
+        # Heartbeats claim dead nodes' work only from one lease after the start: a crashed process
+        # may be known dead at once (`SQLiteStore`), and `recover()` right after the engine's start
+        # resumes (and returns) what it left.
+        self._claims_from = loop.time() + lease
         store.on_fenced = self._fenced
         _local_nodes.setdefault(loop, set()).add(self.node)
 
@@ -159,7 +165,7 @@ class Cluster:
 
     def _listen(self) -> None:
         """Read the other nodes' events, unless another engine on this loop does (they share its broker)."""
-        if self._dispatch is None or self._closed or _listeners.get(self._loop) is not None:
+        if self._dispatch is None or self._closed or _listeners.get(self._loop) is not None or not self._shares:
             return
         _listeners[self._loop] = self
         self._listening = self._loop.create_task(self._events_forever(), name=f"tukio-events-{self.node}")
@@ -168,7 +174,11 @@ class Cluster:
         """Join (once), then list what this node may resume: its own and dead nodes' unfinished executions."""
         self.start()
         mine = await asyncio.to_thread(self.store.owned)
-        return mine + await self._claim_all()
+        claimed = await self._claim_all()
+        # What no node can take (its template is not loaded here): listed, so the engine says why.
+        stranded = getattr(self.store, "stranded", None)
+        left = await asyncio.to_thread(stranded, self._templates()) if stranded is not None else []
+        return mine + claimed + left
 
     async def _claim_all(self) -> list[ExecutionInfo]:
         templates = self._templates()
@@ -206,6 +216,8 @@ class Cluster:
             log.warning("node %s missed its lease: checking which executions it still owns", self.node)
             gone = await asyncio.to_thread(self.store.lost, list(self._instances))
             self._cancel(gone, "taken over by another node while this one missed its lease")
+        if self._loop.time() < self._claims_from:
+            return
         claimed = await self._claim_all()
         if claimed:
             await self._resume(claimed)
@@ -213,6 +225,8 @@ class Cluster:
     # -- events shared by the nodes ------------------------------------------------------------
     async def publish(self, data: Any, topic: str | None) -> None:
         """Hand `data` (on `topic`) to the listening tasks of the other nodes."""
+        if not self._shares:
+            return
         try:
             await asyncio.to_thread(self.store.publish, data, topic)
         except Exception:

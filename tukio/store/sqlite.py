@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sqlite3
+import sys
 import threading
-from collections.abc import Iterable, Sequence
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import IO, Any, Literal
+
+if sys.platform != "win32":
+    import fcntl
 
 from tukio.store.base import (
     UNFINISHED,
@@ -24,7 +32,9 @@ from tukio.store.base import (
     parse_states,
 )
 
-__all__ = ["CHECKPOINT_EVERY", "WAL_SIZE_LIMIT", "SQLiteStore"]
+Beat = Literal["alive", "late", "replaced"]
+
+__all__ = ["CHECKPOINT_EVERY", "SCHEMA_VERSION", "WAL_SIZE_LIMIT", "SQLiteStore"]
 
 log = logging.getLogger(__name__)
 
@@ -39,30 +49,49 @@ WAL_SIZE_LIMIT = 4 * 1024 * 1024
 CHECKPOINT_WAIT = 0.2
 _BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS executions (
-    exec_id TEXT PRIMARY KEY,
-    template_id TEXT,
-    state TEXT NOT NULL,
-    started TEXT,
-    ended TEXT,
-    error TEXT,
-    template BLOB,
-    event BLOB
-);
-CREATE INDEX IF NOT EXISTS executions_by_state ON executions (state, template_id);
-CREATE TABLE IF NOT EXISTS tasks (
-    exec_id TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    task_exec_id TEXT,
-    state TEXT NOT NULL,
-    started TEXT,
-    ended TEXT,
-    data BLOB,
-    error TEXT,
-    PRIMARY KEY (exec_id, task_id)
-) WITHOUT ROWID;
-"""
+#: Migration n (1-based) brings a file from schema version n-1 to n (SQLite's ``user_version``).
+#: A file made before versions were kept has the tables of 1 and version 0: 1 then changes nothing.
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: executions and tasks.
+    """
+    CREATE TABLE IF NOT EXISTS executions (
+        exec_id TEXT PRIMARY KEY,
+        template_id TEXT,
+        state TEXT NOT NULL,
+        started TEXT,
+        ended TEXT,
+        error TEXT,
+        template BLOB,
+        event BLOB
+    );
+    CREATE INDEX IF NOT EXISTS executions_by_state ON executions (state, template_id);
+    CREATE TABLE IF NOT EXISTS tasks (
+        exec_id TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        task_exec_id TEXT,
+        state TEXT NOT NULL,
+        started TEXT,
+        ended TEXT,
+        data BLOB,
+        error TEXT,
+        PRIMARY KEY (exec_id, task_id)
+    ) WITHOUT ROWID;
+    """,
+    # 2: ownership: the owner (node and epoch) of each execution, and the nodes with their leases.
+    """
+    ALTER TABLE executions ADD COLUMN owner TEXT;
+    ALTER TABLE executions ADD COLUMN epoch INTEGER;
+    CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        epoch INTEGER NOT NULL,
+        lease REAL NOT NULL,
+        beat REAL NOT NULL,
+        expires REAL NOT NULL
+    );
+    """,
+)
+#: The schema version this tukio writes.
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 _UPSERT_EXECUTION = """
 INSERT INTO executions (exec_id, template_id, state, started, ended, error, template, event)
@@ -82,30 +111,93 @@ INSERT OR REPLACE INTO tasks (exec_id, task_id, task_exec_id, state, started, en
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
 
+# The same writes for a node (see `SQLiteStore.attach`), fenced in the statement itself: a new
+# execution only while the node's epoch is current, an existing one only by its owner and epoch
+# (a join moves the node's executions to its new epoch), a task only of such an execution.
+_OWNED_EXECUTION = """
+INSERT INTO executions (exec_id, template_id, state, started, ended, error, template, event, owner, epoch)
+SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10
+ WHERE EXISTS (SELECT 1 FROM nodes WHERE name = ?9 AND epoch = ?10)
+ON CONFLICT (exec_id) DO UPDATE SET
+    template_id = coalesce(excluded.template_id, template_id),
+    state = excluded.state,
+    started = coalesce(excluded.started, started),
+    ended = excluded.ended,
+    error = excluded.error,
+    template = coalesce(excluded.template, template),
+    event = coalesce(excluded.event, event)
+ WHERE executions.owner = excluded.owner AND executions.epoch = excluded.epoch
+"""
+
+_OWNED_TASK = """
+INSERT OR REPLACE INTO tasks (exec_id, task_id, task_exec_id, state, started, ended, data, error)
+SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+ WHERE EXISTS (SELECT 1 FROM executions WHERE exec_id = ?1 AND owner = ?9 AND epoch = ?10)
+"""
 _COLUMNS = "exec_id, template_id, state, started, ended, error"
 
 
-def _apply(db: sqlite3.Connection, records: Sequence[Record]) -> None:
-    """Write `records` through `db` in one transaction (a lone statement is one already)."""
+def _apply(db: sqlite3.Connection, records: Sequence[Record], owner: tuple[str, int] | None = None) -> list[str]:
+    """Write `records` through `db` in one transaction (a lone statement is one already).
+
+    With an `owner` (node and epoch), the records of executions it does not
+    own are not written.
+
+    Returns:
+        The ids of the executions whose records were refused, in order.
+    """
     if len(records) == 1:
-        _upsert(db, records[0])
-        return
+        return _upsert(db, records[0], owner, [])
+    fenced: list[str] = []
     db.execute("BEGIN IMMEDIATE")
     try:
         for r in records:
-            _upsert(db, r)
+            _upsert(db, r, owner, fenced)
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+    return fenced
 
 
-def _upsert(db: sqlite3.Connection, r: Record) -> None:
+def _upsert(db: sqlite3.Connection, r: Record, owner: tuple[str, int] | None, fenced: list[str]) -> list[str]:
     if isinstance(r, TaskRecord):
-        db.execute(_UPSERT_TASK, (r.exec_id, r.task_id, r.task_exec_id, r.state, r.start, r.end, r.data, r.error))
-    else:
-        db.execute(_UPSERT_EXECUTION, (r.exec_id, r.template_id, r.state, r.start, r.end, r.error, r.template, r.event))
+        row: tuple[Any, ...] = (r.exec_id, r.task_id, r.task_exec_id, r.state, r.start, r.end, r.data, r.error)
+        if owner is None:
+            db.execute(_UPSERT_TASK, row)
+        elif db.execute(_OWNED_TASK, (*row, *owner)).rowcount == 0 and r.exec_id not in fenced:
+            fenced.append(r.exec_id)
+        return fenced
+    row = (r.exec_id, r.template_id, r.state, r.start, r.end, r.error, r.template, r.event)
+    if owner is None:
+        db.execute(_UPSERT_EXECUTION, row)
+    elif db.execute(_OWNED_EXECUTION, (*row, *owner)).rowcount == 0 and r.exec_id not in fenced:
+        fenced.append(r.exec_id)
+    return fenced
+
+
+def _migrate(db: sqlite3.Connection, path: str) -> None:
+    """Bring the file's schema to `SCHEMA_VERSION`, in one transaction (one process at a time)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{path!r} has schema version {version}, newer than this tukio knows ({SCHEMA_VERSION}): upgrade tukio"
+            )
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[number - 1].split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number}")
+            if version:
+                log.info("SQLiteStore %r: schema migrated to version %d", path, number)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def _text(raw: bytes) -> str | bytes:
@@ -184,13 +276,22 @@ class SQLiteStore(Store):
         self._fast: sqlite3.Connection | None = None
         # Checkpoints, always under the lock: a commit never runs meanwhile.
         self._ckpt: sqlite3.Connection | None = None
+        #: Called with the ids of executions whose writes were refused (see `attach`).
+        self.on_fenced: Callable[[list[str]], None] | None = None
+        self.node: str | None = None
+        self.lease = 5.0
+        self.epoch: int | None = None
+        self._owner: tuple[str, int] | None = None  # (node, epoch) once joined: writes are fenced
+        self._joining = threading.Lock()
+        self._lease_until = 0.0  # time.monotonic() when the lease runs out, as far as this process knows
+        self._held: IO[bytes] | None = None  # the node's lock file, locked while the node lives
         try:
             self._db = self._connect(synchronous.upper(), timeout=10.0)
             self._db.text_factory = _text
             # Only takes effect in a new file, before its first table.
             self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
+            _migrate(self._db, self.path)
             self._ckpt = self._connect(synchronous.upper(), timeout=CHECKPOINT_WAIT)
             if write_on_loop and synchronous.upper() == "NORMAL":
                 self._fast = self._connect("NORMAL", timeout=0)
@@ -221,11 +322,15 @@ class SQLiteStore(Store):
         Every `CHECKPOINT_EVERY` records, the calling thread then checkpoints
         the write-ahead log.
         """
+        if self.node is not None and self._owner is None:
+            self._ensure_joined()
         with self._lock:
-            _apply(self._conn(), records)
+            fenced = _apply(self._conn(), records, self._owner)
             self._written += len(records)
             if self._written >= CHECKPOINT_EVERY:
                 self._checkpoint_locked("RESTART")
+        if self._owner is not None:
+            self._refused(records, fenced)
 
     def write_nowait(self, records: Sequence[Record]) -> bool:
         """Apply `records` now, unless the database or the store is busy (see `Store.write_nowait`).
@@ -238,11 +343,13 @@ class SQLiteStore(Store):
         Raises:
             sqlite3.Error: the write failed for another reason than a lock.
         """
-        if self._fast is None or self._written >= CHECKPOINT_EVERY or not self._lock.acquire(blocking=False):
+        if self._fast is None or self._written >= CHECKPOINT_EVERY or (self.node is not None and self._owner is None):
+            return False
+        if not self._lock.acquire(blocking=False):
             return False
         try:
             try:
-                _apply(self._fast, records)
+                fenced = _apply(self._fast, records, self._owner)
             except sqlite3.OperationalError as exc:
                 if _busy(exc):
                     return False
@@ -250,7 +357,26 @@ class SQLiteStore(Store):
             self._written += len(records)
         finally:
             self._lock.release()
+        if self._owner is not None:
+            self._refused(records, fenced)
         return True
+
+    def _refused(self, records: Sequence[Record], fenced: list[str]) -> None:
+        """Give `on_fenced` the executions of `records` this node does not own (any more).
+
+        When the node's lease ran out by the local clock (the process was
+        paused, say), the executions it did write may have been taken over
+        right after the commit: those are asked for too.
+        """
+        if self.lease_expired():
+            gone = [i for i in self.lost({r.exec_id for r in records}) if i not in fenced]
+            if gone:
+                log.warning("SQLiteStore: node %s was late and lost %d execution(s)", self.node, len(gone))
+                fenced = [*fenced, *gone]
+        if fenced:
+            log.warning("SQLiteStore: node %s no longer owns %d execution(s): writes refused", self.node, len(fenced))
+            if self.on_fenced is not None:
+                self.on_fenced(fenced)
 
     def _checkpoint_locked(self, mode: str) -> bool:
         """Copy the whole WAL into the database; the next commit starts the WAL again.
@@ -383,10 +509,335 @@ class SQLiteStore(Store):
                 self._checkpoint_locked("TRUNCATE")
         return count
 
+    # -- ownership (see tukio.cluster) ------------------------------------------------------------
+    #: Events are not shared through the file (see `publish`).
+    shares_events = False
+
+    def attach(self, node: str | None = None, *, lease: float = 5.0) -> str:
+        """Name the node this store writes for, before it joins.
+
+        From then on, every execution written carries its owner (the node
+        and its epoch), and writes for executions another node (or a newer
+        epoch of this one) owns are refused and given to `on_fenced`.
+
+        Args:
+            node: the node's name (a new unique id when None).
+            lease: seconds a node stays alive without a heartbeat.
+
+        Returns:
+            The node's name.
+
+        Raises:
+            ValueError: `lease` is not positive, or the node name is empty.
+            RuntimeError: another node is already attached to this store.
+        """
+        if lease <= 0:
+            raise ValueError(f"lease must be a positive number of seconds, got {lease!r}")
+        if node is not None and not node:
+            raise ValueError("node must not be empty")
+        name = node if node is not None else f"node-{uuid.uuid4().hex[:12]}"
+        if self.node is not None and self.node != name:
+            raise RuntimeError(f"{self!r} already writes for node {self.node!r}")
+        self.node, self.lease = name, lease
+        return name
+
+    def join(self) -> int:
+        """Start a new epoch of the attached node and take its unfinished executions back.
+
+        The node first locks its lock file (``<path>.nodes/<node>.lock``) and
+        holds it as long as the store is open: once its process dies, the
+        other nodes find the lock free and know it dead at once. If another
+        process still holds it (a leftover process of the same name), the
+        node goes on without it after a second, and takes it at a later
+        heartbeat; that process is fenced by the new epoch.
+
+        Returns:
+            The node's new epoch.
+
+        Raises:
+            RuntimeError: no node is attached.
+        """
+        node = self.node
+        if node is None:
+            raise RuntimeError(f"{self!r}: no node attached (see SQLiteStore.attach)")
+        with self._joining:
+            return self._join(node)
+
+    def _ensure_joined(self) -> None:
+        with self._joining:
+            if self.node is not None and self._owner is None:
+                self._join(self.node)
+
+    def _join(self, node: str) -> int:
+        if not self._take_lock(node, wait=1.0):
+            log.warning("SQLiteStore: node %s: another process holds its lock; that process is fenced", node)
+        began = time.monotonic()
+        now = time.time()
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT epoch FROM nodes WHERE name = ?", (node,)).fetchall()
+                epoch = (row[0][0] if row else 0) + 1
+                db.execute(
+                    "INSERT OR REPLACE INTO nodes (name, epoch, lease, beat, expires) VALUES (?, ?, ?, ?, ?)",
+                    (node, epoch, self.lease, now, now + self.lease),
+                )
+                taken = db.execute(
+                    "UPDATE executions SET epoch = ? WHERE owner = ? AND state = ?", (epoch, node, UNFINISHED)
+                ).rowcount
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        self.epoch, self._owner, self._lease_until = epoch, (node, epoch), began + self.lease
+        log.info("SQLiteStore: node %s joined (epoch %d), owning %d unfinished execution(s)", node, epoch, taken)
+        return epoch
+
+    def _lock_path(self, node: str) -> str:
+        name = urllib.parse.quote(node, safe="")
+        if len(name) > 200:
+            name = hashlib.sha256(node.encode()).hexdigest()
+        return os.path.join(self.path + ".nodes", name + ".lock")
+
+    def _take_lock(self, node: str, wait: float) -> bool:
+        """Lock the node's lock file (exclusive, for as long as the node lives); False if another process holds it."""
+        if self._held is not None:
+            return True
+        if sys.platform == "win32":  # pragma: no cover - no file locks: nodes live by their lease alone
+            return False
+        path = self._lock_path(node)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        held = open(path, "ab")  # noqa: SIM115 - kept open while the node lives
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    held.close()
+                    return False
+                time.sleep(0.01)  # another node may be checking it (briefly)
+                continue
+            self._held = held
+            return True
+
+    def _release_lock(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()  # closing the file releases its lock
+
+    def _locked(self, node: str) -> bool:
+        """True when a process holds `node`'s lock file (the node's process is alive)."""
+        if sys.platform == "win32":  # pragma: no cover - no file locks: the lease decides
+            return True
+        try:
+            fd = os.open(self._lock_path(node), os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # also releases the shared lock taken, if any
+        return False
+
+    def _attached(self) -> tuple[str, int]:
+        if self.node is None:
+            raise RuntimeError(f"{self!r}: no node attached (see SQLiteStore.attach)")
+        self._ensure_joined()
+        assert self._owner is not None
+        return self._owner
+
+    def lease_expired(self) -> bool:
+        """True when this node's lease ran out by the local clock (it was paused, say)."""
+        return self._owner is not None and time.monotonic() > self._lease_until
+
+    def heartbeat(self) -> Beat:
+        """Renew the node's lease (and take its lock file if it could not yet).
+
+        Returns:
+            "alive" when the lease was running; "late" when it had expired
+            (other nodes may have taken executions over: ask `lost`);
+            "replaced" when a newer epoch of the node exists (restarted
+            elsewhere): every write of this one is refused.
+        """
+        node, epoch = self._attached()
+        if self._held is None:
+            self._take_lock(node, wait=0)
+        began = time.monotonic()
+        now = time.time()
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT epoch, expires FROM nodes WHERE name = ?", (node,)).fetchall()
+                if row and row[0][0] == epoch:
+                    db.execute("UPDATE nodes SET beat = ?, expires = ? WHERE name = ?", (now, now + self.lease, node))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        if not row or row[0][0] != epoch:
+            self._release_lock()  # for the process that replaced this one
+            return "replaced"
+        self._lease_until = began + self.lease
+        return "alive" if row[0][1] >= now else "late"
+
+    def owned(self) -> list[ExecutionInfo]:
+        """List the unfinished executions this node (and epoch) owns, oldest first."""
+        node, epoch = self._attached()
+        with self._lock:
+            rows = (
+                self._conn()
+                .execute(
+                    f"SELECT {_COLUMNS} FROM executions WHERE owner = ? AND epoch = ? AND state = ? ORDER BY started",
+                    (node, epoch, UNFINISHED),
+                )
+                .fetchall()
+            )
+        return [execution_info(*row) for row in rows]
+
+    def claim(self, template_ids: Iterable[str], *, limit: int = 100) -> list[ExecutionInfo]:
+        """Take over unfinished executions of dead nodes (or of no node), at most `limit`.
+
+        A node is dead when its lease expired, or when no process holds its
+        lock file (its process died). A paused process holds its lock but
+        not its lease: it is dead once the lease expires, and fenced when it
+        comes back. A claim is one write transaction: each execution is
+        taken by one node only.
+
+        Args:
+            template_ids: claim only executions of these templates (those this node can run).
+            limit: claim at most this many.
+
+        Returns:
+            The executions now owned by this node.
+        """
+        node, epoch = self._attached()
+        ids = sorted(set(template_ids))
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        others = (
+            f"SELECT DISTINCT owner FROM executions WHERE state = ? AND template_id IN ({marks}) "
+            "AND (owner IS NULL OR owner != ?)"
+        )
+        with self._lock:
+            db = self._conn()
+            # A read first: most of the time (every heartbeat) nobody is dead, and nothing is locked.
+            if not db.execute(others, (UNFINISHED, *ids, node)).fetchall():
+                return []
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                now = time.time()
+                owners = [r[0] for r in db.execute(others, (UNFINISHED, *ids, node)).fetchall()]
+                dead = [o for o in owners if o is not None and self._dead(db, o, now)]
+                whose = " OR ".join(
+                    (["owner IS NULL"] if None in owners else [])
+                    + ([f"owner IN ({', '.join('?' * len(dead))})"] if dead else [])
+                )
+                rows = []
+                if whose:
+                    rows = db.execute(
+                        f"SELECT {_COLUMNS} FROM executions WHERE state = ? AND template_id IN ({marks}) "
+                        f"AND ({whose}) ORDER BY started LIMIT ?",
+                        (UNFINISHED, *ids, *dead, limit),
+                    ).fetchall()
+                    db.executemany(
+                        "UPDATE executions SET owner = ?, epoch = ? WHERE exec_id = ?",
+                        [(node, epoch, r[0]) for r in rows],
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        return [execution_info(*row) for row in rows]
+
+    def stranded(self, template_ids: Iterable[str]) -> list[ExecutionInfo]:
+        """The unfinished executions of dead nodes (or of no node) whose template is not among `template_ids`.
+
+        A `claim` leaves them alone (this node cannot run them); `recover()`
+        lists them, with the reason, in `Engine.unrecovered`.
+        """
+        self._attached()
+        ids = sorted(set(template_ids))
+        marks = ", ".join("?" * len(ids))
+        with self._lock:
+            db = self._conn()
+            rows = db.execute(
+                f"SELECT {_COLUMNS}, owner FROM executions WHERE state = ? "
+                f"AND (template_id IS NULL OR template_id NOT IN ({marks})) ORDER BY started",
+                (UNFINISHED, *ids),
+            ).fetchall()
+            now = time.time()
+            dead: dict[str, bool] = {}
+            for row in rows:
+                if row[6] is not None and row[6] not in dead:
+                    dead[row[6]] = self._dead(db, row[6], now)
+        return [execution_info(*row[:6]) for row in rows if row[6] is None or dead[row[6]]]
+
+    def _dead(self, db: sqlite3.Connection, node: str, now: float) -> bool:
+        found = db.execute("SELECT expires FROM nodes WHERE name = ?", (node,)).fetchall()
+        return not found or found[0][0] < now or not self._locked(node)
+
+    def lost(self, exec_ids: Iterable[str]) -> list[str]:
+        """Return those of `exec_ids` that this node (and epoch) no longer owns."""
+        node, epoch = self._attached()
+        ids = list(exec_ids)
+        gone: list[str] = []
+        with self._lock:
+            db = self._conn()
+            for at in range(0, len(ids), 500):
+                chunk = ids[at : at + 500]
+                gone += [
+                    r[0]
+                    for r in db.execute(
+                        f"SELECT exec_id FROM executions WHERE exec_id IN ({', '.join('?' * len(chunk))}) "
+                        "AND (owner IS NOT ? OR epoch IS NOT ?)",
+                        (*chunk, node, epoch),
+                    ).fetchall()
+                ]
+        return gone
+
+    def leave(self) -> None:
+        """End the node's lease now and free its lock: what it still owns is taken over at once."""
+        owner = self._owner
+        if owner is None or self._db is None:
+            return
+        with self._lock:
+            self._conn().execute("UPDATE nodes SET expires = ? WHERE name = ? AND epoch = ?", (time.time() - 1, *owner))
+        self._release_lock()
+
+    def publish(self, data: Any, topic: str | None) -> int:
+        """Events are not shared through an SQLite file: nothing is kept; returns 0."""
+        return 0
+
+    def event_cursor(self) -> int:
+        """Always 0 (see `publish`)."""
+        return 0
+
+    def events_after(self, cursor: int) -> list[tuple[int, str | None, str | None, Any]]:
+        """Always empty (see `publish`)."""
+        return []
+
+    def prune_events(self, older_than: float) -> int:
+        """Nothing to delete (see `publish`); returns 0."""
+        return 0
+
+    def listen(self, wake: Callable[[], None]) -> bool:
+        """Never calls `wake` (see `publish`); returns False."""
+        return False
+
     def close(self) -> None:
-        """Close the database (idempotent); the store cannot be used afterwards."""
+        """Close the database and free the node's lock (idempotent); the store cannot be used afterwards."""
         with self._lock:
             self._close_connections()
+        self._release_lock()
 
     def _close_connections(self) -> None:
         for db in (self._fast, self._ckpt, self._db):

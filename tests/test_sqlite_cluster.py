@@ -1,0 +1,400 @@
+"""Several engines on one SQLite file: ownership, a crashed node known dead at once, leases, fencing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import template
+
+from tukio import Engine, Event, WorkflowTemplate
+from tukio.cluster import LeasedStore
+from tukio.store import SQLiteStore
+from tukio.store.base import ExecutionRecord, Record, TaskRecord
+from tukio.store.sqlite import _MIGRATIONS, SCHEMA_VERSION, _apply
+
+HERE = Path(__file__).resolve().parent
+WORKER = HERE / "sqlite_cluster_worker.py"
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc).isoformat()
+COUNT = 20
+
+
+def begin(exec_id: str, template_id: str = "tpl") -> ExecutionRecord:
+    return ExecutionRecord(exec_id, template_id, "pending", NOW, template="{}", event="{}")
+
+
+def task_end(exec_id: str, task_id: str = "a") -> TaskRecord:
+    return TaskRecord(exec_id, task_id, f"{exec_id}-{task_id}", "finished", NOW, NOW, '{"outputs":{}}')
+
+
+def rows(path: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        return db.execute(query, params).fetchall()
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[Callable[[], SQLiteStore]]:
+    """``stores()``: a new store on one shared file, closed at the end."""
+    made: list[SQLiteStore] = []
+
+    def new() -> SQLiteStore:
+        made.append(SQLiteStore(tmp_path / "shared.db"))
+        return made[-1]
+
+    yield new
+    for store in made:
+        store.close()
+
+
+def node(store: SQLiteStore, name: str, lease: float = 30.0) -> list[str]:
+    """Attach and join `store` as node `name`; return the list its refused execution ids go to."""
+    refused: list[str] = []
+    store.attach(name, lease=lease)
+    store.join()
+    store.on_fenced = refused.extend
+    return refused
+
+
+# -- the store on its own --------------------------------------------------------------------
+def test_a_store_is_a_leased_store_that_shares_no_events(stores: Callable[[], SQLiteStore]) -> None:
+    store = stores()
+    assert isinstance(store, LeasedStore)
+    assert store.publish({"x": 1}, "t") == 0
+    assert store.event_cursor() == 0
+    assert store.events_after(0) == []
+    assert store.prune_events(1.0) == 0
+    assert store.listen(lambda: None) is False
+
+
+def test_bad_attach_and_calls_before_attach(stores: Callable[[], SQLiteStore]) -> None:
+    store = stores()
+    with pytest.raises(ValueError, match="lease must be a positive"):
+        store.attach("a", lease=0)
+    with pytest.raises(ValueError, match="node must not be empty"):
+        store.attach("")
+    with pytest.raises(RuntimeError, match="no node attached"):
+        store.join()
+    with pytest.raises(RuntimeError, match="no node attached"):
+        store.owned()
+    store.leave()  # nothing to end
+    assert store.attach(lease=1.0).startswith("node-")
+    with pytest.raises(RuntimeError, match="already writes for node"):
+        store.attach("other")
+
+
+def test_a_live_node_keeps_its_executions_and_a_closed_one_is_dead_at_once(stores: Callable[[], SQLiteStore]) -> None:
+    a, b = stores(), stores()
+    node(a, "a")
+    a.write([begin("e1"), task_end("e1")])
+    node(b, "b")
+    assert b.claim(["tpl"]) == []  # a's lock is held and its lease runs
+    assert [i.exec_id for i in a.owned()] == ["e1"]
+    a.close()  # as if its process died: the lock is free, the lease still runs
+    assert [i.exec_id for i in b.claim(["tpl"])] == ["e1"]
+    assert [i.exec_id for i in b.owned()] == ["e1"]
+    assert rows(b_path(b), "SELECT owner, epoch FROM executions") == [("b", 1)]
+
+
+def b_path(store: SQLiteStore) -> Path:
+    return Path(store.path)
+
+
+def test_a_paused_node_loses_to_its_lease_and_its_writes_are_fenced(
+    stores: Callable[[], SQLiteStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = stores(), stores()
+    refused = node(a, "a")
+    a.write([begin("e1"), begin("e2")])
+    node(b, "b")
+    # a still holds its lock (a paused process does), but its lease ran out: the lease wins.
+    rows(b_path(b), "UPDATE nodes SET expires = 0 WHERE name = 'a'")
+    assert sorted(i.exec_id for i in b.claim(["tpl"], limit=1)) == ["e1"]  # one claim, at most `limit`
+    assert a.heartbeat() == "late"
+    assert a.lost(["e1", "e2"]) == ["e1"]
+    a.write([task_end("e1"), task_end("e2")])  # the thread's path
+    assert refused == ["e1"]
+    assert a.write_nowait([task_end("e1", "b")])  # the loop's path
+    assert refused == ["e1", "e1"]
+    assert rows(b_path(b), "SELECT exec_id, task_id FROM tasks ORDER BY exec_id") == [("e2", "a")]
+    assert "node a no longer owns 1 execution(s): writes refused" in caplog.text
+    assert a.heartbeat() == "alive"
+    assert b.claim(["tpl"]) == []  # a is alive again, and keeps e2
+
+
+def test_a_write_after_the_local_lease_ran_out_asks_what_was_lost(
+    stores: Callable[[], SQLiteStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = stores(), stores()
+    refused = node(a, "a", lease=30)
+    a.write([begin("e1")])
+    node(b, "b")
+    rows(b_path(b), "UPDATE nodes SET expires = 0 WHERE name = 'a'")
+    assert [i.exec_id for i in b.claim(["tpl"])] == ["e1"]
+    a.write([begin("e3")])
+    assert refused == []  # its lease runs by its own clock: nothing asked
+    a._lease_until = 0.0  # as after a pause of the process
+    assert a.lease_expired()
+    a.write([begin("e3"), ExecutionRecord("e1", "tpl", "pending", NOW)])
+    assert refused == ["e1"]  # refused by the database, and not asked for again
+    assert "node a no longer owns 1 execution(s)" in caplog.text
+
+
+def test_a_restarted_node_takes_its_executions_back_and_fences_the_old_one(stores: Callable[[], SQLiteStore]) -> None:
+    old = stores()
+    refused = node(old, "r")
+    old.write([begin("e1")])
+    old.leave()  # frees its lock too
+    new = stores()
+    node(new, "r")
+    assert new.epoch == 2
+    assert [i.exec_id for i in new.owned()] == ["e1"]
+    assert old.heartbeat() == "replaced"
+    old.write([task_end("e1"), begin("e2")])  # neither an execution it had, nor a new one
+    assert sorted(refused) == ["e1", "e2"]
+    assert rows(b_path(new), "SELECT exec_id FROM executions") == [("e1",)]
+
+
+def test_a_name_still_locked_by_a_leftover_process_joins_after_a_while(
+    stores: Callable[[], SQLiteStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    old, new = stores(), stores()
+    node(old, "r")
+    node(new, "r")  # old (paused, say) holds the lock: new goes on without it, and fences old
+    assert "another process holds its lock" in caplog.text
+    assert old.heartbeat() == "replaced"  # and old lets the lock go
+    assert new.heartbeat() == "alive"  # new takes it now
+    third = stores()
+    third.attach("x")
+    third.join()
+    assert third._locked("r")
+    assert not third._locked("nobody")
+
+
+def test_claims_are_atomic(stores: Callable[[], SQLiteStore]) -> None:
+    dead = stores()
+    node(dead, "dead")
+    dead.write([begin(f"e{n:03}") for n in range(300)])
+    dead.close()
+    claimers = [stores() for _ in range(3)]
+    for n, store in enumerate(claimers):
+        node(store, f"c{n}")
+    barrier = threading.Barrier(3)
+    taken: list[list[str]] = [[] for _ in claimers]
+
+    def claim_all(n: int) -> None:
+        barrier.wait()
+        while batch := claimers[n].claim(["tpl"], limit=7):
+            taken[n].extend(i.exec_id for i in batch)
+
+    threads = [threading.Thread(target=claim_all, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    every = [e for part in taken for e in part]
+    assert sorted(every) == [f"e{n:03}" for n in range(300)]  # each one exactly once
+    assert Counter(owner for (owner,) in rows(b_path(dead), "SELECT owner FROM executions")) == Counter(
+        {f"c{n}": len(taken[n]) for n in range(3) if taken[n]}
+    )
+
+
+def test_claims_and_stranded_executions(stores: Callable[[], SQLiteStore]) -> None:
+    orphan = stores()  # executions written by no node (an older tukio, say)
+    orphan.write([begin("o1"), begin("o2", "other")])
+    gone = stores()
+    node(gone, "gone")
+    gone.write([begin("g1", "other")])
+    gone.close()
+    live = stores()
+    node(live, "live")
+    live.write([begin("l1", "other")])
+    b = stores()
+    node(b, "b")
+    assert b.claim([]) == []
+    assert sorted(i.exec_id for i in b.stranded(["tpl"])) == ["g1", "o2"]  # not l1: its node lives
+    assert [i.exec_id for i in b.claim(["tpl"])] == ["o1"]
+    assert b.lost(["o1", "o2"]) == ["o2"]
+    assert b.lost([]) == []
+
+
+# -- the schema -------------------------------------------------------------------------------
+def test_an_old_file_is_migrated_in_place_and_recovered(
+    tmp_path: Path, registered: Callable[..., Any], task_name: Callable[[str], str]
+) -> None:
+    name = task_name("migrated")
+
+    async def step(event: Event) -> dict[str, Any]:
+        return {**event.data, "step": True}
+
+    registered(name, step)
+    chain = template([("a", name), ("b", name)], {"a": ["b"]}, id="old-chain")
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(_MIGRATIONS[0])  # the tables of a file made before schema versions
+    records: list[Record] = [
+        ExecutionRecord("x1", "old-chain", "pending", NOW, template=json.dumps(chain.as_dict()), event='{"n":1}'),
+        TaskRecord("x1", "a", "x1-a", "finished", NOW, NOW, '{"inputs":{"n":1},"outputs":{"n":1,"a":true}}'),
+    ]
+    _apply(db, records)
+    db.close()
+
+    async def recover() -> list[str]:
+        with SQLiteStore(path) as store:
+            engine = Engine(store=store, node="new")
+            await engine.load(chain)
+            resumed = await engine.recover()
+            await asyncio.wait_for(asyncio.gather(*resumed), 10)
+            await asyncio.wait_for(engine.stop(), 10)
+            return [wf.uid for wf in resumed]
+
+    assert asyncio.run(recover()) == ["x1"]
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert rows(path, "SELECT state, owner FROM executions") == [("finished", "new")]
+    assert rows(path, "SELECT name, epoch FROM nodes") == [("new", 1)]
+    SQLiteStore(path).close()  # opening a migrated file again changes nothing
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+def test_a_file_from_a_newer_tukio_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    SQLiteStore(path).close()
+    rows(path, f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(RuntimeError, match="newer than this tukio knows"):
+        SQLiteStore(path)
+
+
+# -- engines in processes -----------------------------------------------------------------------
+class Workers:
+    """Worker processes on one file; stopped by PID at the end."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.db, self.side, self.tmp = tmp / "journal.db", tmp / "ran.txt", tmp
+        self.procs: list[subprocess.Popen[str]] = []
+        SQLiteStore(self.db).close()  # created and migrated before the workers race
+
+    def start(self, node: str, count: int, delay: float, lease: float = 30.0) -> subprocess.Popen[str]:
+        log = open(self.tmp / f"{node}.log", "w")  # noqa: SIM115 - the child writes it
+        proc = subprocess.Popen(
+            [sys.executable, str(WORKER), str(self.db), str(self.side), node, str(lease), str(count), str(delay)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(HERE)},
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def line(self, proc: subprocess.Popen[str]) -> str:
+        assert proc.stdout is not None
+        return proc.stdout.readline().strip()
+
+    def finish(self, node: str) -> int:
+        """Run a node that recovers what it may, finishes it and exits; return how many it resumed."""
+        proc = self.start(node, -1, 0.0)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, (self.tmp / f"{node}.log").read_text()
+        return int(out.split()[-1])
+
+    def ran(self) -> Counter[tuple[str, str]]:
+        lines = self.side.read_text().splitlines() if self.side.exists() else []
+        return Counter((e, t) for e, t, _ in (line.split() for line in lines))
+
+    def recorded_done(self) -> set[tuple[str, str]]:
+        return set(rows(self.db, "SELECT exec_id, task_id FROM tasks WHERE state = 'finished'"))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    made = Workers(tmp_path)
+    yield made
+    made.stop()
+
+
+@pytest.mark.slow
+def test_recover_beside_a_live_node_takes_nothing_and_a_killed_node_is_taken_over_at_once(workers: Workers) -> None:
+    a = workers.start("a", COUNT, delay=120.0)  # every workflow stays in its first task
+    assert workers.line(a) == "RECOVERED 0"
+    assert workers.line(a) == "READY"
+    assert workers.finish("b") == 0  # a lives: its executions are left alone
+    assert rows(workers.db, "SELECT DISTINCT owner, state FROM executions") == [("a", "pending")]
+    os.kill(a.pid, signal.SIGKILL)
+    a.communicate(timeout=10)
+    # The lease (30 s) has not run out: the lock a's process held tells it is dead.
+    assert workers.finish("c") == COUNT
+    assert rows(workers.db, "SELECT DISTINCT owner, state FROM executions") == [("c", "finished")]
+    ran = workers.ran()
+    assert len(ran) == COUNT * 3
+    assert {k: v for k, v in ran.items() if v != 1} == {k: 2 for k in ran if k[1] == "t0"}  # its end never came
+
+
+@pytest.mark.slow
+def test_a_node_killed_mid_run_no_task_whose_end_was_committed_runs_again(workers: Workers) -> None:
+    a = workers.start("a", 60, delay=0.005)
+    assert workers.line(a) == "RECOVERED 0"
+    assert workers.line(a) == "READY"
+    os.kill(a.pid, signal.SIGKILL)
+    a.communicate(timeout=10)
+    done = workers.recorded_done()
+    unfinished = rows(workers.db, "SELECT count(*) FROM executions WHERE state = 'pending'")[0][0]
+    assert workers.finish("b") == unfinished
+    assert rows(workers.db, "SELECT DISTINCT state FROM executions") == [("finished",)]
+    ran = workers.ran()
+    assert all(ran[key] == 1 for key in done)
+    assert len(ran) == 60 * 3
+
+
+async def test_two_engines_in_one_process_own_their_workflows(
+    stores: Callable[[], SQLiteStore], registered: Callable[..., Any], task_name: Callable[[str], str]
+) -> None:
+    gate = asyncio.Event()
+    started = asyncio.Event()
+    runs: Counter[str] = Counter()
+
+    async def step(event: Event) -> dict[str, Any]:
+        tid = asyncio.current_task().template.uid  # type: ignore[union-attr]
+        runs[tid] += 1
+        if tid == "a":
+            started.set()
+            await gate.wait()
+        return {**event.data, tid: True}
+
+    name = task_name("two-engines")
+    registered(name, step)
+    chain: WorkflowTemplate = template([("a", name), ("b", name)], {"a": ["b"]}, id="two")
+    a = Engine(store=stores(), node="a")
+    b = Engine(store=stores(), node="b")
+    await a.load(chain)
+    await b.load(chain)
+    wf = await a.trigger("two", {})
+    assert wf is not None
+    await asyncio.wait_for(started.wait(), 10)
+    await a.flush()
+    assert await b.recover() == []
+    assert b.unrecovered == []
+    gate.set()
+    await asyncio.wait_for(wf, 10)
+    await asyncio.wait_for(asyncio.gather(a.stop(), b.stop()), 10)
+    assert runs == Counter({"a": 1, "b": 1})
