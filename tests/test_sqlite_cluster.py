@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -398,3 +399,35 @@ async def test_two_engines_in_one_process_own_their_workflows(
     await asyncio.wait_for(wf, 10)
     await asyncio.wait_for(asyncio.gather(a.stop(), b.stop()), 10)
     assert runs == Counter({"a": 1, "b": 1})
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll another process's progress (bounded)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_paused_node_loses_its_workflows_at_its_lease_and_is_fenced_when_it_comes_back(workers: Workers) -> None:
+    a = workers.start("a", 10, delay=1.5, lease=0.5)  # every workflow sits in t0 for 1.5 s
+    assert workers.line(a) == "RECOVERED 0"
+    assert workers.line(a) == "READY"
+    os.kill(a.pid, signal.SIGSTOP)  # it still holds its lock: only its lease can tell
+    b = workers.start("b", 0, delay=0.0, lease=0.5)
+    assert workers.line(b) in ("RECOVERED 0", "RECOVERED 10")
+    assert workers.line(b) == "READY"
+
+    def b_finished_all() -> bool:
+        return rows(workers.db, "SELECT DISTINCT owner, state FROM executions") == [("b", "finished")]
+
+    wait_until(b_finished_all)
+    os.kill(a.pid, signal.SIGCONT)  # its t0 ends now: the writes are refused, its copies cancelled
+    wait_until(lambda: "workflow cancelled on node a" in (workers.tmp / "a.log").read_text())
+    assert b_finished_all()
+    done = rows(workers.db, "SELECT task_id, data FROM tasks")
+    assert len(done) == 30
+    assert {json.loads(data)["outputs"][tid] for tid, data in done} == {"b"}  # nothing of a's was recorded
+    assert {tid for (_, tid), n in workers.ran().items() if n == 2} == {"t0"}  # a's t0 ran again on b, once
+    assert "Traceback" not in (workers.tmp / "a.log").read_text()

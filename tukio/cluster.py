@@ -1,12 +1,12 @@
 """Several engines, one journal: nodes, leases, takeovers and fencing.
 
-An engine whose store can share its journal (`PostgresStore`) is a *node*:
-every execution it starts is owned by it, under its current *epoch*. The node
-renews a lease in the database every third of it (a heartbeat). A node whose
-lease expired, or whose database session is gone (a crashed process) and
-that missed a heartbeat, is dead: each live node then takes over its
-unfinished executions (an atomic claim: each is taken by one node only) and
-resumes them as `Engine.recover` does.
+An engine whose store can share its journal (`PostgresStore`, `SQLiteStore`)
+is a *node*: every execution it starts is owned by it, under its current
+*epoch*. The node renews a lease in the database every third of it (a
+heartbeat). A node whose lease expired, or whose crashed process let go of
+its database session (PostgreSQL) or of its lock file (SQLite), is dead:
+each live node then takes over its unfinished executions (an atomic claim:
+each is taken by one node only) and resumes them as `Engine.recover` does.
 
 The database refuses a write for an execution unless it comes from its
 owner under the owner's current epoch (fencing). A node that comes back after

@@ -71,7 +71,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         loop: the loop to run on (the running loop when None).
         store: journals every workflow and task transition (see
             `tukio.store`); `recover()` resumes what a crash interrupted.
-        node: with a store shared by several engines (`PostgresStore`),
+        node: with a store shared by several engines (`PostgresStore`, `SQLiteStore`),
             this engine's name in the cluster (see `tukio.cluster`; a name
             unique to this engine when None). Restarted under the same name,
             an engine takes its unfinished executions back at once.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -11,7 +12,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import IO, Any, Literal
 
@@ -146,35 +147,62 @@ def _apply(db: sqlite3.Connection, records: Sequence[Record], owner: tuple[str, 
     Returns:
         The ids of the executions whose records were refused, in order.
     """
+    if owner is None:
+        if len(records) == 1:
+            _upsert(db, records[0])
+            return []
+        with _transaction(db):
+            for r in records:
+                _upsert(db, r)
+        return []
     if len(records) == 1:
-        return _upsert(db, records[0], owner, [])
+        return [] if _upsert_owned(db, records[0], owner, set()) else [records[0].exec_id]
     fenced: list[str] = []
+    owned: set[str] = set()  # executions found owned in this transaction: their tasks need no check
+    with _transaction(db):
+        for r in records:
+            if not _upsert_owned(db, r, owner, owned) and r.exec_id not in fenced:
+                fenced.append(r.exec_id)
+    return fenced
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("BEGIN IMMEDIATE")
     try:
-        for r in records:
-            _upsert(db, r, owner, fenced)
+        yield
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-    return fenced
 
 
-def _upsert(db: sqlite3.Connection, r: Record, owner: tuple[str, int] | None, fenced: list[str]) -> list[str]:
+def _upsert(db: sqlite3.Connection, r: Record) -> None:
     if isinstance(r, TaskRecord):
-        row: tuple[Any, ...] = (r.exec_id, r.task_id, r.task_exec_id, r.state, r.start, r.end, r.data, r.error)
-        if owner is None:
+        db.execute(_UPSERT_TASK, (r.exec_id, r.task_id, r.task_exec_id, r.state, r.start, r.end, r.data, r.error))
+    else:
+        db.execute(_UPSERT_EXECUTION, (r.exec_id, r.template_id, r.state, r.start, r.end, r.error, r.template, r.event))
+
+
+def _upsert_owned(db: sqlite3.Connection, r: Record, owner: tuple[str, int], owned: set[str]) -> bool:
+    """Write `r` if `owner` owns its execution (see `_OWNED_EXECUTION`); False when refused."""
+    if isinstance(r, TaskRecord):
+        row = (r.exec_id, r.task_id, r.task_exec_id, r.state, r.start, r.end, r.data, r.error)
+        if r.exec_id in owned:
             db.execute(_UPSERT_TASK, row)
-        elif db.execute(_OWNED_TASK, (*row, *owner)).rowcount == 0 and r.exec_id not in fenced:
-            fenced.append(r.exec_id)
-        return fenced
-    row = (r.exec_id, r.template_id, r.state, r.start, r.end, r.error, r.template, r.event)
-    if owner is None:
-        db.execute(_UPSERT_EXECUTION, row)
-    elif db.execute(_OWNED_EXECUTION, (*row, *owner)).rowcount == 0 and r.exec_id not in fenced:
-        fenced.append(r.exec_id)
-    return fenced
+            return True
+        if db.execute(_OWNED_TASK, (*row, *owner)).rowcount == 0:
+            return False
+    elif (
+        db.execute(
+            _OWNED_EXECUTION, (r.exec_id, r.template_id, r.state, r.start, r.end, r.error, r.template, r.event, *owner)
+        ).rowcount
+        == 0
+    ):
+        return False
+    owned.add(r.exec_id)
+    return True
 
 
 def _migrate(db: sqlite3.Connection, path: str) -> None:
@@ -235,6 +263,14 @@ class SQLiteStore(Store):
     copy completes and the log starts again from its beginning, cut back to
     `WAL_SIZE_LIMIT` bytes. Only another process keeping a read open for
     long can hold it back.
+
+    Several processes may share one file (see `tukio.cluster`): the
+    engine attaches its store as a node (`attach`), every execution then
+    carries its owner and epoch, and a write for an execution another node
+    owns is refused in the statement that makes it (`on_fenced` hears of
+    it). Each node locks its own lock file (``<path>.nodes/<node>.lock``,
+    `flock`) while its store is open: a process that died is known dead at
+    once, a paused one (it still holds the lock) once its lease expired.
 
     `prune()` gives the space of what it deletes back to the file system (a
     file made without SQLite's incremental vacuum, by an earlier development
