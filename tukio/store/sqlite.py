@@ -117,8 +117,8 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 # (a join moves the node's executions to its new epoch), a task only of such an execution.
 _OWNED_EXECUTION = """
 INSERT INTO executions (exec_id, template_id, state, started, ended, error, template, event, owner, epoch)
-SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10
- WHERE EXISTS (SELECT 1 FROM nodes WHERE name = ?9 AND epoch = ?10)
+SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+ WHERE EXISTS (SELECT 1 FROM nodes WHERE name = ? AND epoch = ?)
 ON CONFLICT (exec_id) DO UPDATE SET
     template_id = coalesce(excluded.template_id, template_id),
     state = excluded.state,
@@ -132,8 +132,8 @@ ON CONFLICT (exec_id) DO UPDATE SET
 
 _OWNED_TASK = """
 INSERT OR REPLACE INTO tasks (exec_id, task_id, task_exec_id, state, started, ended, data, error)
-SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
- WHERE EXISTS (SELECT 1 FROM executions WHERE exec_id = ?1 AND owner = ?9 AND epoch = ?10)
+SELECT ?, ?, ?, ?, ?, ?, ?, ?
+ WHERE EXISTS (SELECT 1 FROM executions WHERE exec_id = ? AND owner = ? AND epoch = ?)
 """
 _COLUMNS = "exec_id, template_id, state, started, ended, error"
 
@@ -192,11 +192,12 @@ def _upsert_owned(db: sqlite3.Connection, r: Record, owner: tuple[str, int], own
         if r.exec_id in owned:
             db.execute(_UPSERT_TASK, row)
             return True
-        if db.execute(_OWNED_TASK, (*row, *owner)).rowcount == 0:
+        if db.execute(_OWNED_TASK, (*row, r.exec_id, *owner)).rowcount == 0:
             return False
     elif (
         db.execute(
-            _OWNED_EXECUTION, (r.exec_id, r.template_id, r.state, r.start, r.end, r.error, r.template, r.event, *owner)
+            _OWNED_EXECUTION,
+            (r.exec_id, r.template_id, r.state, r.start, r.end, r.error, r.template, r.event, *owner, *owner),
         ).rowcount
         == 0
     ):
