@@ -766,33 +766,26 @@ class SQLiteStore(Store):
         with self._lock:
             db = self._conn()
             # A read first: most of the time (every heartbeat) nobody is dead, and nothing is locked.
-            if not db.execute(others, (UNFINISHED, *ids, node)).fetchall():
+            if not self._dead_owners(db, others, (UNFINISHED, *ids, node)):
                 return []
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                now = time.time()
-                owners = [r[0] for r in db.execute(others, (UNFINISHED, *ids, node)).fetchall()]
-                dead = [o for o in owners if o is not None and self._dead(db, o, now)]
+            rows: list[Any] = []
+            with _transaction(db):  # the same again, now that no other node can write
+                dead = self._dead_owners(db, others, (UNFINISHED, *ids, node))
+                named = [o for o in dead if o is not None]
                 whose = " OR ".join(
-                    (["owner IS NULL"] if None in owners else [])
-                    + ([f"owner IN ({', '.join('?' * len(dead))})"] if dead else [])
+                    (["owner IS NULL"] if None in dead else [])
+                    + ([f"owner IN ({', '.join('?' * len(named))})"] if named else [])
                 )
-                rows = []
                 if whose:
                     rows = db.execute(
                         f"SELECT {_COLUMNS} FROM executions WHERE state = ? AND template_id IN ({marks}) "
                         f"AND ({whose}) ORDER BY started LIMIT ?",
-                        (UNFINISHED, *ids, *dead, limit),
+                        (UNFINISHED, *ids, *named, limit),
                     ).fetchall()
                     db.executemany(
                         "UPDATE executions SET owner = ?, epoch = ? WHERE exec_id = ?",
                         [(node, epoch, r[0]) for r in rows],
                     )
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
         return [execution_info(*row) for row in rows]
 
     def stranded(self, template_ids: Iterable[str]) -> list[ExecutionInfo]:
@@ -817,6 +810,12 @@ class SQLiteStore(Store):
                 if row[6] is not None and row[6] not in dead:
                     dead[row[6]] = self._dead(db, row[6], now)
         return [execution_info(*row[:6]) for row in rows if row[6] is None or dead[row[6]]]
+
+    def _dead_owners(self, db: sqlite3.Connection, query: str, params: tuple[Any, ...]) -> list[str | None]:
+        """The owners `query` lists that are dead (None: executions of no node)."""
+        now = time.time()
+        owners = [r[0] for r in db.execute(query, params).fetchall()]
+        return [o for o in owners if o is None or self._dead(db, o, now)]
 
     def _dead(self, db: sqlite3.Connection, node: str, now: float) -> bool:
         found = db.execute("SELECT expires FROM nodes WHERE name = ?", (node,)).fetchall()
