@@ -44,11 +44,13 @@ def _check_template(template: object) -> None:
 class _Running:
     """The running instances of one template id, and how many are locked."""
 
-    __slots__ = ("instances", "locked")
+    __slots__ = ("instances", "locked", "on_unlock")
 
     def __init__(self) -> None:
         self.instances: dict[str, Workflow] = {}
         self.locked = 0
+        # One bound method for every instance's lock (not one object per workflow).
+        self.on_unlock = self.unlocked
 
     def unlocked(self) -> None:
         """One of the instances unlocked (a lock release callback)."""
@@ -112,6 +114,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         self._broker = get_broker(self._loop)
         self._instances: dict[str, Workflow] = {}
         self._running: dict[str, _Running] = {}
+        # One bound method for every workflow's done callback (not one object per workflow).
+        self._on_workflow_done = self._workflow_done
         self._stopping = False
         self._unrecovered: list[ExecutionInfo] = []
         self._resuming: set[str] = set()
@@ -435,11 +439,11 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             group = self._running[uid] = _Running()
         group.instances[workflow.uid] = workflow
         self._instances[workflow.uid] = workflow
-        if workflow.lock.locked():
+        if workflow.locked():
             group.locked += 1
-            workflow.lock.add_release_callback(group.unlocked)
+            workflow.on_unlock(group.on_unlock)
         # The engine's bookkeeping needs no context of its own: share one.
-        workflow.add_done_callback(self._workflow_done, context=_BOOKKEEPING)
+        workflow.add_done_callback(self._on_workflow_done, context=_BOOKKEEPING)
 
     def _workflow_done(self, future: asyncio.Future[Any]) -> None:
         assert isinstance(future, Workflow)

@@ -127,5 +127,24 @@ class Event:
         event._source = origin
         return event
 
+    def source_ids(self) -> tuple[str | None, str | None]:
+        """Return the source's workflow execution id and task template id, or Nones.
+
+        Unlike `source`, it does not make the source (nor a task execution
+        id) when the event was made by `with_source_of`: a join reads only these.
+        """
+        source = self._source
+        if source is None:
+            return None, None
+        if type(source) is EventSource:
+            return source._workflow_exec_id, source._task_template_id
+        ids = getattr(source, "source_ids", None)
+        if ids is not None:
+            found: tuple[str | None, str | None] = ids()
+            return found
+        made = self.source
+        assert made is not None
+        return made._workflow_exec_id, made._task_template_id
+
     def __repr__(self) -> str:
         return f"Event(data={self._data!r}, topic={self._topic!r}, source={self.source!r})"

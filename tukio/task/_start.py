@@ -46,10 +46,13 @@ def start_task(
     """
     global _eager_depth
     klass, coro_fn = TaskRegistry.get(task_name)
-    loop = resolve_loop(loop)
+    if loop is None:
+        loop = resolve_loop(loop)
     # `Workflow.current_workflow()` works in the holder's __init__, and in
     # tasks the task creates (they inherit the context it is created in).
-    token = creating_for.set(workflow)
+    # A successor is created in its parent's context, which already says so:
+    # its copy then shares that context's data (nothing to set, nothing new).
+    token = creating_for.set(workflow) if creating_for.get() is not workflow else None
     try:
         if klass is None:
             holder = None
@@ -57,22 +60,17 @@ def start_task(
         else:
             holder = klass(config)
             coro = coro_fn(holder, data)
-        if eager and EAGER_SUPPORTED and _eager_depth < EAGER_DEPTH:
+        eager = eager and EAGER_SUPPORTED and _eager_depth < EAGER_DEPTH
+        if eager:
             _eager_depth += 1
-            try:
-                task = TukioTask(coro, loop=loop, holder=holder, bind=(data, template, workflow))
-            except BaseException:
-                coro.close()
-                raise
-            finally:
-                _eager_depth -= 1
-            return task
         try:
-            task = TukioTask(coro, loop=loop, holder=holder)
+            return TukioTask(coro, loop=loop, holder=holder, bind=(data, template, workflow), eager_start=eager)
         except BaseException:
             coro.close()
             raise
+        finally:
+            if eager:
+                _eager_depth -= 1
     finally:
-        creating_for.reset(token)
-    task.started(data, template, workflow)
-    return task
+        if token is not None:
+            creating_for.reset(token)

@@ -70,10 +70,12 @@ class JoinTask(TaskHolder):
 
     def _accepts(self, event: Any, workflow_id: str | None) -> str | None:
         """Return the parent id of `event` if it comes from this workflow."""
-        source = event.source if isinstance(event, Event) else None
-        if source is None or source.workflow_exec_id != workflow_id or source.task_template_id is None:
+        if not isinstance(event, Event):
             return None
-        return source.task_template_id
+        exec_id, parent = event.source_ids()
+        if exec_id != workflow_id or parent is None:
+            return None
+        return parent
 
     def _take(self, event: Any, workflow_id: str | None) -> None:
         parent = self._accepts(event, workflow_id)

@@ -75,9 +75,11 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
         coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any],
         *,
         loop: asyncio.AbstractEventLoop | None = None,
+        name: str | None = None,
+        context: contextvars.Context | None = None,
+        eager_start: bool = False,
         holder: Any = None,
         bind: tuple[Any, TaskTemplate | None, Workflow | None] | None = None,
-        **kwargs: Any,
     ) -> None:
         # Set before asyncio.Task.__init__: nothing may run before they exist.
         if holder is not None:
@@ -87,21 +89,37 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
             else:
                 holder.queue = self.queue
         self._start = time.time()
-        if _OWN_CONTEXT and kwargs.get("context") is None:
-            # One context for the task and its done callback (asyncio would copy a second one).
-            kwargs["context"] = contextvars.copy_context()
         if bind is None:
-            # A tukio task must not run before its inputs and workflow are set.
-            kwargs.pop("eager_start", None)
-            super().__init__(coro, loop=loop, **kwargs)
+            # Created by a task factory: a tukio task must not run before its
+            # inputs and workflow are set (only a workflow's tasks are bound), so never eagerly.
+            eager_start = False
         else:
-            # Eager start (3.12+): bound and announced first, then it runs its first step now.
-            self._bind(*bind)
-            self.emit(_BEGIN, self._inputs)
-            kwargs["eager_start"] = True
-            super().__init__(coro, loop=loop, **kwargs)
-            self._arm(bind[1])
-        self.add_done_callback(TukioTask._on_done, context=kwargs.get("context"))
+            # One constructor path for a workflow's tasks: bound before asyncio's init.
+            data, template, self.workflow = bind
+            self._argument = data
+            self._inputs = shallow_copy(data.data if isinstance(data, Event) else data)
+            self.template = template
+            if eager_start:
+                # Eager start (3.12+): announced first, then it runs its first step now.
+                self.emit(_BEGIN, self._inputs)
+        if _OWN_CONTEXT:
+            if context is None:
+                # One context for the task and its done callback (asyncio would copy a second one).
+                context = contextvars.copy_context()
+            # (mypy checks against 3.10, whose Task takes neither keyword.)
+            if eager_start:
+                super().__init__(coro, loop=loop, name=name, context=context, eager_start=True)  # type: ignore[call-arg]
+            else:
+                super().__init__(coro, loop=loop, name=name, context=context)  # type: ignore[call-arg]
+        else:
+            super().__init__(coro, loop=loop, name=name)
+        self.add_done_callback(TukioTask._on_done, context=context)
+        if bind is not None:
+            template = bind[1]
+            if template is not None and (template.timeout is not None or template.topics != []):
+                self._arm(template)
+            if not eager_start:
+                self.emit(_BEGIN, self._inputs)
 
     # -- identity and data -------------------------------------------------
     @property
@@ -162,6 +180,13 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
             tid = self.template.uid if self.template is not None else None
             self._source = wf.source(tid, self.uid) if wf is not None else EventSource(None, None, tid, self.uid)
         return self._source
+
+    def source_ids(self) -> tuple[str | None, str | None]:
+        """Return the workflow execution id and task template id of `event_source`, without making it."""
+        if self._source is not None:
+            return self._source.workflow_exec_id, self._source.task_template_id
+        wf = self.workflow
+        return (wf.uid if wf is not None else None), (self.template.uid if self.template is not None else None)
 
     def in_progress(self) -> bool:
         """True while the task has not ended."""
@@ -235,18 +260,6 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
             "inputs": self._inputs,
             "outputs": self._outputs,
         }
-
-    def started(self, data: Any, template: TaskTemplate | None, workflow: Workflow | None) -> None:
-        """Record what the task was started with, listen, and emit 'task-begin'."""
-        self._bind(data, template, workflow)
-        self._arm(template)
-        self.emit(_BEGIN, self._inputs)
-
-    def _bind(self, data: Any, template: TaskTemplate | None, workflow: Workflow | None) -> None:
-        self._argument = data
-        self._inputs = shallow_copy(data.data if isinstance(data, Event) else data)
-        self.template = template
-        self.workflow = workflow
 
     def _arm(self, template: TaskTemplate | None) -> None:
         """Start the template's timeout and listen to its topics."""

@@ -53,7 +53,7 @@ def new_workflow(
     `tukio.workflow.overrun.admit`).
     """
     instances = [wf for wf in running or () if not wf.done() and wf.template.uid == template.uid]
-    locked = sum(1 for wf in instances if wf.lock.locked())
+    locked = sum(1 for wf in instances if wf.locked())
     return admit(template, len(instances), locked, lambda: instances, lambda: Workflow(template, loop=loop))
 
 

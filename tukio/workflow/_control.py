@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from tukio.task.states import TaskExecState
     from tukio.task.template import TaskTemplate
     from tukio.utils import TimeoutHandle
-    from tukio.workflow.lock import WorkflowLock
     from tukio.workflow.template import Plan
 
 __all__ = ["Control"]
@@ -26,7 +25,6 @@ class Control:
     """The control methods of a `Workflow` (a mixin: the workflow holds the state)."""
 
     # Set by Workflow.
-    lock: WorkflowLock
     tasks_by_id: dict[str, TukioTask]
     _uid: str
     _life: State
@@ -47,6 +45,7 @@ class Control:
         def _start_task(self, template: TaskTemplate, data: Any) -> TukioTask | None: ...
         def _flow(self, task: TukioTask) -> None: ...
         def _close(self) -> None: ...
+        def _release_lock(self) -> None: ...
         def _emit(self, kind: WorkflowExecState | TaskExecState, content: Any, task_id: str | None = None) -> None: ...
 
     # -- control ---------------------------------------------------------------
@@ -151,7 +150,7 @@ class Control:
             self._unlock_task = self._calling_task()
         elif isinstance(task, TukioTask) and task.workflow is self and task.template is not None:
             if task.done():
-                self.lock.release()
+                self._release_lock()
             else:
                 self._unlock_task = task
         else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tukio._loop import resolve_loop
@@ -76,6 +76,11 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
     _retries: Retries | None = None
     _waiting_for = 0  # workflows aborted for this one, not ended yet (abort-running)
     _run_later: tuple[Any, Written] | None = None
+    # The lock is made on first use (see `lock`): most workflows only need to know
+    # whether they unlocked, and whom to tell (the engine) when they do.
+    _lock: WorkflowLock | None = None
+    _unlocked = False
+    _unlock_callback: Callable[[], None] | None = None
 
     def __init__(
         self,
@@ -93,7 +98,6 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
         self.policy = template.policy
         self.broker = broker if broker is not None else get_broker(loop)
         self.recorder = recorder if recorder is not None else NULL_RECORDER
-        self.lock = WorkflowLock()
         self.tasks_by_id: dict[str, TukioTask] = {}
         self._plan = template.plan()
         self._eager = eager_start
@@ -107,6 +111,44 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
     def tasks(self) -> set[TukioTask]:
         """The tasks created so far (the latest attempt of each)."""
         return set(self.tasks_by_id.values())
+
+    @property
+    def lock(self) -> WorkflowLock:
+        """The workflow's `WorkflowLock`: locked until it unlocks (skip-until-unlock)."""
+        if self._lock is None:
+            lock = self._lock = WorkflowLock()
+            if self._unlocked:
+                lock.release()
+            elif self._unlock_callback is not None:
+                lock.add_release_callback(self._unlock_callback)
+                self._unlock_callback = None
+        return self._lock
+
+    def locked(self) -> bool:
+        """True until the workflow unlocks (as ``lock.locked()``, without making the lock)."""
+        return not self._unlocked
+
+    def on_unlock(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` when the workflow unlocks (at once if it has).
+
+        As ``lock.add_release_callback``, without making the lock for one callback.
+        """
+        if self._lock is not None or (self._unlock_callback is not None and not self._unlocked):
+            self.lock.add_release_callback(callback)
+        elif self._unlocked:
+            callback()
+        else:
+            self._unlock_callback = callback
+
+    def _release_lock(self) -> None:
+        if self._unlocked:
+            return
+        self._unlocked = True
+        if self._lock is not None:
+            self._lock.release()
+        elif self._unlock_callback is not None:
+            callback, self._unlock_callback = self._unlock_callback, None
+            callback()
 
     @property
     def timed_out(self) -> bool:
@@ -298,7 +340,7 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
         """Retry `task`, or record its end and go on once that is written."""
         if task is self._unlock_task:
             # Unlocked as the task ends, not once its end is durable (skip-until-unlock).
-            self.lock.release()
+            self._release_lock()
         if self._life is State.RUNNING and task.template.retry is not None:  # type: ignore[union-attr]
             exc = self._retry_error(task)
             if exc is not None:
@@ -404,7 +446,7 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
         self._end = time.time()
         if self._timeout is not None:
             self._timeout.cancel()
-        self.lock.release()
+        self._release_lock()
         state = self.future_state
         log.info("[%s] workflow %s ended: %s", self._uid, self.template.uid, state.value)
         # The original's contents: the exception for 'workflow-error'; for
