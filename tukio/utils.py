@@ -37,6 +37,10 @@ class FutureState(str, enum.Enum):
     suspended = "suspended"
     timeout = "timeout"
 
+    # The hash of the value (each name is its value), computed in C: Enum's
+    # own __hash__ is Python code, run on every state check.
+    __hash__ = str.__hash__
+
     def __str__(self) -> str:
         return self.value
 

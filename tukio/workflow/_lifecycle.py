@@ -22,6 +22,10 @@ class State(enum.Enum):
     CANCELLED = "cancelled"
     TIMED_OUT = "timed out"
 
+    # Members are singletons compared by identity: hash them in C, not by name
+    # (Enum's own __hash__ is Python code, run on every state check).
+    __hash__ = object.__hash__
+
     @property
     def ended(self) -> bool:
         """True for the four final states."""

@@ -64,7 +64,9 @@ class Observed:
             broker.dispatch({"type": kind, "content": content}, self.exec_topics, source)
 
     def _emit(self, kind: WorkflowExecState | TaskExecState, content: Any, task_id: str | None = None) -> None:
-        self.emit(kind.value, content, task_id=task_id)
+        broker = self.broker
+        if broker.listened() and broker.has_listeners(self.exec_topics):  # else nothing to build
+            broker.dispatch({"type": kind._value_, "content": content}, self.exec_topics, self.source(task_id))
 
     def source(self, task_id: str | None = None, task_exec_id: str | None = None) -> EventSource:
         """The `EventSource` naming this workflow (and one of its tasks): the one place that builds them."""

@@ -448,7 +448,7 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
             self._timeout.cancel()
         self._release_lock()
         state = self.future_state
-        log.info("[%s] workflow %s ended: %s", self._uid, self.template.uid, state.value)
+        log.info("[%s] workflow %s ended: %s", self._uid, self.template.uid, state)
         # The original's contents: the exception for 'workflow-error'; for
         # 'workflow-end', None, or {'cancel': True} when cancelled (or timed out).
         error = None
@@ -460,7 +460,7 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
             self._emit(WorkflowExecState.end, {"cancel": True})
         else:
             self._emit(WorkflowExecState.end, None)
-        self.recorder.workflow_end(self, state.value, error)
+        self.recorder.workflow_end(self, state._value_, error)
 
     def __repr__(self) -> str:
         return f"<Workflow {self._uid} template={self.template.uid!r} {self.future_state.value}>"
