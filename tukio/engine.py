@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import logging
 from collections.abc import Iterable
@@ -32,8 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["Engine"]
 
 log = logging.getLogger(__name__)
-
-_BOOKKEEPING = contextvars.Context()
 
 
 def _check_template(template: object) -> None:
@@ -114,7 +111,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         self._broker = get_broker(self._loop)
         self._instances: dict[str, Workflow] = {}
         self._running: dict[str, _Running] = {}
-        # One bound method for every workflow's done callback (not one object per workflow).
+        # One bound method for every workflow's end (not one object per workflow).
         self._on_workflow_done = self._workflow_done
         self._stopping = False
         self._unrecovered: list[ExecutionInfo] = []
@@ -442,8 +439,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         if workflow.locked():
             group.locked += 1
             workflow.on_unlock(group.on_unlock)
-        # The engine's bookkeeping needs no context of its own: share one.
-        workflow.add_done_callback(self._on_workflow_done, context=_BOOKKEEPING)
+        # Told as the workflow ends (no turn of the loop, no context of its own).
+        workflow.on_end(self._on_workflow_done)
 
     def _workflow_done(self, future: asyncio.Future[Any]) -> None:
         assert isinstance(future, Workflow)

@@ -301,7 +301,10 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
             broker = self._broker()
             for topic in self._listening:
                 broker.unregister(self.deliver, topic)
-        state = self._final_state = self.future_state
+        if self._timed_out or self.cancelled() or self.exception() is not None:
+            state = self._final_state = self.future_state
+        else:  # the usual end, known without computing the state
+            state = self._final_state = FutureState.finished
         match state:
             case FutureState.finished:
                 result = self.result()

@@ -81,6 +81,7 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
     _lock: WorkflowLock | None = None
     _unlocked = False
     _unlock_callback: Callable[[], None] | None = None
+    _on_end: Callable[[Workflow], Any] | None = None
 
     def __init__(
         self,
@@ -139,6 +140,18 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
             callback()
         else:
             self._unlock_callback = callback
+
+    def on_end(self, callback: Callable[[Workflow], Any]) -> None:
+        """Call `callback(workflow)` as the workflow ends, once its end is recorded.
+
+        It runs before the done callbacks and costs no turn of the loop (the
+        engine's bookkeeping uses it); a second call replaces the callback.
+        If the workflow has already ended, it is called on the next turn.
+        """
+        if self.done():
+            self._loop.call_soon(callback, self)
+        else:
+            self._on_end = callback
 
     def _release_lock(self) -> None:
         if self._unlocked:
@@ -347,7 +360,7 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
                 self._schedule_retry(task, exc)
                 return
         tid = task.template.uid  # type: ignore[union-attr]
-        self.recorder.task_ended(self, tid).then(self._task_recorded, task)
+        self.recorder.task_ended(self, tid).then(_task_recorded, task)
 
     def _task_recorded(self, task: TukioTask, error: BaseException | None) -> None:
         """The end of `task` is recorded: start its successors (or keep it for later)."""
@@ -363,10 +376,14 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
             if self._life is State.RUNNING:
                 self._flow(task)
             elif self._life is State.SUSPENDED:
-                if self._deferred is None:
-                    self._deferred = []
-                self._deferred.append(task)
+                self._defer(task)
         self._close()
+
+    def _defer(self, task: TukioTask) -> None:
+        """Keep `task`, ended while the workflow is suspended, to start its successors on resume."""
+        if self._deferred is None:
+            self._deferred = []
+        self._deferred.append(task)
 
     def _fail_task(self, tid: str, error: str) -> None:
         """Fail task `tid` in the report (its recorder refused it); its branch stops."""
@@ -461,6 +478,8 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
         else:
             self._emit(WorkflowExecState.end, None)
         self.recorder.workflow_end(self, state._value_, error)
+        if self._on_end is not None:
+            self._on_end(self)
 
     def __repr__(self) -> str:
         return f"<Workflow {self._uid} template={self.template.uid!r} {self.future_state.value}>"
@@ -468,6 +487,10 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
 
 def _resolve(written: Written, error: BaseException | None) -> None:
     written.resolve(error)
+
+
+def _task_recorded(task: TukioTask, error: BaseException | None) -> None:
+    task.workflow._task_recorded(task, error)  # type: ignore[union-attr]
 
 
 def _task_ended(task: TukioTask) -> None:
