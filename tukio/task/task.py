@@ -52,23 +52,28 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
     registered coroutine scheduled on a loop that uses it.
     """
 
+    # What every task sets lives in slots, not in an instance dict (asyncio's
+    # Task keeps its dict, made only when a rarely-set attribute is).
+    __slots__ = ("_argument", "_end", "_ended", "_final_state", "_inputs", "_outputs", "_start", "template", "workflow")
+    template: TaskTemplate | None
+    workflow: Workflow | None
+    _argument: Any
+    _inputs: Any
+    _outputs: Any
+    _start: float
+    _end: float | None
+    _final_state: FutureState | None  # set once the task has ended
+    _ended: Callable[[TukioTask], Any] | None
+
     # Class-level defaults keep rarely-set attributes out of each instance.
     holder: Any = None
-    template: TaskTemplate | None = None
-    workflow: Workflow | None = None
     committed = False
     _timed_out = False
     _suspended = False
     _uid: str | None = None
-    _inputs: Any = None
-    _outputs: Any = None
-    _argument: Any = None
-    _end: float | None = None
     _queue: asyncio.Queue[Event] | None = None
     _source: EventSource | None = None
     _listening: tuple[str | None, ...] = ()
-    _final_state: FutureState | None = None  # set once the task has ended
-    _ended: Callable[[TukioTask], Any] | None = None
 
     def __init__(
         self,
@@ -82,6 +87,10 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
         bind: tuple[Any, TaskTemplate | None, Workflow | None] | None = None,
     ) -> None:
         # Set before asyncio.Task.__init__: nothing may run before they exist.
+        self._end = None
+        self._final_state = None
+        self._ended = None
+        self._outputs = None
         if holder is not None:
             self.holder = holder
             if isinstance(holder, TaskHolder):
@@ -90,6 +99,7 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
                 holder.queue = self.queue
         self._start = time.time()
         if bind is None:
+            self._argument = self._inputs = self.template = self.workflow = None
             # Created by a task factory: a tukio task must not run before its
             # inputs and workflow are set (only a workflow's tasks are bound), so never eagerly.
             eager_start = False
