@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import json
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time
@@ -416,3 +417,28 @@ class Store(abc.ABC):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def attach_name(store: object, current: str | None, node: str | None, lease: float) -> str:
+    """Check the arguments of a store's ``attach`` and return the node's name.
+
+    Shared by the stores that can share their journal (SQLite, PostgreSQL).
+
+    Args:
+        store: the store (named in the error).
+        current: the node the store already writes for, or None.
+        node: the node's name asked for (a new unique id when None).
+        lease: seconds a node stays alive without a heartbeat.
+
+    Raises:
+        ValueError: `lease` is not positive, or the node name is empty.
+        RuntimeError: the store already writes for another node.
+    """
+    if lease <= 0:
+        raise ValueError(f"lease must be a positive number of seconds, got {lease!r}")
+    if node is not None and not node:
+        raise ValueError("node must not be empty")
+    name = node if node is not None else f"node-{uuid.uuid4().hex[:12]}"
+    if current is not None and current != name:
+        raise RuntimeError(f"{store!r} already writes for node {current!r}")
+    return name

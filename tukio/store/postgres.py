@@ -21,7 +21,6 @@ import concurrent.futures
 import logging
 import threading
 import time
-import uuid
 import weakref
 import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -36,6 +35,7 @@ from tukio.store.base import (
     Serializer,
     Store,
     TaskRecord,
+    attach_name,
     build_report,
     iso,
     parse_states,
@@ -477,13 +477,7 @@ class PostgresStore(Store):
             ValueError: `lease` is not positive, or the node name is empty.
             RuntimeError: another node is already attached to this store.
         """
-        if lease <= 0:
-            raise ValueError(f"lease must be a positive number of seconds, got {lease!r}")
-        if node is not None and not node:
-            raise ValueError("node must not be empty")
-        name = node if node is not None else f"node-{uuid.uuid4().hex[:12]}"
-        if self.node is not None and self.node != name:
-            raise RuntimeError(f"{self!r} already writes for node {self.node!r}")
+        name = attach_name(self, self.node, node, lease)
         self.node, self.lease = name, lease
         return name
 

@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 import urllib.parse
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import IO, Any, Literal
@@ -27,6 +26,7 @@ from tukio.store.base import (
     Serializer,
     Store,
     TaskRecord,
+    attach_name,
     build_report,
     execution_info,
     iso,
@@ -568,13 +568,7 @@ class SQLiteStore(Store):
             ValueError: `lease` is not positive, or the node name is empty.
             RuntimeError: another node is already attached to this store.
         """
-        if lease <= 0:
-            raise ValueError(f"lease must be a positive number of seconds, got {lease!r}")
-        if node is not None and not node:
-            raise ValueError("node must not be empty")
-        name = node if node is not None else f"node-{uuid.uuid4().hex[:12]}"
-        if self.node is not None and self.node != name:
-            raise RuntimeError(f"{self!r} already writes for node {self.node!r}")
+        name = attach_name(self, self.node, node, lease)
         self.node, self.lease = name, lease
         return name
 
