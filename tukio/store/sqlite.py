@@ -94,9 +94,8 @@ _MIGRATIONS: tuple[str, ...] = (
 #: The schema version this tukio writes.
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-_UPSERT_EXECUTION = """
-INSERT INTO executions (exec_id, template_id, state, started, ended, error, template, event)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+# How a later record of an execution updates its row (a column left NULL keeps what was there).
+_UPDATE_EXECUTION = """
 ON CONFLICT (exec_id) DO UPDATE SET
     template_id = coalesce(excluded.template_id, template_id),
     state = excluded.state,
@@ -106,6 +105,14 @@ ON CONFLICT (exec_id) DO UPDATE SET
     template = coalesce(excluded.template, template),
     event = coalesce(excluded.event, event)
 """
+
+_UPSERT_EXECUTION = (
+    """
+INSERT INTO executions (exec_id, template_id, state, started, ended, error, template, event)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+    + _UPDATE_EXECUTION
+)
 
 _UPSERT_TASK = """
 INSERT OR REPLACE INTO tasks (exec_id, task_id, task_exec_id, state, started, ended, data, error)
@@ -115,20 +122,16 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 # The same writes for a node (see `SQLiteStore.attach`), fenced in the statement itself: a new
 # execution only while the node's epoch is current, an existing one only by its owner and epoch
 # (a join moves the node's executions to its new epoch), a task only of such an execution.
-_OWNED_EXECUTION = """
+_OWNED_EXECUTION = (
+    """
 INSERT INTO executions (exec_id, template_id, state, started, ended, error, template, event, owner, epoch)
 SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
  WHERE EXISTS (SELECT 1 FROM nodes WHERE name = ? AND epoch = ?)
-ON CONFLICT (exec_id) DO UPDATE SET
-    template_id = coalesce(excluded.template_id, template_id),
-    state = excluded.state,
-    started = coalesce(excluded.started, started),
-    ended = excluded.ended,
-    error = excluded.error,
-    template = coalesce(excluded.template, template),
-    event = coalesce(excluded.event, event)
- WHERE executions.owner = excluded.owner AND executions.epoch = excluded.epoch
 """
+    + _UPDATE_EXECUTION
+    + """ WHERE executions.owner = excluded.owner AND executions.epoch = excluded.epoch
+"""
+)
 
 _OWNED_TASK = """
 INSERT OR REPLACE INTO tasks (exec_id, task_id, task_exec_id, state, started, ended, data, error)
