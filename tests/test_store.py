@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import pickle
 import sqlite3
 import subprocess
@@ -23,7 +24,7 @@ from tukio import Engine, Event, JoinTask, WorkflowTemplate
 from tukio.cli import main as cli_main
 from tukio.errors import JournalError
 from tukio.store import MemoryStore, PostgresStore, SQLiteStore, Store
-from tukio.store.base import Record, TaskRecord
+from tukio.store.base import JSONSerializer, Record, TaskRecord
 
 RUNS: Counter[str] = Counter()
 GATES: dict[str, asyncio.Event] = {}
@@ -496,3 +497,89 @@ def test_sqlite_checkpoints_the_wal_from_the_writer_thread(tmp_path: Path, monke
         assert declined == 3
         # The rows were copied from the WAL into the database file.
         assert path.stat().st_size > before
+
+
+def test_json_serializer_matches_the_json_module_and_recovers_from_failures() -> None:
+    serializer = JSONSerializer()
+    reference = json.JSONEncoder(separators=(",", ":"), default=lambda v: v.isoformat())
+    values: list[Any] = [
+        {"a": [1, 2.5, None, True, "é\u2028"], "b": {"c": (1, 2)}},
+        [],
+        "text",
+        3,
+        float("inf"),
+        {1: datetime(2020, 1, 2, tzinfo=timezone.utc)},
+    ]
+    for value in values:
+        assert serializer.dumps(value) == reference.encode(value)
+    loop: list[Any] = []
+    loop.append(loop)
+    outer = {"x": loop}
+    with pytest.raises(ValueError, match="Circular reference"):
+        serializer.dumps(outer)
+    # A failed call leaves no trace: the same containers, fixed, encode again.
+    loop.clear()
+    assert serializer.dumps(outer) == '{"x":[]}'
+    bad = [[object()]]
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        serializer.dumps(bad)
+    bad[0].clear()
+    assert serializer.dumps(bad) == "[[]]"
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts its writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, records: Sequence[Record]) -> None:
+        self.writes += 1
+        super().write(records)
+
+
+async def test_the_journal_commits_at_once_when_nothing_else_is_ready() -> None:
+    store = CountingStore()
+    loop = asyncio.get_running_loop()
+    journal = journal_module.Journal(store, loop)
+    seen: asyncio.Future[list[bool]] = loop.create_future()
+
+    def alone() -> None:
+        # Nothing else is ready: nothing could join this batch in the next turn.
+        first = journal.flush()
+        # Inside a commit, a new batch waits for the next turn (the nesting stays bounded).
+        nested: list[Any] = []
+        journal._committing = True
+        try:
+            nested.append(journal.flush())
+        finally:
+            journal._committing = False
+        seen.set_result([first.done(), nested[0].done()])
+
+    loop.call_soon(alone)
+    assert await seen == [True, False]
+    await journal.flush()
+
+    def crowded() -> None:
+        written = journal.flush()
+        seen2.set_result(written.done())
+
+    seen2: asyncio.Future[bool] = loop.create_future()
+    loop.call_soon(crowded)
+    loop.call_soon(lambda: None)  # still to run in this turn: the commit waits for the next one
+    assert await seen2 is False
+    await journal.flush()
+
+
+async def test_records_of_one_turn_share_a_commit(step: str) -> None:
+    store = CountingStore()
+    engine = Engine(store=store)
+    started = [await engine.run_once(chain(step, uid=f"c{i}"), {"v": i}) for i in range(20)]
+    await asyncio.wait_for(asyncio.gather(*(wf for wf in started if wf is not None)), 5)
+    await engine.stop()
+    # 20 chains of 3 tasks: 60 task ends and 20 triggers, far fewer commits.
+    assert store.writes < 40
+    for wf in started:
+        assert wf is not None
+        assert states(store.load(wf.uid)) == {"a": "finished", "b": "finished", "c": "finished"}

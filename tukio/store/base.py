@@ -73,6 +73,32 @@ class JSONSerializer:
     def __init__(self, default: Any = None) -> None:
         self._encoder = json.JSONEncoder(separators=(",", ":"), default=default or _encode_time)
         self._decoder = json.JSONDecoder()
+        self._one_shot = self._make_one_shot()
+
+    def _make_one_shot(self) -> Callable[[Any, int], Any] | None:
+        """The C encoder `json` builds anew for every `JSONEncoder.encode` call, built once.
+
+        Building it is most of the cost of encoding a small entry (a journal
+        encodes one per task). None when this Python has no C accelerator.
+        """
+        make = getattr(json.encoder, "c_make_encoder", None)
+        if make is None:  # pragma: no cover - CPython always has _json
+            return None
+        enc = self._encoder
+        try:
+            return make(  # type: ignore[no-any-return]
+                {},  # the markers of circular references: emptied by every successful call
+                enc.default,
+                json.encoder.encode_basestring_ascii,
+                None,
+                enc.key_separator,
+                enc.item_separator,
+                enc.sort_keys,
+                enc.skipkeys,
+                enc.allow_nan,
+            )
+        except TypeError:  # pragma: no cover - another signature: use the public path
+            return None
 
     def dumps(self, value: Any) -> str:
         """Encode `value` as compact JSON.
@@ -81,7 +107,15 @@ class JSONSerializer:
             TypeError: `value` holds an object JSON cannot encode.
             ValueError: `value` holds a circular reference.
         """
-        return self._encoder.encode(value)
+        one_shot = self._one_shot
+        if one_shot is None or isinstance(value, str):
+            return self._encoder.encode(value)
+        try:
+            return "".join(one_shot(value, 0))
+        except BaseException:
+            # A failed call may leave markers behind: the next call gets a clean encoder.
+            self._one_shot = self._make_one_shot()
+            raise
 
     def loads(self, data: str | bytes) -> Any:
         """Decode JSON text."""
