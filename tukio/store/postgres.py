@@ -1,16 +1,18 @@
 """`PostgresStore`: the journal in PostgreSQL, shared by several engines (needs ``tukio[postgres]``).
 
-The store talks to PostgreSQL with asyncpg on a private event loop in a
-background thread: the engine's journal calls `write` from its writer thread
-(group commit: what queued up meanwhile goes into the next batch), and
-`write` returns once the batch is committed. A batch is one round trip (a
-server-side function) and one transaction.
+The engine's journal commits on the engine's own event loop (`write_soon`):
+each loop that writes has its own asyncpg connection and one task that
+commits, in order, what the journal hands it; what queued up while a commit
+ran goes into the next one (group commit). A batch is one round trip (a
+server-side function) and one transaction. Everything else (listing,
+loading, heartbeats, claims, events, and `write` from a thread) runs with
+asyncpg on a private event loop in a background thread ("tukio-postgres").
 
 Ownership (see `tukio.cluster`): once a node is attached, every execution
 row carries its owner and the owner's epoch, and a write for an execution
 that another owner (or a newer epoch) holds is refused by the database in
 the same transaction; the store reports such executions to `on_fenced`.
-Lost connections are retried with backoff: `write` blocks meanwhile, so
+Lost connections are retried with backoff: writes wait meanwhile, so
 nothing is reported done that is not committed.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -54,6 +57,8 @@ _T = TypeVar("_T")
 Beat = Literal["alive", "late", "replaced"]
 #: Longest pause between two attempts to reach a database that went away.
 MAX_BACKOFF = 2.0
+#: Seconds a loop's write connection stays open with nothing to write.
+IDLE_CLOSE = 5.0
 
 
 def _asyncpg() -> Any:
@@ -113,45 +118,124 @@ class _Link:
                 conn.terminate()
 
 
-class _Soon:
-    """The batches one event loop hands to `PostgresStore.write_soon`, committed in order by one task.
+_Batch = tuple[Sequence[Record], Callable[[BaseException | None], None]]
 
-    The task sends each batch to the store's thread and waits for it without
-    blocking its loop: one hop each way, no journal thread in between.
+
+class _Soon:
+    """The batches one event loop hands to `PostgresStore.write_soon`, committed in order on that loop.
+
+    Each loop that writes gets its own connection, used by one task on that
+    loop: a batch is one round trip from the loop to the server, with no
+    thread in between. What is handed over while a commit runs goes into
+    the next one (group commit). A lost connection is reopened with backoff
+    (`_Link.call`) and the batch written again; its callbacks run only once
+    it is committed. The task ends, closing the connection, once the loop
+    has had nothing to write for `IDLE_CLOSE` seconds, when the store
+    closes, or when it is cancelled (``asyncio.run`` ending): what it did
+    not commit then fails (a `ConnectionError`), it is never reported done.
     """
 
     def __init__(self, store: PostgresStore, loop: asyncio.AbstractEventLoop) -> None:
         self.store = store
         self.loop = loop
-        self.pending: list[tuple[Sequence[Record], Callable[[BaseException | None], None]]] = []
+        self.link = _Link(store, "loop writer")
+        self.pending: list[_Batch] = []
         self.task: asyncio.Task[None] | None = None
+        self._waiting: asyncio.Future[None] | None = None  # the idle task waits on it
+        self._last = 0.0  # loop time of the last batch handed over
+        self._idle: asyncio.TimerHandle | None = None
 
     def add(self, records: Sequence[Record], done: Callable[[BaseException | None], None]) -> None:
         self.pending.append((records, done))
+        self._last = self.loop.time()
         if self.task is None:
-            self.task = self.loop.create_task(self._drain(), name="tukio-postgres-writer")
+            self._start()
+        else:
+            self._wake()
+
+    def _start(self) -> None:
+        self.task = task = self.loop.create_task(self._run(), name="tukio-postgres-writer")
+        task.add_done_callback(self._ended)
+
+    def _wake(self) -> None:
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
+
+    def _check_idle(self) -> None:
+        self._idle = None
+        if self.task is None:
+            return
+        left = self._last + IDLE_CLOSE - self.loop.time()
+        if left > 0:
+            self._idle = self.loop.call_later(left, self._check_idle)
+        else:
+            self._wake()  # with nothing pending, the task ends
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self._drain()
+                if self._idle is None:
+                    self._idle = self.loop.call_later(IDLE_CLOSE, self._check_idle)
+                self._waiting = self.loop.create_future()
+                await self._waiting
+                if not self.pending:
+                    return
+        finally:
+            if self._idle is not None:
+                self._idle.cancel()
+                self._idle = None
+            # Shielded: when cancelled, this still closes the connection cleanly.
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self.link.close())
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if self.task is not task:
+            return
+        self.task = None
+        if not self.pending:
+            return
+        if task.cancelled() or self.store.closing:
+            # Cancelled (perhaps before it ran) with work left: it fails, never reported done.
+            left, self.pending = self.pending, []
+            _fail(left)
+        else:  # handed over while the idle task was closing its connection
+            self._start()
 
     async def _drain(self) -> None:
-        try:
-            while self.pending:
-                # Group commit: every batch that queued up while the last commit ran goes in this one.
-                batch, self.pending = self.pending, []
-                records = [r for rs, _ in batch for r in rs]
-                error: BaseException | None = None
-                if records:
-                    try:
-                        await asyncio.wrap_future(self.store.submit(records))
-                        if self.store.lease_expired():
-                            # This process may have been paused past its lease after the
-                            # commit: before anything goes on, drop what was taken over.
-                            await asyncio.wrap_future(self.store.submit_recheck(records))
-                    except Exception as exc:
-                        log.exception("journal: writing %d record(s) to %r failed", len(records), self.store)
-                        error = exc
-                for _, done in batch:
-                    done(error)
-        finally:
-            self.task = None
+        store = self.store
+        while self.pending:
+            # Group commit: every batch that queued up while the last commit ran goes in this one.
+            batch, self.pending = self.pending, []
+            records = [r for rs, _ in batch for r in rs]
+            error: BaseException | None = None
+            if records:
+                try:
+                    await store.write_on(self.link, records)
+                except asyncio.CancelledError:
+                    _fail(batch)
+                    raise
+                except Exception as exc:
+                    log.exception("journal: writing %d record(s) to %r failed", len(records), store)
+                    error = exc
+            for _, done in batch:
+                done(error)
+
+    async def close(self) -> None:
+        """Stop the task (what it did not commit fails) and close the connection."""
+        task = self.task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        await self.link.close()
+
+
+def _fail(batches: list[_Batch]) -> None:
+    error = ConnectionError("the store stopped writing before this batch was committed")
+    for _, done in batches:
+        done(error)
 
 
 def _lost_errors(pg: Any) -> tuple[type[BaseException], ...]:
@@ -256,7 +340,7 @@ class PostgresStore(Store):
         self.connect_options = connect_options
         self.closing = False
         self.sql = SQL(schema)
-        #: Called (from the writing thread) with the ids of executions whose writes were refused.
+        #: Called (from the thread or event loop that wrote) with the ids of executions whose writes were refused.
         self.on_fenced: Callable[[list[str]], None] | None = None
         self.node: str | None = None
         self.lease = 5.0
@@ -264,6 +348,7 @@ class PostgresStore(Store):
         self._node_id = 0
         self._joining = threading.Lock()
         self._lease_until = 0.0  # time.monotonic() when the lease runs out, as far as this process knows
+        # The writer of each event loop that writes (see `write_soon`).
         self._soon: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Soon] = weakref.WeakKeyDictionary()
         self._namespace = zlib.crc32(schema.encode()) & 0x7FFFFFFF
         self._loop = asyncio.new_event_loop()
@@ -327,28 +412,10 @@ class PostgresStore(Store):
         """
         if records:
             self.submit(records).result()
-            if self.lease_expired():
-                self.submit_recheck(records).result()
 
     def lease_expired(self) -> bool:
         """True when this node's lease ran out by the local clock (it was paused, or cut off)."""
         return self.node is not None and time.monotonic() > self._lease_until
-
-    def submit_recheck(self, records: Sequence[Record]) -> concurrent.futures.Future[None]:
-        """Ask which executions of `records` this node lost; give them to `on_fenced`.
-
-        Called when a commit returns after the node's lease expired locally:
-        the executions may belong to another node by now.
-        """
-        ids = list({r.exec_id for r in records})
-
-        async def recheck() -> None:
-            gone = await self._writer.call(lambda c: c.fetch(self.sql.lost, self.node, self.epoch, ids))
-            if gone and self.on_fenced is not None:
-                log.warning("PostgresStore: node %s was late and lost %d execution(s)", self.node, len(gone))
-                self.on_fenced([r[0] for r in gone])
-
-        return asyncio.run_coroutine_threadsafe(recheck(), self._loop)
 
     def write_soon(self, records: Sequence[Record], done: Callable[[BaseException | None], None]) -> bool:
         """Commit `records` from the running loop on a connection of that loop (see `Store.write_soon`).
@@ -378,18 +445,37 @@ class PostgresStore(Store):
         return asyncio.run_coroutine_threadsafe(self._write(records), self._loop)
 
     async def _write(self, records: Sequence[Record]) -> None:
+        await self.write_on(self._writer, records)
+
+    async def write_on(self, link: _Link, records: Sequence[Record]) -> None:
+        """Commit `records` through `link` (one round trip), on the loop that runs this.
+
+        Fenced records are dropped by the database and their executions given
+        to `on_fenced`. When the commit returns after the node's lease ran
+        out by the local clock (this process was paused, say), the executions
+        may have been taken over right after it: those are asked for and
+        given too.
+        """
         if self.node is not None and self.epoch is None:
             await asyncio.to_thread(self._ensure_joined)
         cols = _columns(records)
+        sql = self.sql
 
-        async def op(conn: asyncpg.Connection) -> list[str]:
-            return list(await conn.fetchval(self.sql.write, self.node, self.epoch, *cols) or ())
+        async def op(conn: asyncpg.Connection) -> Any:
+            return await conn.fetchval(sql.write, self.node, self.epoch, *cols)
 
-        fenced = await self._writer.call(op)
+        fenced = list(await link.call(op) or ())
         if fenced:
             log.warning("PostgresStore: node %s no longer owns %d execution(s): writes refused", self.node, len(fenced))
             if self.on_fenced is not None:
                 self.on_fenced(fenced)
+        if self.lease_expired():
+            ids = list({r.exec_id for r in records} - set(fenced))
+            rows = await link.call(lambda c: c.fetch(sql.lost, self.node, self.epoch, ids))
+            if rows:
+                log.warning("PostgresStore: node %s was late and lost %d execution(s)", self.node, len(rows))
+                if self.on_fenced is not None:
+                    self.on_fenced([r[0] for r in rows])
 
     def _ensure_joined(self) -> None:
         with self._joining:
@@ -668,11 +754,35 @@ class PostgresStore(Store):
                 await link.close()
 
         try:
+            self._close_loop_writers()
             asyncio.run_coroutine_threadsafe(shut(), self._loop).result(5.0)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
             self._loop.close()
+
+    def _close_loop_writers(self) -> None:
+        """Close the connections the engines' loops write through (see `write_soon`)."""
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        for loop, soon in list(self._soon.items()):
+            if loop is here or loop.is_closed():
+                # Cannot wait for a goodbye on the loop that runs this call: close the socket now.
+                if soon.task is not None:
+                    soon.task.cancel()
+                conn, soon.link.conn = soon.link.conn, None
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.terminate()
+            elif loop.is_running():  # another thread's loop
+                with contextlib.suppress(Exception):
+                    asyncio.run_coroutine_threadsafe(soon.close(), loop).result(5.0)
+            else:
+                with contextlib.suppress(Exception):
+                    loop.run_until_complete(soon.close())
+        self._soon.clear()
 
     def __repr__(self) -> str:
         return f"<PostgresStore schema={self.schema!r}{'' if self.node is None else f' node={self.node!r}'}>"
