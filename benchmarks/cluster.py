@@ -13,7 +13,7 @@ end, it measures:
   (only those running on the killed node may);
 - the memory of a parked durable workflow (its root task waits).
 
-    python benchmarks/cluster.py [--dsn DSN] [--workflows 5000] [--lease 2]
+    python benchmarks/cluster.py [--dsn DSN] [--workflows 5000] [--lease 2] [--only chain,throughput]
 """
 
 from __future__ import annotations
@@ -288,29 +288,40 @@ def main() -> None:
     parser.add_argument("--failover", type=int, default=1000, help="workflows in the failover run")
     parser.add_argument("--lease", type=float, default=2.0, help="lease of the failover nodes (seconds)")
     parser.add_argument("--parked", type=int, default=2000, help="parked workflows for the memory measure")
+    parser.add_argument(
+        "--only",
+        default="throughput,chain,failover,memory",
+        help="the measures to run, comma-separated (throughput, chain, failover, memory)",
+    )
     args = parser.parse_args()
+    only = set(args.only.split(","))
     sync = sql(args.dsn, "SHOW synchronous_commit")[0][0]
     print(f"PostgreSQL at {args.dsn}, synchronous_commit={sync}")
-    for procs in (1, 3):
+    for procs in (1, 3) if "throughput" in only else ():
         rate = throughput(args.dsn, procs, args.workflows)
         print(f"one-step durable workflows/s, {procs} process(es): {rate:,.0f}  (target >= 5,000)")
-    for sync in ("on", "off"):
+    for sync in ("on", "off") if "chain" in only else ():
         floor = asyncio.run(commit_floor(args.dsn, sync=sync))
         ms = asyncio.run(chain_latency(args.dsn, args.chain, sync))
         print(
             f"durable chain of {args.chain} tasks, synchronous_commit={sync}: {ms:.3f} ms/task  (target <= 0.5); "
             f"a bare commit of one record takes {floor:.3f} ms"
         )
-    result = failover(args.dsn, args.failover, args.lease)
+    if "failover" in only:
+        report_failover(failover(args.dsn, args.failover, args.lease), args.failover, args.lease)
+    if "memory" in only:
+        per = asyncio.run(parked_memory(args.dsn, args.parked))
+        print(f"memory per parked durable workflow: {per / 1024:.1f} KiB")
+
+
+def report_failover(result: dict[str, Any], workflows: int, lease: float) -> None:
     print(
-        f"failover, {args.failover} workflows on 3 nodes, lease {args.lease}s, one SIGKILLed: "
+        f"failover, {workflows} workflows on 3 nodes, lease {lease}s, one SIGKILLed: "
         f"running elsewhere after {result['killed_to_running_elsewhere_s']:.2f}s (target <= lease + 1s), "
         f"all finished {result['killed_to_all_finished_s']:.2f}s after the kill, "
         f"{result['tasks_run_twice']} task(s) ran twice "
         f"(all were running on the killed node: {result['all_twice_were_running_on_the_killed_node']})"
     )
-    per = asyncio.run(parked_memory(args.dsn, args.parked))
-    print(f"memory per parked durable workflow: {per / 1024:.1f} KiB")
 
 
 if __name__ == "__main__":

@@ -253,6 +253,9 @@ def test_ownership_and_fencing(pg_schema: Schema) -> None:
             assert a2.join() == 2
             assert [i.exec_id for i in a2.owned()] == ["e3"]
             assert a.heartbeat() == "replaced"
+            a.write([end_task("e3")])  # one task record: one statement, the same checks
+            assert fenced[-1] == ["e3"]
+            assert a2.load("e3")["tasks"][0]["exec"] is None
             a.write([end_task("e3"), begin("e4")])
             assert sorted(fenced[-1]) == ["e3", "e4"]
             assert sorted(i.exec_id for i in a2.executions()) == ["e1", "e2", "e3"]

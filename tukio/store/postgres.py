@@ -261,6 +261,27 @@ def _unblob(value: bytes | None, texts: bool) -> str | bytes | None:
     return value.decode() if texts else bytes(value)
 
 
+def _write_task_sql(s: str) -> str:
+    """One task record of one node, in one statement: the commonest batch (a task ended, in a chain).
+
+    The same checks as ``write_batch`` (see ``_pgschema``), in the same
+    order: the node's epoch is current (its row share-locked), the execution
+    is owned by the node under that epoch (its row locked: a claim waits for
+    this commit). Returns 1 when written, nothing when fenced. One statement
+    instead of the function saves its array parameters and the PL/pgSQL call
+    (about a third of a commit's time on a local server).
+    """
+    return (
+        f"WITH n AS (SELECT 1 FROM {s}.nodes WHERE name = $1 AND epoch = $2 FOR SHARE), "
+        f"e AS (SELECT 1 FROM {s}.executions WHERE exec_id = $3 AND owner = $1 AND epoch = $2 FOR UPDATE) "
+        f"INSERT INTO {s}.tasks AS old (exec_id, task_id, task_exec_id, state, started, ended, data, error, texts) "
+        "SELECT $3, $4, $5, $6, $7, $8, $9, $10, $11 WHERE EXISTS (SELECT 1 FROM n) AND EXISTS (SELECT 1 FROM e) "
+        "ON CONFLICT (exec_id, task_id) DO UPDATE SET task_exec_id = excluded.task_exec_id, "
+        "state = excluded.state, started = excluded.started, ended = excluded.ended, data = excluded.data, "
+        "error = excluded.error, texts = excluded.texts RETURNING 1"
+    )
+
+
 def _columns(records: Sequence[Record]) -> list[list[Any]]:
     """Fold `records` (last write wins, as a sequence of upserts) into the columns of `write_batch`."""
     execs: dict[str, ExecutionRecord] = {}
@@ -340,6 +361,7 @@ class PostgresStore(Store):
         self.connect_options = connect_options
         self.closing = False
         self.sql = SQL(schema)
+        self._write_task = _write_task_sql(self.sql.schema)
         #: Called (from the thread or event loop that wrote) with the ids of executions whose writes were refused.
         self.on_fenced: Callable[[list[str]], None] | None = None
         self.node: str | None = None
@@ -458,13 +480,23 @@ class PostgresStore(Store):
         """
         if self.node is not None and self.epoch is None:
             await asyncio.to_thread(self._ensure_joined)
-        cols = _columns(records)
         sql = self.sql
+        only = records[0] if len(records) == 1 else None
+        if isinstance(only, TaskRecord) and self.node is not None:
+            data, texts = _blob(only.data)
+            row = (only.exec_id, only.task_id, only.task_exec_id, only.state, only.start, only.end, data, only.error)
 
-        async def op(conn: asyncpg.Connection) -> Any:
-            return await conn.fetchval(sql.write, self.node, self.epoch, *cols)
+            async def one(conn: asyncpg.Connection) -> Any:
+                return await conn.fetchval(self._write_task, self.node, self.epoch, *row, texts)
 
-        fenced = list(await link.call(op) or ())
+            fenced = [] if await link.call(one) == 1 else [only.exec_id]
+        else:
+            cols = _columns(records)
+
+            async def batch(conn: asyncpg.Connection) -> Any:
+                return await conn.fetchval(sql.write, self.node, self.epoch, *cols)
+
+            fenced = list(await link.call(batch) or ())
         if fenced:
             log.warning("PostgresStore: node %s no longer owns %d execution(s): writes refused", self.node, len(fenced))
             if self.on_fenced is not None:
