@@ -11,6 +11,12 @@ of each and the ratios to the in-memory engine, for:
   commit per task, nothing to batch);
 - 200 chains of 10 no-op tasks running at once: their records share commits.
 
+It also measures the floor of the first: a bare ``sqlite3`` insert of one
+task row and its commit, on a WAL file with the store's default
+``synchronous=NORMAL`` (no tukio code), per task; the in-memory time plus
+that floor, over the in-memory time, is the best ratio a commit per task
+allows.
+
     python benchmarks/durable.py [--tasks 1000] [--concurrent 200] [--runs 5]
 """
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -71,6 +78,32 @@ async def compare(template: WorkflowTemplate, workflows: int, runs: int) -> tupl
     return statistics.median(memory), statistics.median(durable), statistics.median(threaded)
 
 
+def commit_floor(directory: Path, rows: int) -> float:
+    """Seconds per row of `rows` one-row inserts, each its own commit (WAL, synchronous=NORMAL), bare sqlite3."""
+    db = sqlite3.connect(directory / "floor.db", isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(
+            "CREATE TABLE tasks (exec_id TEXT NOT NULL, task_id TEXT NOT NULL, task_exec_id TEXT, "
+            "state TEXT NOT NULL, started TEXT, ended TEXT, data BLOB, error TEXT, "
+            "PRIMARY KEY (exec_id, task_id)) WITHOUT ROWID"
+        )
+        stamp = "2026-01-01T00:00:00.000000+00:00"
+        exec_id = "0f6e1f8c-6b1e-4a8e-9d7a-1c2b3c4d5e6f"
+        began = time.perf_counter()
+        for i in range(rows):
+            db.execute(
+                "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (exec_id, f"t{i}", exec_id, "finished", stamp, stamp, '{"inputs":{"n":0},"outputs":{"n":0}}', None),
+            )
+        return (time.perf_counter() - began) / rows
+    finally:
+        db.close()
+        for suffix in ("", "-wal", "-shm"):
+            (directory / f"floor.db{suffix}").unlink(missing_ok=True)
+
+
 def show(title: str, mem: float, dur: float, threaded: float) -> None:
     print(title)
     print(f"  in memory:                           {mem * 1000:8.1f} ms")
@@ -81,6 +114,13 @@ def show(title: str, mem: float, dur: float, threaded: float) -> None:
 async def main(tasks: int, concurrent: int, runs: int) -> None:
     times = await compare(chain(tasks), 1, runs)
     show(f"one chain of {tasks} no-op tasks (the worst case), median of {runs} interleaved runs", *times)
+    with tempfile.TemporaryDirectory() as tmp:
+        floor = statistics.median(commit_floor(Path(tmp), tasks) for _ in range(runs))
+    best = (times[0] + floor * tasks) / times[0]
+    print(
+        f"  floor: a bare sqlite3 insert + commit (WAL, synchronous=NORMAL): {floor * 1e6:.1f} us per task; "
+        f"in memory + floor: {best:.2f}x"
+    )
     times = await compare(chain(10), concurrent, runs)
     show(f"{concurrent} chains of 10 no-op tasks at once (commits shared), median of {runs}", *times)
 

@@ -92,7 +92,8 @@ def iso(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is not timezone.utc:
         value = value.astimezone(timezone.utc)
-    return value.isoformat(timespec="microseconds")
+    # The same text either way: without `timespec` (faster), microseconds are left out only when 0.
+    return value.isoformat() if value.microsecond else value.isoformat(timespec="microseconds")
 
 
 def iso_from_timestamp(timestamp: float | None) -> str | None:
@@ -148,7 +149,8 @@ def task_entry(
     """
     if task is not None:
         entry = task.as_dict()
-        reporter = getattr(task.holder, "report", None)
+        holder = task.holder
+        reporter = getattr(holder, "report", None) if holder is not None else None
         if callable(reporter):
             try:
                 entry["reporting"] = reporter()

@@ -211,6 +211,8 @@ class Journal(Recorder):
         self._committing = False  # in `_commit`: a new batch waits for the next turn
         self._in_thread = 0  # batches handed to the writer thread, not committed yet
         self._templates: dict[str | None, tuple[Plan, str | bytes]] = {}
+        # Whether the store may take batches on the loop (else no need to ask, for every batch).
+        self._soon = type(store).write_soon is not Store.write_soon
 
     # -- batching --------------------------------------------------------------
     def _later(self) -> None:
@@ -260,7 +262,7 @@ class Journal(Recorder):
         self._lazy.clear()
         batch, self._batch = self._batch, []
         if self._in_thread == 0:  # else this batch must wait for the earlier ones (even when empty)
-            if self.store.write_soon(batch, functools.partial(_landed_soon, written)):
+            if self._soon and self.store.write_soon(batch, functools.partial(_landed_soon, written)):
                 return  # a network store commits on the loop, in order (see Store.write_soon)
             if not batch:
                 written.resolve()
