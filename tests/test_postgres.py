@@ -470,3 +470,53 @@ async def test_a_late_loop_write_asks_what_was_lost_meanwhile(pg_schema: Schema)
         store.sql.lost = store.sql.lost.replace("IS DISTINCT FROM", "=")
         assert await write(begin("e3")) is None
         assert fenced == [["e2"], ["e3"]]
+
+
+async def test_a_write_cancelled_in_flight_is_not_reported_done(pg_schema: Schema) -> None:
+    import asyncpg
+
+    dsn, schema = pg_schema
+    loop = asyncio.get_running_loop()
+    with PostgresStore(dsn, schema=schema) as store:
+        await asyncio.to_thread(store.write, [begin("e1")])
+        blocker = await asyncpg.connect(dsn)
+        try:
+            async with blocker.transaction():
+                # Hold e1's row: the writer's commit waits for it.
+                await blocker.execute(f'SELECT 1 FROM "{schema}".executions WHERE exec_id = $1 FOR UPDATE', "e1")
+                result: asyncio.Future[BaseException | None] = loop.create_future()
+                assert store.write_soon([begin("e1"), end_task("e1")], result.set_result)
+                writer = store._soon[loop]
+                waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = $1"
+                for _ in range(1000):  # until the writer's statement waits for the row
+                    if writer.link.conn is not None and await blocker.fetchval(
+                        waiting, writer.link.conn.get_server_pid()
+                    ):
+                        break
+                    await asyncio.sleep(0.005)
+                else:
+                    raise AssertionError("the writer never waited for the row")
+                await writer.close()  # the store stops writing (as when the loop ends)
+                error = await asyncio.wait_for(result, 10)
+        finally:
+            await blocker.close()
+        assert isinstance(error, ConnectionError)
+        assert writer.task is None
+        assert writer.link.conn is None
+        report = await asyncio.to_thread(store.load, "e1")
+        assert report["tasks"][0]["exec"] is None  # the end of 'a' was not committed
+
+
+async def test_a_loop_write_the_database_refuses_fails_that_batch_only(
+    pg_schema: Schema, caplog: pytest.LogCaptureFixture
+) -> None:
+    dsn, schema = pg_schema
+    loop = asyncio.get_running_loop()
+    with PostgresStore(dsn, schema=schema) as store:
+        bad: asyncio.Future[BaseException | None] = loop.create_future()
+        good: asyncio.Future[BaseException | None] = loop.create_future()
+        assert store.write_soon([begin("e\x00")], bad.set_result)  # PostgreSQL text cannot hold NUL
+        assert isinstance(await asyncio.wait_for(bad, 10), Exception)
+        assert store.write_soon([begin("e1")], good.set_result)
+        assert await asyncio.wait_for(good, 10) is None
+    assert "writing 1 record(s)" in caplog.text
