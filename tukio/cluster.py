@@ -15,6 +15,12 @@ of those workflows cancelled when its writes are refused, or as soon as its
 next heartbeat finds it was late. A node restarted under the same name takes
 its unfinished executions back at once, under a new epoch, which fences any
 leftover process of that name.
+
+Overrun policies hold across the nodes: with a shared store, the engine asks
+the store to admit each trigger of a template whose policy is not
+'start-new' (`admit`, one transaction under a lock of the template, see
+`tukio.store._gate`), and 'abort-running' cancels the running instance
+wherever it runs (a cancel request its owner acts on at its next heartbeat).
 """
 
 from __future__ import annotations
@@ -25,9 +31,14 @@ import itertools
 import logging
 import os
 import socket
+import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+from tukio._report import iso_from_timestamp, storable
+from tukio.policy import Decision, OverrunPolicy
+from tukio.store.base import UNFINISHED, ExecutionRecord
 
 if TYPE_CHECKING:
     from tukio.store.base import ExecutionInfo
@@ -45,6 +56,12 @@ EVENTS_KEPT = 3600.0
 MIN_PERIOD = 0.05
 #: How many executions one claim takes at most (claims repeat until none is left).
 CLAIM_BATCH = 100
+#: Seconds a dead node with a default name stays listed after its lease expired (then it is pruned).
+PRUNE_GRACE = 60.0
+#: Heartbeats between two prunings of dead nodes.
+PRUNE_EVERY = 30
+#: Seconds between two looks at whether executions aborted on other nodes have ended.
+WATCH_PERIOD = 0.05
 
 _engines = itertools.count(1)
 #: The nodes of the engines of each loop (they share the loop's broker).
@@ -64,6 +81,7 @@ class LeasedStore(Protocol):
 
     node: str | None
     on_fenced: Callable[[list[str]], None] | None
+    ephemeral: bool
 
     def attach(self, node: str | None = None, *, lease: float = DEFAULT_LEASE) -> str:
         """Name the node this store writes for."""
@@ -101,6 +119,24 @@ class LeasedStore(Protocol):
     def listen(self, wake: Callable[[], None]) -> bool:
         """Call `wake` whenever an event is published."""
 
+    def admit(self, policy: OverrunPolicy, begin: ExecutionRecord, here: Collection[str]) -> tuple[Decision, list[str]]:
+        """Apply an overrun policy across the nodes; unless it skips, record the begin (see `tukio.store._gate`)."""
+
+    def cancel_requests(self) -> list[str]:
+        """Settle the cancel requests no live node will act on; return this node's."""
+
+    def mark_cancelled(self, exec_ids: Iterable[str]) -> None:
+        """Record unfinished executions of this node as cancelled."""
+
+    def unfinished_among(self, exec_ids: Iterable[str]) -> list[str]:
+        """Those of `exec_ids` that have not ended."""
+
+    def unlock(self, exec_ids: Iterable[str]) -> None:
+        """Record that executions of this node unlocked."""
+
+    def prune_nodes(self, grace: float) -> list[str]:
+        """Delete dead nodes with a default name that own nothing unfinished."""
+
 
 class Cluster:
     """One engine's membership of a cluster: heartbeats, takeovers and fencing.
@@ -136,6 +172,8 @@ class Cluster:
         dispatch: Callable[[Any, str | None], object] | None = None,
     ) -> None:
         self.store = store
+        # A default name never comes back: once dead (and taken over), its node can be pruned.
+        store.ephemeral = node is None
         self.node = store.attach(node if node is not None else default_node_name(), lease=lease)
         self.lease = lease
         self._loop = loop
@@ -153,6 +191,14 @@ class Cluster:
         # may be known dead at once (`SQLiteStore`), and `recover()` right after the engine's start
         # resumes (and returns) what it left.
         self._claims_from = loop.time() + lease
+        #: Seconds a dead node with a default name is kept after its lease expired.
+        self.prune_grace = PRUNE_GRACE
+        self._beats = 0
+        self._admitting: set[str] = set()  # executions admitted by the store, not yet running here
+        self._unlocked: list[str] = []  # executions that unlocked, to record
+        self._unlocking: asyncio.Task[None] | None = None
+        self._watched: dict[str, asyncio.Future[None]] = {}  # executions aborted on other nodes
+        self._watching: asyncio.Task[None] | None = None
         store.on_fenced = self._fenced
         _local_nodes.setdefault(loop, set()).add(self.node)
 
@@ -173,7 +219,15 @@ class Cluster:
     async def recoverable(self) -> list[ExecutionInfo]:
         """Join (once), then list what this node may resume: its own and dead nodes' unfinished executions."""
         self.start()
+        # What another node asked to cancel (abort-running) is not resumed: it ends cancelled here.
+        requested = set(await asyncio.to_thread(self.store.cancel_requests))
         mine = await asyncio.to_thread(self.store.owned)
+        dropped = [i.exec_id for i in mine if i.exec_id in requested and i.exec_id not in self._instances]
+        if dropped:
+            await asyncio.to_thread(self.store.mark_cancelled, dropped)
+            log.warning("node %s: %d execution(s) cancelled by other nodes, not resumed", self.node, len(dropped))
+            mine = [i for i in mine if i.exec_id not in dropped]
+        self._cancel(requested, "another node aborted it (abort-running)")
         claimed = await self._claim_all()
         # What no node can take (its template is not loaded here): listed, so the engine says why.
         stranded = getattr(self.store, "stranded", None)
@@ -216,11 +270,109 @@ class Cluster:
             log.warning("node %s missed its lease: checking which executions it still owns", self.node)
             gone = await asyncio.to_thread(self.store.lost, list(self._instances))
             self._cancel(gone, "taken over by another node while this one missed its lease")
+        requested = await asyncio.to_thread(self.store.cancel_requests)
+        if requested:
+            self._cancel(requested, "another node aborted it (abort-running)")
+        self._beats += 1
+        if self._beats % PRUNE_EVERY == 0:
+            await asyncio.to_thread(self.store.prune_nodes, self.prune_grace)
         if self._loop.time() < self._claims_from:
             return
         claimed = await self._claim_all()
         if claimed:
             await self._resume(claimed)
+
+    # -- overrun policies across the nodes ------------------------------------------------------------
+    async def admit(self, workflow: Workflow, data: Any) -> list[Any] | None:
+        """Ask the store to admit `workflow` (not started yet) under its template's policy.
+
+        Unless the policy says skip, the store has recorded the workflow's
+        begin (owned by this node) when this returns.
+
+        Returns:
+            None when the policy says skip; else what the workflow waits
+            for before it starts (abort-running): this node's instances, and
+            stand-ins that end when the instances of other nodes have ended.
+        """
+        policy = workflow.template.policy
+        begin = self._begin_record(workflow, data)
+        uid = workflow.uid
+        self._admitting.add(uid)
+        try:
+            here = [*self._instances, *self._admitting]
+            decision, waits = await asyncio.to_thread(self.store.admit, policy, begin, here)
+        finally:
+            self._admitting.discard(uid)
+        if decision is Decision.skip:
+            return None
+        previous: list[Any] = []
+        for exec_id in waits:
+            local = self._instances.get(exec_id)
+            previous.append(local if local is not None else self._watch(exec_id))
+        if previous:
+            log.info("[%s] waits for %d aborted execution(s) to end (abort-running)", uid, len(previous))
+        return previous
+
+    def _begin_record(self, workflow: Workflow, data: Any) -> ExecutionRecord:
+        dumps = self.store.serializer.dumps if hasattr(self.store, "serializer") else None
+        template: str | bytes | None = None
+        event: str | bytes | None = None
+        if dumps is not None:
+            # What cannot be serialized is left out: the journal then records the workflow as failed.
+            with contextlib.suppress(Exception):
+                template, event = _storable(dumps(workflow.template.as_dict())), _storable(dumps(data))
+        return ExecutionRecord(
+            storable(workflow.uid),
+            storable(str(workflow.template.uid)),
+            UNFINISHED,
+            iso_from_timestamp(time.time()),
+            template=template,
+            event=event,
+        )
+
+    def unlocked(self, workflow: Workflow) -> None:
+        """`workflow` unlocked while it runs: record it, so other nodes no longer skip for it."""
+        if workflow.done() or self._closed:
+            return  # an ended execution does not count
+        self._unlocked.append(workflow.uid)
+        if self._unlocking is None:
+            self._unlocking = self._loop.create_task(self._record_unlocks(), name=f"tukio-unlock-{self.node}")
+
+    async def _record_unlocks(self) -> None:
+        try:
+            while self._unlocked:
+                ids, self._unlocked = self._unlocked, []
+                try:
+                    await asyncio.to_thread(self.store.unlock, ids)
+                except Exception:
+                    log.exception("node %s: could not record that %d execution(s) unlocked", self.node, len(ids))
+        finally:
+            self._unlocking = None
+
+    def _watch(self, exec_id: str) -> asyncio.Future[None]:
+        """A stand-in for an execution of another node: it ends once the store has the execution ended."""
+        ended = self._watched.get(exec_id)
+        if ended is None:
+            ended = self._watched[exec_id] = _Elsewhere(loop=self._loop)
+        if self._watching is None:
+            self._watching = self._loop.create_task(self._watch_forever(), name=f"tukio-watch-{self.node}")
+        return ended
+
+    async def _watch_forever(self) -> None:
+        try:
+            while self._watched:
+                await asyncio.sleep(WATCH_PERIOD)
+                try:
+                    left = set(await asyncio.to_thread(self.store.unfinished_among, list(self._watched)))
+                except Exception:
+                    log.exception("node %s: could not check aborted executions of other nodes", self.node)
+                    continue
+                for exec_id in [i for i in self._watched if i not in left]:
+                    ended = self._watched.pop(exec_id)
+                    if not ended.done():
+                        ended.set_result(None)
+        finally:
+            self._watching = None
 
     # -- events shared by the nodes ------------------------------------------------------------
     async def publish(self, data: Any, topic: str | None) -> None:
@@ -294,7 +446,7 @@ class Cluster:
         _local_nodes.get(self._loop, set()).discard(self.node)
         if _listeners.get(self._loop) is self:
             del _listeners[self._loop]
-        for task in (self._beating, self._listening):
+        for task in (self._beating, self._listening, self._watching):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
         if leave:
@@ -302,3 +454,18 @@ class Cluster:
                 self.store.leave()
             except Exception:
                 log.exception("node %s: could not end its lease (it expires by itself)", self.node)
+
+
+class _Elsewhere(asyncio.Future):  # type: ignore[type-arg]
+    """An execution of another node that a new workflow waits for (abort-running).
+
+    Its cancel request is in the store already: `cancel()` does nothing here;
+    the stand-in ends when the execution has ended, wherever it ran.
+    """
+
+    def cancel(self, msg: Any = None) -> bool:
+        return False
+
+
+def _storable(blob: str | bytes) -> str | bytes:
+    return storable(blob) if isinstance(blob, str) else blob

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from tukio.broker import get_broker
 from tukio.cluster import Cluster, LeasedStore
 from tukio.errors import DamagedRecordError, RescueError
 from tukio.event import Event
-from tukio.policy import OverrunPolicy  # noqa: F401 - OverrunPolicy: the original's namespace
+from tukio.policy import OverrunPolicy
 from tukio.recorder import NULL_RECORDER, Recorder
 from tukio.selector import WorkflowSelector
 from tukio.store.journal import Journal
@@ -204,7 +205,11 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             return None
         started = []
         for template in self.selector.select(topic):
-            workflow = self._start(template, Event(event, topic=event.topic, source=event.source))
+            trigger = Event(event, topic=event.topic, source=event.source)
+            if self._cluster is not None and template.policy is not OverrunPolicy.START_NEW:
+                workflow = await self._start_shared(template, trigger)
+            else:
+                workflow = self._start(template, trigger)
             if workflow is not None:
                 started.append(workflow)
         return started
@@ -227,6 +232,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         template = self.selector.get(template_id)
         if template is None or self._stopping:
             return None
+        if self._cluster is not None and template.policy is not OverrunPolicy.START_NEW:
+            return await self._start_shared(template, Event(data), timeout)
         return self._start(template, Event(data), timeout)
 
     async def run_once(
@@ -397,6 +404,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         started = root is not None and any(
             t.get("id") == root.uid and t.get("exec") is not None for t in report.get("tasks", [])
         )
+        if self._cluster is not None:
+            workflow.on_unlock(functools.partial(self._cluster.unlocked, workflow))
         if started:
             workflow.fast_forward(report)
             self._track(workflow)
@@ -428,6 +437,31 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         self._track(workflow)
         self._run(workflow, event, timeout)
         return workflow
+
+    async def _start_shared(
+        self, template: WorkflowTemplate, event: Event, timeout: float | None = None
+    ) -> Workflow | None:
+        """`_start` with a shared store: the store applies the policy across the nodes (see `tukio.cluster`)."""
+        assert self._cluster is not None
+        workflow = self._new(template)
+        previous = await self._cluster.admit(workflow, event.data)
+        if previous is None:
+            log.debug("template %s: skipped by policy %s (across the nodes)", template.uid, template.policy.value)
+            return None
+        if self._stopping:  # stopped while the store decided: it will not run
+            await asyncio.to_thread(self._cluster.store.mark_cancelled, [workflow.uid])
+            return None
+        self._track(workflow)
+        workflow.on_unlock(functools.partial(self._cluster.unlocked, workflow))
+        workflow.add_done_callback(self._flush_end)
+        if previous:
+            workflow.run_after(previous)
+        self._run(workflow, event, timeout)
+        return workflow
+
+    def _flush_end(self, _: object) -> None:
+        """Commit a workflow's end now: the other nodes count it as running until then."""
+        self._recorder.flush()
 
     def _track(self, workflow: Workflow) -> None:
         uid = workflow.template.uid

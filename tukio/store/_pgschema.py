@@ -130,6 +130,18 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $fn$;
     """,
+    # 3: overrun policies across nodes (whether each execution still holds its lock, requests to
+    # cancel an execution wherever it runs), and which nodes carry a name of their own.
+    """
+    ALTER TABLE {s}.executions ADD COLUMN locked boolean NOT NULL DEFAULT true;
+    CREATE INDEX executions_pending_by_template ON {s}.executions (template_id) WHERE state = 'pending';
+    CREATE TABLE {s}.cancels (
+        exec_id text PRIMARY KEY,
+        by_node text,
+        at timestamptz NOT NULL DEFAULT now()
+    );
+    ALTER TABLE {s}.nodes ADD COLUMN ephemeral boolean NOT NULL DEFAULT false;
+    """,
 )
 
 
@@ -148,22 +160,25 @@ class SQL:
         # A node is alive while its lease runs and, once it missed a heartbeat,
         # only while the session holding its presence lock lives (a crashed
         # process is dead at once, a paused one when its lease expires).
-        alive = (
+        alive = self.alive = (
             f"SELECT n.name FROM {s}.nodes AS n WHERE n.expires >= now() AND (n.beat >= now() - interval '1 second' "
             "OR EXISTS (SELECT 1 FROM pg_locks AS l WHERE l.locktype = 'advisory' AND l.granted "
             "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
             "AND l.classid = $5::int4::oid AND l.objid = n.id::oid AND l.objsubid = 2))"
         )
+        # An execution someone asked to cancel is not taken over (see `tukio.store._gate`).
         self.claim = (
             f"UPDATE {s}.executions AS e SET owner = $1, epoch = $2 WHERE e.exec_id IN ("
             f"SELECT x.exec_id FROM {s}.executions AS x WHERE x.state = 'pending' AND x.template_id = ANY($3) "
             f"AND (x.owner IS NULL OR x.owner NOT IN ({alive})) "
+            f"AND NOT EXISTS (SELECT 1 FROM {s}.cancels AS c WHERE c.exec_id = x.exec_id) "
             f"ORDER BY x.started LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING {self.columns}"
         )
         self.join = (
-            f"INSERT INTO {s}.nodes AS old (name, epoch, lease, beat, expires) "
-            "VALUES ($1, 1, $2, now(), now() + make_interval(secs => $2)) "
+            f"INSERT INTO {s}.nodes AS old (name, epoch, lease, beat, expires, ephemeral) "
+            "VALUES ($1, 1, $2, now(), now() + make_interval(secs => $2), $3) "
             "ON CONFLICT (name) DO UPDATE SET epoch = old.epoch + 1, lease = excluded.lease, "
+            "ephemeral = excluded.ephemeral, "
             "beat = excluded.beat, expires = excluded.expires RETURNING epoch, id"
         )
         self.take_back = (

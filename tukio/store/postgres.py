@@ -26,10 +26,13 @@ import threading
 import time
 import weakref
 import zlib
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from tukio._report import iso_from_timestamp
+from tukio.policy import Decision, OverrunPolicy
+from tukio.store._gate import Running, rule
 from tukio.store._pgschema import MIGRATIONS, SQL
 from tukio.store.base import (
     ExecutionInfo,
@@ -367,6 +370,8 @@ class PostgresStore(Store):
         self.node: str | None = None
         self.lease = 5.0
         self.epoch: int | None = None
+        #: The node's name is unique to one engine (`default_node_name`): once dead, its row may be pruned.
+        self.ephemeral = False
         self._node_id = 0
         self._joining = threading.Lock()
         self._lease_until = 0.0  # time.monotonic() when the lease runs out, as far as this process knows
@@ -625,7 +630,7 @@ class PostgresStore(Store):
 
         async def op(conn: asyncpg.Connection) -> list[Any]:
             async with conn.transaction():
-                epoch, node_id = await conn.fetchrow(self.sql.join, node, self.lease)
+                epoch, node_id = await conn.fetchrow(self.sql.join, node, self.lease, self.ephemeral)
                 self.epoch, self._node_id = epoch, node_id
                 self._lease_until = began + self.lease
                 return list(await conn.fetch(self.sql.take_back, node, epoch))
@@ -717,6 +722,182 @@ class PostgresStore(Store):
         # One attempt: a node that cannot reach the database lets its lease run out instead.
         self._run(self._presence.call(lambda c: c.execute(self.sql.leave, self.node, self.epoch), retry=False))
 
+    # -- overrun policies across nodes (see tukio.store._gate) --------------------------------------
+    def admit(self, policy: OverrunPolicy, begin: ExecutionRecord, here: Collection[str]) -> tuple[Decision, list[str]]:
+        """Apply `policy` to a trigger across every node; unless it skips, record `begin`.
+
+        One transaction under an advisory lock of the template: the unfinished
+        executions of the template are read (locked against claims), the
+        policy rules, and the new execution's begin record is inserted,
+        owned by this node. Under 'abort-running' the executions of dead
+        nodes are marked cancelled and those of live ones get a cancel
+        request (their owner acts on it at its next heartbeat).
+
+        Args:
+            policy: the template's overrun policy.
+            begin: the new execution's begin record (its template id names the template).
+            here: the executions this node runs or is admitting now.
+
+        Returns:
+            The decision, and the executions the new one waits for before it
+            starts (abort-running: those running here, and those requested).
+            A node that was replaced (a newer epoch) is told to skip.
+        """
+        node = self._attached()
+        s = self.sql.schema
+        tid = begin.template_id
+        lock = zlib.crc32(f"{self.schema}\0{tid}".encode()) - (1 << 31)  # int4: (namespace, key) differs
+        template, texts = _blob(begin.template)
+        event, e_texts = _blob(begin.event)
+        rows_query = (
+            f"SELECT x.exec_id, x.locked, x.owner IS NOT DISTINCT FROM $1 AND x.epoch IS NOT DISTINCT FROM $2, "
+            f"x.owner IS NOT NULL AND x.owner IN ({self.sql.alive.replace('$5', '$4')}) "
+            f"FROM {s}.executions AS x WHERE x.state = 'pending' AND x.template_id = $3 "
+            "ORDER BY x.exec_id FOR UPDATE OF x"
+        )
+        uid = begin.exec_id
+        names = list(here)
+
+        async def op(conn: asyncpg.Connection) -> tuple[Decision, list[str]]:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", self._namespace ^ 1, lock)
+                current = await conn.fetchval(
+                    f"SELECT 1 FROM {s}.nodes WHERE name = $1 AND epoch = $2 FOR SHARE", node, self.epoch
+                )
+                if current is None:
+                    log.warning("PostgresStore: node %s was replaced: trigger of %s skipped", node, tid)
+                    return Decision.skip, []
+                rows = await conn.fetch(rows_query, node, self.epoch, tid, self._namespace)
+                ruled = rule(policy, uid, [Running(r[0], r[1], r[2], r[3]) for r in rows], names)
+                if ruled.decision is Decision.skip:
+                    return ruled.decision, []
+                await conn.execute(
+                    f"INSERT INTO {s}.executions (exec_id, template_id, state, started, template, event, texts, "
+                    "owner, epoch) VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8) ON CONFLICT (exec_id) DO NOTHING",
+                    uid,
+                    tid,
+                    begin.start,
+                    template,
+                    event,
+                    texts if begin.template is not None else e_texts,
+                    node,
+                    self.epoch,
+                )
+                if ruled.cancel_now:
+                    await conn.execute(
+                        f"UPDATE {s}.executions SET state = 'cancelled', ended = $2, locked = false "
+                        "WHERE exec_id = ANY($1) AND state = 'pending'",
+                        ruled.cancel_now,
+                        _now(),
+                    )
+                if ruled.request:
+                    await conn.execute(
+                        f"INSERT INTO {s}.cancels (exec_id, by_node) SELECT unnest($1::text[]), $2 "
+                        "ON CONFLICT (exec_id) DO NOTHING",
+                        ruled.request,
+                        node,
+                    )
+                return ruled.decision, ruled.wait
+
+        return self._run(self._reader.call(op))
+
+    def cancel_requests(self) -> list[str]:
+        """Act on the cancel requests of 'abort-running' that no live node will: return this node's.
+
+        Requests for executions that ended are dropped; executions of dead
+        nodes (or of no node) that someone asked to cancel are marked
+        cancelled (they are never taken over).
+
+        Returns:
+            The unfinished executions of this node that another node asked to cancel.
+        """
+        node = self._attached()
+        s = self.sql.schema
+
+        async def op(conn: asyncpg.Connection) -> list[str]:
+            if not await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {s}.cancels)"):
+                return []  # every heartbeat: almost always nothing to do
+            async with conn.transaction():
+                # The executions' rows first, in order (as admissions lock them, then the requests).
+                rows = await conn.fetch(
+                    f"SELECT x.exec_id, x.owner IS NOT DISTINCT FROM $1 AND x.epoch IS NOT DISTINCT FROM $2, "
+                    f"x.owner IS NOT NULL AND x.owner IN ({self.sql.alive.replace('$5', '$3')}) "
+                    f"FROM {s}.cancels AS c JOIN {s}.executions AS x ON x.exec_id = c.exec_id "
+                    "WHERE x.state = 'pending' ORDER BY x.exec_id FOR UPDATE OF x",
+                    node,
+                    self.epoch,
+                    self._namespace,
+                )
+                settled = [r[0] for r in rows if not r[2]]
+                if settled:
+                    await conn.execute(
+                        f"UPDATE {s}.executions SET state = 'cancelled', ended = $2, locked = false "
+                        "WHERE exec_id = ANY($1)",
+                        settled,
+                        _now(),
+                    )
+                    log.warning("PostgresStore: %d execution(s) of dead nodes cancelled on request", len(settled))
+                await conn.execute(
+                    f"DELETE FROM {s}.cancels AS c WHERE NOT EXISTS (SELECT 1 FROM {s}.executions AS x "
+                    "WHERE x.exec_id = c.exec_id AND x.state = 'pending')"
+                )
+                return [r[0] for r in rows if r[1] and r[2]]
+
+        return self._run(self._reader.call(op))
+
+    def mark_cancelled(self, exec_ids: Iterable[str]) -> None:
+        """Record these unfinished executions of this node as cancelled (they will not run)."""
+        node = self._attached()
+        ids = list(exec_ids)
+        query = (
+            f"UPDATE {self.sql.schema}.executions SET state = 'cancelled', ended = $4, locked = false "
+            "WHERE exec_id = ANY($3) AND owner = $1 AND epoch = $2 AND state = 'pending'"
+        )
+        if ids:
+            self._run(self._reader.call(lambda c: c.execute(query, node, self.epoch, ids, _now())))
+
+    def unfinished_among(self, exec_ids: Iterable[str]) -> list[str]:
+        """Those of `exec_ids` that have not ended (on any node)."""
+        ids = list(exec_ids)
+        query = f"SELECT exec_id FROM {self.sql.schema}.executions WHERE exec_id = ANY($1) AND state = 'pending'"
+        return [r[0] for r in self._run(self._reader.call(lambda c: c.fetch(query, ids)))] if ids else []
+
+    def unlock(self, exec_ids: Iterable[str]) -> None:
+        """Record that these executions of this node unlocked ('skip-until-unlock' no longer skips for them)."""
+        node = self._attached()
+        ids = list(exec_ids)
+        query = (
+            f"UPDATE {self.sql.schema}.executions SET locked = false "
+            "WHERE exec_id = ANY($3) AND owner = $1 AND epoch = $2"
+        )
+        if ids:
+            self._run(self._writer.call(lambda c: c.execute(query, node, self.epoch, ids)))
+
+    def prune_nodes(self, grace: float) -> list[str]:
+        """Delete the rows of dead nodes with a default name, once they own no unfinished execution.
+
+        Only nodes whose name was made for one engine (`default_node_name`:
+        it never comes back) whose lease expired more than `grace` seconds
+        ago are deleted, never this node. A zombie of a pruned node finds its
+        row gone: its writes are refused, as those of a replaced node.
+
+        Returns:
+            The names of the nodes deleted.
+        """
+        node = self._attached()
+        s = self.sql.schema
+        query = (
+            f"DELETE FROM {s}.nodes AS n WHERE n.ephemeral AND n.name <> $1 "
+            "AND n.expires < now() - make_interval(secs => $2) "
+            f"AND n.name NOT IN ({self.sql.alive.replace('$5', '$3')}) "
+            f"AND NOT EXISTS (SELECT 1 FROM {s}.executions AS x WHERE x.owner = n.name AND x.state = 'pending') "
+            "RETURNING n.name"
+        )
+        rows = self._run(self._reader.call(lambda c: c.fetch(query, node, float(grace), self._namespace)))
+        if rows:
+            log.info("PostgresStore: pruned %d dead node(s)", len(rows))
+        return sorted(r[0] for r in rows)
+
     # -- events shared by the nodes ---------------------------------------------------------------
     @property
     def channel(self) -> str:
@@ -771,7 +952,7 @@ class PostgresStore(Store):
         if self.node is None:
             raise RuntimeError(f"{self!r}: no node attached (see PostgresStore.attach)")
         if self.epoch is None:
-            self.join()
+            self._ensure_joined()  # once: the heartbeat may be joining at the same moment
         return self.node
 
     # -- closing ----------------------------------------------------------------------------
@@ -818,6 +999,10 @@ class PostgresStore(Store):
 
     def __repr__(self) -> str:
         return f"<PostgresStore schema={self.schema!r}{'' if self.node is None else f' node={self.node!r}'}>"
+
+
+def _now() -> str | None:
+    return iso_from_timestamp(time.time())
 
 
 def _info(row: Any) -> ExecutionInfo:

@@ -11,13 +11,16 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import IO, Any, Literal
 
 if sys.platform != "win32":
     import fcntl
 
+from tukio._report import iso_from_timestamp
+from tukio.policy import Decision, OverrunPolicy
+from tukio.store._gate import Running, rule
 from tukio.store.base import (
     UNFINISHED,
     ExecutionInfo,
@@ -89,6 +92,17 @@ _MIGRATIONS: tuple[str, ...] = (
         beat REAL NOT NULL,
         expires REAL NOT NULL
     );
+    """,
+    # 3: overrun policies across nodes (whether each execution still holds its lock, requests to
+    # cancel an execution wherever it runs), and which nodes carry a name of their own.
+    """
+    ALTER TABLE executions ADD COLUMN locked INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE cancels (
+        exec_id TEXT PRIMARY KEY,
+        by_node TEXT,
+        at REAL NOT NULL
+    );
+    ALTER TABLE nodes ADD COLUMN ephemeral INTEGER NOT NULL DEFAULT 0;
     """,
 )
 #: The schema version this tukio writes.
@@ -321,6 +335,8 @@ class SQLiteStore(Store):
         self.node: str | None = None
         self.lease = 5.0
         self.epoch: int | None = None
+        #: The node's name is unique to one engine (`default_node_name`): once dead, its row may be pruned.
+        self.ephemeral = False
         self._owner: tuple[str, int] | None = None  # (node, epoch) once joined: writes are fenced
         self._joining = threading.Lock()
         self._lease_until = 0.0  # time.monotonic() when the lease runs out, as far as this process knows
@@ -614,8 +630,9 @@ class SQLiteStore(Store):
                 row = db.execute("SELECT epoch FROM nodes WHERE name = ?", (node,)).fetchall()
                 epoch = (row[0][0] if row else 0) + 1
                 db.execute(
-                    "INSERT OR REPLACE INTO nodes (name, epoch, lease, beat, expires) VALUES (?, ?, ?, ?, ?)",
-                    (node, epoch, self.lease, now, now + self.lease),
+                    "INSERT OR REPLACE INTO nodes (name, epoch, lease, beat, expires, ephemeral) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (node, epoch, self.lease, now, now + self.lease, int(self.ephemeral)),
                 )
                 taken = db.execute(
                     "UPDATE executions SET epoch = ? WHERE owner = ? AND state = ?", (epoch, node, UNFINISHED)
@@ -776,7 +793,7 @@ class SQLiteStore(Store):
                 if whose:
                     rows = db.execute(
                         f"SELECT {_COLUMNS} FROM executions WHERE state = ? AND template_id IN ({marks}) "
-                        f"AND ({whose}) ORDER BY started LIMIT ?",
+                        f"AND ({whose}) AND exec_id NOT IN (SELECT exec_id FROM cancels) ORDER BY started LIMIT ?",
                         (UNFINISHED, *ids, *named, limit),
                     ).fetchall()
                     db.executemany(
@@ -845,6 +862,210 @@ class SQLiteStore(Store):
         with self._lock:
             self._conn().execute("UPDATE nodes SET expires = ? WHERE name = ? AND epoch = ?", (time.time() - 1, *owner))
         self._release_lock()
+
+    # -- overrun policies across nodes (see tukio.store._gate) --------------------------------------
+    def admit(self, policy: OverrunPolicy, begin: ExecutionRecord, here: Collection[str]) -> tuple[Decision, list[str]]:
+        """Apply `policy` to a trigger across every node; unless it skips, record `begin`.
+
+        One write transaction (``BEGIN IMMEDIATE``: one node at a time): the
+        unfinished executions of the template are read, the policy rules,
+        and the new execution's begin record is inserted, owned by this node.
+        Under 'abort-running' the executions of dead nodes are marked
+        cancelled and those of live ones get a cancel request (their owner
+        acts on it at its next heartbeat, within a third of its lease).
+
+        Args:
+            policy: the template's overrun policy.
+            begin: the new execution's begin record (its template id names the template).
+            here: the executions this node runs or is admitting now.
+
+        Returns:
+            The decision, and the executions the new one waits for before it
+            starts (abort-running: those running here, and those requested).
+            A node that was replaced (a newer epoch) is told to skip.
+        """
+        node, epoch = self._attached()
+        with self._lock:
+            db = self._conn()
+            with _transaction(db):
+                if not db.execute("SELECT 1 FROM nodes WHERE name = ? AND epoch = ?", (node, epoch)).fetchall():
+                    log.warning("SQLiteStore: node %s was replaced: trigger of %s skipped", node, begin.template_id)
+                    return Decision.skip, []
+                now = time.time()
+                alive: dict[str, bool] = {}
+                rows = []
+                for exec_id, locked, owner, owner_epoch in db.execute(
+                    "SELECT exec_id, locked, owner, epoch FROM executions WHERE state = ? AND template_id = ?",
+                    (UNFINISHED, begin.template_id),
+                ).fetchall():
+                    if owner is not None and owner not in alive:
+                        alive[owner] = owner == node or not self._dead(db, owner, now)
+                    mine = owner == node and owner_epoch == epoch
+                    rows.append(Running(exec_id, bool(locked), mine, owner is not None and alive[owner]))
+                ruled = rule(policy, begin.exec_id, rows, here)
+                if ruled.decision is Decision.skip:
+                    return ruled.decision, []
+                db.execute(
+                    "INSERT OR IGNORE INTO executions (exec_id, template_id, state, started, template, event, "
+                    "owner, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        begin.exec_id,
+                        begin.template_id,
+                        UNFINISHED,
+                        begin.start,
+                        begin.template,
+                        begin.event,
+                        node,
+                        epoch,
+                    ),
+                )
+                ended = iso_from_timestamp(now)
+                db.executemany(
+                    "UPDATE executions SET state = 'cancelled', ended = ?, locked = 0 WHERE exec_id = ? AND state = ?",
+                    [(ended, i, UNFINISHED) for i in ruled.cancel_now],
+                )
+                db.executemany(
+                    "INSERT OR IGNORE INTO cancels (exec_id, by_node, at) VALUES (?, ?, ?)",
+                    [(i, node, now) for i in ruled.request],
+                )
+        return ruled.decision, ruled.wait
+
+    def cancel_requests(self) -> list[str]:
+        """Act on the cancel requests of 'abort-running' that no live node will: return this node's.
+
+        Requests for executions that ended are dropped; executions of dead
+        nodes (or of no node) that someone asked to cancel are marked
+        cancelled (they are never taken over).
+
+        Returns:
+            The unfinished executions of this node that another node asked to cancel.
+        """
+        node, epoch = self._attached()
+        with self._lock:
+            db = self._conn()
+            if not db.execute("SELECT 1 FROM cancels LIMIT 1").fetchall():
+                return []  # every heartbeat: almost always nothing to do
+            with _transaction(db):
+                rows = db.execute(
+                    "SELECT x.exec_id, x.owner, x.epoch FROM cancels AS c JOIN executions AS x "
+                    "ON x.exec_id = c.exec_id WHERE x.state = ?",
+                    (UNFINISHED,),
+                ).fetchall()
+                now = time.time()
+                settled = [r[0] for r in rows if r[1] is None or (r[1] != node and self._dead(db, r[1], now))]
+                if settled:
+                    db.executemany(
+                        "UPDATE executions SET state = 'cancelled', ended = ?, locked = 0 WHERE exec_id = ?",
+                        [(iso_from_timestamp(now), i) for i in settled],
+                    )
+                    log.warning("SQLiteStore: %d execution(s) of dead nodes cancelled on request", len(settled))
+                db.execute(
+                    "DELETE FROM cancels WHERE exec_id NOT IN (SELECT exec_id FROM executions WHERE state = ?)",
+                    (UNFINISHED,),
+                )
+        return [r[0] for r in rows if r[1] == node and r[2] == epoch]
+
+    def mark_cancelled(self, exec_ids: Iterable[str]) -> None:
+        """Record these unfinished executions of this node as cancelled (they will not run)."""
+        node, epoch = self._attached()
+        ended = iso_from_timestamp(time.time())
+        with self._lock, _transaction(self._conn()):
+            self._conn().executemany(
+                "UPDATE executions SET state = 'cancelled', ended = ?, locked = 0 "
+                "WHERE exec_id = ? AND owner = ? AND epoch = ? AND state = ?",
+                [(ended, i, node, epoch, UNFINISHED) for i in exec_ids],
+            )
+
+    def unfinished_among(self, exec_ids: Iterable[str]) -> list[str]:
+        """Those of `exec_ids` that have not ended (on any node)."""
+        ids = list(exec_ids)
+        left: list[str] = []
+        with self._lock:
+            db = self._conn()
+            for at in range(0, len(ids), 500):
+                chunk = ids[at : at + 500]
+                left += [
+                    r[0]
+                    for r in db.execute(
+                        f"SELECT exec_id FROM executions WHERE exec_id IN ({', '.join('?' * len(chunk))}) "
+                        "AND state = ?",
+                        (*chunk, UNFINISHED),
+                    ).fetchall()
+                ]
+        return left
+
+    def unlock(self, exec_ids: Iterable[str]) -> None:
+        """Record that these executions of this node unlocked ('skip-until-unlock' no longer skips for them)."""
+        node, epoch = self._attached()
+        with self._lock, _transaction(self._conn()):
+            self._conn().executemany(
+                "UPDATE executions SET locked = 0 WHERE exec_id = ? AND owner = ? AND epoch = ?",
+                [(i, node, epoch) for i in exec_ids],
+            )
+
+    def prune_nodes(self, grace: float) -> list[str]:
+        """Delete the rows and lock files of dead nodes with a default name, once they own no unfinished execution.
+
+        Only nodes whose name was made for one engine (`default_node_name`:
+        it never comes back), whose lock file no process holds, and whose
+        lease expired more than `grace` seconds ago, are deleted; never this
+        node. A zombie of a pruned node finds its row gone: its writes are
+        refused, as those of a replaced node.
+
+        Returns:
+            The names of the nodes deleted.
+        """
+        node, _ = self._attached()
+        now = time.time()
+        pruned: list[str] = []
+        with self._lock:
+            db = self._conn()
+            candidates = [
+                r[0]
+                for r in db.execute(
+                    "SELECT n.name FROM nodes AS n WHERE n.ephemeral AND n.name != ? AND n.expires < ? "
+                    "AND NOT EXISTS (SELECT 1 FROM executions AS x WHERE x.owner = n.name AND x.state = ?)",
+                    (node, now - grace, UNFINISHED),
+                ).fetchall()
+            ]
+            if not candidates:
+                return []
+            with _transaction(db):
+                for name in candidates:
+                    held = self._hold_dead_lock(name)
+                    if held is False:
+                        continue  # its process lives (paused): it is fenced when it comes back, not pruned
+                    try:
+                        gone = db.execute(
+                            "DELETE FROM nodes WHERE name = ? AND expires < ? AND NOT EXISTS "
+                            "(SELECT 1 FROM executions WHERE owner = ? AND state = ?)",
+                            (name, now - grace, name, UNFINISHED),
+                        ).rowcount
+                        if gone:
+                            pruned.append(name)
+                            with contextlib.suppress(FileNotFoundError):
+                                os.unlink(self._lock_path(name))
+                    finally:
+                        if held is not None and held is not False:
+                            os.close(held)
+        if pruned:
+            log.info("SQLiteStore: pruned %d dead node(s)", len(pruned))
+        return pruned
+
+    def _hold_dead_lock(self, node: str) -> int | bool | None:
+        """Lock a dead node's lock file (to delete it): its descriptor; None when it has none; False when held."""
+        if sys.platform == "win32":  # pragma: no cover - no lock files
+            return None
+        try:
+            fd = os.open(self._lock_path(node), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        return fd
 
     def publish(self, data: Any, topic: str | None) -> int:
         """Events are not shared through an SQLite file: nothing is kept; returns 0."""
