@@ -783,12 +783,14 @@ class PostgresStore(Store):
                     node,
                     self.epoch,
                 )
-                if ruled.cancel_now:
+                if ruled.cancel_now:  # made this node's: a zombie of the dead owner is fenced
                     await conn.execute(
-                        f"UPDATE {s}.executions SET state = 'cancelled', ended = $2, locked = false "
-                        "WHERE exec_id = ANY($1) AND state = 'pending'",
+                        f"UPDATE {s}.executions SET state = 'cancelled', ended = $2, locked = false, owner = $3, "
+                        "epoch = $4 WHERE exec_id = ANY($1) AND state = 'pending'",
                         ruled.cancel_now,
                         _now(),
+                        node,
+                        self.epoch,
                     )
                 if ruled.request:
                     await conn.execute(
@@ -830,11 +832,13 @@ class PostgresStore(Store):
                 )
                 settled = [r[0] for r in rows if not r[2]]
                 if settled:
-                    await conn.execute(
-                        f"UPDATE {s}.executions SET state = 'cancelled', ended = $2, locked = false "
-                        "WHERE exec_id = ANY($1)",
+                    await conn.execute(  # made this node's: a zombie of the dead owner is fenced
+                        f"UPDATE {s}.executions SET state = 'cancelled', ended = $2, locked = false, owner = $3, "
+                        "epoch = $4 WHERE exec_id = ANY($1)",
                         settled,
                         _now(),
+                        node,
+                        self.epoch,
                     )
                     log.warning("PostgresStore: %d execution(s) of dead nodes cancelled on request", len(settled))
                 await conn.execute(

@@ -716,8 +716,6 @@ class SQLiteStore(Store):
             elsewhere): every write of this one is refused.
         """
         node, epoch = self._attached()
-        if self._held is None:
-            self._take_lock(node, wait=0)
         began = time.monotonic()
         now = time.time()
         with self._lock:
@@ -735,6 +733,8 @@ class SQLiteStore(Store):
         if not row or row[0][0] != epoch:
             self._release_lock()  # for the process that replaced this one
             return "replaced"
+        if self._held is None:  # (not before: a node pruned as dead must not make its lock file again)
+            self._take_lock(node, wait=0)
         self._lease_until = began + self.lease
         return "alive" if row[0][1] >= now else "late"
 
@@ -920,9 +920,10 @@ class SQLiteStore(Store):
                     ),
                 )
                 ended = iso_from_timestamp(now)
-                db.executemany(
-                    "UPDATE executions SET state = 'cancelled', ended = ?, locked = 0 WHERE exec_id = ? AND state = ?",
-                    [(ended, i, UNFINISHED) for i in ruled.cancel_now],
+                db.executemany(  # made this node's: a zombie of the dead owner is fenced
+                    "UPDATE executions SET state = 'cancelled', ended = ?, locked = 0, owner = ?, epoch = ? "
+                    "WHERE exec_id = ? AND state = ?",
+                    [(ended, node, epoch, i, UNFINISHED) for i in ruled.cancel_now],
                 )
                 db.executemany(
                     "INSERT OR IGNORE INTO cancels (exec_id, by_node, at) VALUES (?, ?, ?)",
@@ -954,9 +955,10 @@ class SQLiteStore(Store):
                 now = time.time()
                 settled = [r[0] for r in rows if r[1] is None or (r[1] != node and self._dead(db, r[1], now))]
                 if settled:
-                    db.executemany(
-                        "UPDATE executions SET state = 'cancelled', ended = ?, locked = 0 WHERE exec_id = ?",
-                        [(iso_from_timestamp(now), i) for i in settled],
+                    db.executemany(  # made this node's: a zombie of the dead owner is fenced
+                        "UPDATE executions SET state = 'cancelled', ended = ?, locked = 0, owner = ?, epoch = ? "
+                        "WHERE exec_id = ?",
+                        [(iso_from_timestamp(now), node, epoch, i) for i in settled],
                     )
                     log.warning("SQLiteStore: %d execution(s) of dead nodes cancelled on request", len(settled))
                 db.execute(
