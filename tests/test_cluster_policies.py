@@ -534,3 +534,23 @@ def test_abort_running_in_another_process(spawn: Callable[..., Worker]) -> None:
         worker.send("end")
     a.wait()
     b.wait()
+
+
+def test_the_store_admits_once_and_a_retried_admission_finds_its_record(shared: Callable[[], Any]) -> None:
+    store = _node(shared, "n", ephemeral=False)
+
+    def begin(exec_id: str) -> ExecutionRecord:
+        return ExecutionRecord(exec_id, "t", "pending", "2026-01-01T00:00:00.000000+00:00", template="{}", event="{}")
+
+    assert store.admit(OverrunPolicy.SKIP, begin("one"), ["one"]) == (Decision.start, [])
+    # The answer was lost and the admission is tried again: it was admitted.
+    assert store.admit(OverrunPolicy.SKIP, begin("one"), ["one"]) == (Decision.start, [])
+    assert store.admit(OverrunPolicy.SKIP, begin("two"), ["one", "two"]) == (Decision.skip, [])
+    # This node's own execution that does not run here any more (its end not committed yet) is not counted.
+    assert store.admit(OverrunPolicy.SKIP, begin("three"), ["three"]) == (Decision.start, [])
+    assert store.admit(OverrunPolicy.ABORT_RUNNING, begin("four"), ["three", "four"]) == (
+        Decision.abort_then_start,
+        ["three"],
+    )
+    assert sorted(i.exec_id for i in store.executions(state="pending")) == ["four", "one", "three"]
+    assert sorted(store.unfinished_among(["one", "two", "four"])) == ["four", "one"]

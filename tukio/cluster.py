@@ -300,7 +300,12 @@ class Cluster:
         self._admitting.add(uid)
         try:
             here = [*self._instances, *self._admitting]
-            decision, waits = await asyncio.to_thread(self.store.admit, policy, begin, here)
+            soon = getattr(self.store, "admit_soon", None)  # a store that need not block a thread
+            future = soon(policy, begin, here) if soon is not None else None
+            if future is not None:
+                decision, waits = await asyncio.wrap_future(future)
+            else:
+                decision, waits = await asyncio.to_thread(self.store.admit, policy, begin, here)
         finally:
             self._admitting.discard(uid)
         if decision is Decision.skip:

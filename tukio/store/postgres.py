@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from tukio._report import iso_from_timestamp
 from tukio.policy import Decision, OverrunPolicy
-from tukio.store._gate import Running, rule
 from tukio.store._pgschema import MIGRATIONS, SQL
 from tukio.store.base import (
     ExecutionInfo,
@@ -744,64 +743,51 @@ class PostgresStore(Store):
             A node that was replaced (a newer epoch) is told to skip.
         """
         node = self._attached()
-        s = self.sql.schema
+        return self._run(self._admit(node, policy, begin, list(here)))
+
+    def admit_soon(
+        self, policy: OverrunPolicy, begin: ExecutionRecord, here: Collection[str]
+    ) -> concurrent.futures.Future[tuple[Decision, list[str]]] | None:
+        """Start `admit` without blocking (no thread in between); the future is done with its answer.
+
+        Returns:
+            None when the node has not joined yet: call `admit` (from a thread) then.
+        """
+        if self.node is None or self.epoch is None or self._loop.is_closed():
+            return None
+        return asyncio.run_coroutine_threadsafe(self._admit(self.node, policy, begin, list(here)), self._loop)
+
+    async def _admit(
+        self, node: str, policy: OverrunPolicy, begin: ExecutionRecord, here: list[str]
+    ) -> tuple[Decision, list[str]]:
         tid = begin.template_id
-        lock = zlib.crc32(f"{self.schema}\0{tid}".encode()) - (1 << 31)  # int4: (namespace, key) differs
+        key = zlib.crc32(f"{self.schema}\0{tid}".encode()) - (1 << 31)  # an int4
         template, texts = _blob(begin.template)
         event, e_texts = _blob(begin.event)
-        rows_query = (
-            f"SELECT x.exec_id, x.locked, x.owner IS NOT DISTINCT FROM $1 AND x.epoch IS NOT DISTINCT FROM $2, "
-            f"x.owner IS NOT NULL AND x.owner IN ({self.sql.alive.replace('$5', '$4')}) "
-            f"FROM {s}.executions AS x WHERE x.state = 'pending' AND x.template_id = $3 "
-            "ORDER BY x.exec_id FOR UPDATE OF x"
+        args = (
+            node,
+            self.epoch,
+            self._namespace ^ 1,  # (nodes hold (namespace, their id), events (namespace, 0))
+            key,
+            self._namespace,
+            str(policy.value),
+            here,
+            begin.exec_id,
+            tid,
+            begin.start,
+            template,
+            event,
+            texts if begin.template is not None else e_texts,
+            _now(),
         )
-        uid = begin.exec_id
-        names = list(here)
+        row = await self._reader.call(lambda c: c.fetchrow(self.sql.admit, *args))
+        return self._admitted(row, node, tid)
 
-        async def op(conn: asyncpg.Connection) -> tuple[Decision, list[str]]:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1::int4, $2::int4)", self._namespace ^ 1, lock)
-                current = await conn.fetchval(
-                    f"SELECT 1 FROM {s}.nodes WHERE name = $1 AND epoch = $2 FOR SHARE", node, self.epoch
-                )
-                if current is None:
-                    log.warning("PostgresStore: node %s was replaced: trigger of %s skipped", node, tid)
-                    return Decision.skip, []
-                rows = await conn.fetch(rows_query, node, self.epoch, tid, self._namespace)
-                ruled = rule(policy, uid, [Running(r[0], r[1], r[2], r[3]) for r in rows], names)
-                if ruled.decision is Decision.skip:
-                    return ruled.decision, []
-                await conn.execute(
-                    f"INSERT INTO {s}.executions (exec_id, template_id, state, started, template, event, texts, "
-                    "owner, epoch) VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8) ON CONFLICT (exec_id) DO NOTHING",
-                    uid,
-                    tid,
-                    begin.start,
-                    template,
-                    event,
-                    texts if begin.template is not None else e_texts,
-                    node,
-                    self.epoch,
-                )
-                if ruled.cancel_now:  # made this node's: a zombie of the dead owner is fenced
-                    await conn.execute(
-                        f"UPDATE {s}.executions SET state = 'cancelled', ended = $2, locked = false, owner = $3, "
-                        "epoch = $4 WHERE exec_id = ANY($1) AND state = 'pending'",
-                        ruled.cancel_now,
-                        _now(),
-                        node,
-                        self.epoch,
-                    )
-                if ruled.request:
-                    await conn.execute(
-                        f"INSERT INTO {s}.cancels (exec_id, by_node) SELECT unnest($1::text[]), $2 "
-                        "ON CONFLICT (exec_id) DO NOTHING",
-                        ruled.request,
-                        node,
-                    )
-                return ruled.decision, ruled.wait
-
-        return self._run(self._reader.call(op))
+    def _admitted(self, row: Any, node: str, tid: str | None) -> tuple[Decision, list[str]]:
+        if row[0] == "replaced":
+            log.warning("PostgresStore: node %s was replaced: trigger of %s skipped", node, tid)
+            return Decision.skip, []
+        return Decision(row[0]), list(row[1])
 
     def cancel_requests(self) -> list[str]:
         """Act on the cancel requests of 'abort-running' that no live node will: return this node's.
