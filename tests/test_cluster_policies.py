@@ -51,6 +51,7 @@ def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[
             made.append(SQLiteStore(tmp_path / "shared.db"))
             return made[-1]
 
+    new.postgres = request.param == "postgres"  # type: ignore[attr-defined]
     yield new
     for store in made:
         store.close()
@@ -85,6 +86,13 @@ async def parked_on(node: str) -> None:
     event = PARKED.setdefault(node, asyncio.Event())
     await asyncio.wait_for(event.wait(), 10)
     event.clear()
+
+
+def deaf(engine: Engine) -> None:
+    """Keep `engine` from hearing cancel requests before its next heartbeat (PostgreSQL signals them)."""
+    assert engine._cluster is not None
+    if engine._cluster._cancelling is not None:
+        engine._cluster._cancelling.cancel()
 
 
 def ended(workflow: Workflow) -> None:
@@ -166,7 +174,9 @@ async def test_skip_two_nodes_triggered_at_once_start_one_instance(
 async def test_abort_running_cancels_the_instance_of_another_node_then_starts(
     shared: Callable[[], Any], parked: Callable[[str, str], WorkflowTemplate]
 ) -> None:
-    a, b = await engines(shared, parked, "abort-running", "a", "b", lease=0.6)  # heartbeats every 0.2 s
+    # PostgreSQL signals the request (NOTIFY): a acts at once. SQLite: at a's next heartbeat (every 0.2 s).
+    lease = 30 if shared.postgres else 0.6  # type: ignore[attr-defined]
+    a, b = await engines(shared, parked, "abort-running", "a", "b", lease=lease)
     first = await a.trigger("pol", {})
     assert first is not None
     ended(first)
@@ -175,7 +185,7 @@ async def test_abort_running_cancels_the_instance_of_another_node_then_starts(
     assert second is not None
     ended(second)
     with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(first, 10)  # cancelled on a, at its next heartbeat
+        await asyncio.wait_for(first, 5)  # cancelled on a
     await parked_on("b")
     # b's instance started only once a's had ended.
     assert [("a", "a"), ("a", "b"), ("end", first.uid), ("b", "a"), ("b", "b")] == ORDER
@@ -232,6 +242,7 @@ async def test_a_cancel_request_outlives_its_dead_target_node_which_is_then_not_
     shared: Callable[[], Any], parked: Callable[[str, str], WorkflowTemplate]
 ) -> None:
     a, b, c = await engines(shared, parked, "abort-running", "a", "b", "c")  # a beats every 10 s
+    deaf(a)
     first = await a.trigger("pol", {})
     assert first is not None
     await parked_on("a")
@@ -250,6 +261,7 @@ async def test_a_node_restarted_under_its_name_does_not_resume_what_was_aborted(
     shared: Callable[[], Any], parked: Callable[[str, str], WorkflowTemplate]
 ) -> None:
     a, b = await engines(shared, parked, "abort-running", "a", "b")
+    deaf(a)
     first = await a.trigger("pol", {})
     assert first is not None
     await parked_on("a")
@@ -554,3 +566,34 @@ def test_the_store_admits_once_and_a_retried_admission_finds_its_record(shared: 
     )
     assert sorted(i.exec_id for i in store.executions(state="pending")) == ["four", "one", "three"]
     assert sorted(store.unfinished_among(["one", "two", "four"])) == ["four", "one"]
+
+
+def test_a_dead_node_whose_lock_file_is_gone_is_pruned(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "j.db") as gone, SQLiteStore(tmp_path / "j.db") as me:
+        gone.ephemeral = True
+        gone.attach("host-4-1", lease=30)
+        gone.join()
+        gone.leave()
+        os.unlink(gone._lock_path("host-4-1"))
+        me.attach("me")
+        me.join()
+        assert me.prune_nodes(0) == ["host-4-1"]
+
+
+async def test_a_failure_to_hear_cancel_requests_is_logged(
+    pg_schema: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = PostgresStore(pg_schema[0], schema=pg_schema[1])  # only PostgreSQL signals cancel requests
+
+    def broken(wake: Any) -> bool:
+        raise OSError("no listener")
+
+    store.listen_cancels = broken
+    engine = Engine(store=store, node="deaf", lease=0.3)
+    for _ in range(500):
+        if "acting on cancel requests failed" in caplog.text:
+            break
+        await asyncio.sleep(0.01)
+    assert "acting on cancel requests failed" in caplog.text
+    await asyncio.wait_for(engine.stop(), 10)
+    store.close()

@@ -199,6 +199,10 @@ class Cluster:
         self._unlocking: asyncio.Task[None] | None = None
         self._watched: dict[str, asyncio.Future[None]] = {}  # executions aborted on other nodes
         self._watching: asyncio.Task[None] | None = None
+        # A store that signals cancel requests (PostgreSQL NOTIFY): they are acted on at once,
+        # not at the next heartbeat.
+        self._cancels_wake = asyncio.Event()
+        self._cancelling: asyncio.Task[None] | None = None
         store.on_fenced = self._fenced
         _local_nodes.setdefault(loop, set()).add(self.node)
 
@@ -208,6 +212,8 @@ class Cluster:
         if self._beating is None and not self._closed:
             self._beating = self._loop.create_task(self._beat_forever(), name=f"tukio-heartbeat-{self.node}")
             self._listen()
+            if hasattr(self.store, "listen_cancels"):
+                self._cancelling = self._loop.create_task(self._cancels_forever(), name=f"tukio-cancels-{self.node}")
 
     def _listen(self) -> None:
         """Read the other nodes' events, unless another engine on this loop does (they share its broker)."""
@@ -281,6 +287,29 @@ class Cluster:
         claimed = await self._claim_all()
         if claimed:
             await self._resume(claimed)
+
+    async def _cancels_forever(self) -> None:
+        """Act on cancel requests as soon as the store signals one (and again after a lost connection)."""
+        loop = self._loop
+
+        def wake() -> None:  # from the store's thread
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._cancels_wake.set)
+
+        period = max(self.lease / 3, MIN_PERIOD)
+        while True:
+            try:
+                await asyncio.to_thread(self.store.listen_cancels, wake)  # type: ignore[attr-defined]
+                if self._cancels_wake.is_set():
+                    self._cancels_wake.clear()
+                    requested = await asyncio.to_thread(self.store.cancel_requests)
+                    self._cancel(requested, "another node aborted it (abort-running)")
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("node %s: acting on cancel requests failed", self.node)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._cancels_wake.wait(), period)
 
     # -- overrun policies across the nodes ------------------------------------------------------------
     async def admit(self, workflow: Workflow, data: Any) -> list[Any] | None:
@@ -451,7 +480,7 @@ class Cluster:
         _local_nodes.get(self._loop, set()).discard(self.node)
         if _listeners.get(self._loop) is self:
             del _listeners[self._loop]
-        for task in (self._beating, self._listening, self._watching):
+        for task in (self._beating, self._listening, self._watching, self._cancelling):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
         if leave:

@@ -212,6 +212,9 @@ MIGRATIONS: tuple[str, ...] = (
              WHERE exec_id = ANY(dead);
             INSERT INTO {s}.cancels (exec_id, by_node) SELECT unnest(remote), p_node
                 ON CONFLICT (exec_id) DO NOTHING;
+            IF cardinality(remote) > 0 THEN
+                PERFORM pg_notify('tukio_cancels_' || p_ns, '');  -- the owners act at once
+            END IF;
             waits := remote || mine;
         END IF;
     END

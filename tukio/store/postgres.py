@@ -385,6 +385,7 @@ class PostgresStore(Store):
         self._presence = _Link(self, "presence")
         self._listener = _Link(self, "listener")
         self._listening: Any = None  # the connection LISTENing for events
+        self._listening_cancels: Any = None  # the connection LISTENing for cancel requests
         try:
             self._run(self._reader.call(self._migrate, retry=False))
         except BaseException:
@@ -834,6 +835,22 @@ class PostgresStore(Store):
                 return [r[0] for r in rows if r[1] and r[2]]
 
         return self._run(self._reader.call(op))
+
+    def listen_cancels(self, wake: Callable[[], None]) -> bool:
+        """Call `wake` (from the store's thread) whenever an admission asks a node to cancel executions.
+
+        Returns:
+            True when listening (again, on a new connection); False when already listening.
+        """
+
+        async def op(conn: asyncpg.Connection) -> bool:
+            if self._listening_cancels is conn:
+                return False
+            await conn.add_listener(f"tukio_cancels_{self._namespace}", lambda *_: wake())
+            self._listening_cancels = conn
+            return True
+
+        return bool(self._run(self._listener.call(op)))
 
     def mark_cancelled(self, exec_ids: Iterable[str]) -> None:
         """Record these unfinished executions of this node as cancelled (they will not run)."""
