@@ -597,3 +597,21 @@ async def test_a_failure_to_hear_cancel_requests_is_logged(
     assert "acting on cancel requests failed" in caplog.text
     await asyncio.wait_for(engine.stop(), 10)
     store.close()
+
+
+async def test_a_trigger_the_store_cannot_decide_on_is_logged_and_not_started(
+    shared: Callable[[], Any], parked: Callable[[str, str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
+) -> None:
+    [a] = await engines(shared, parked, "skip", "a")
+    assert a._cluster is not None
+
+    def broken(*args: Any) -> Any:
+        raise OSError("database gone")
+
+    a._cluster.store.admit = broken  # type: ignore[method-assign]
+    a._cluster.store.admit_soon = lambda *args: None  # type: ignore[attr-defined]
+    assert await a.trigger("pol", {}) is None
+    assert await a.data_received({}) == []
+    assert "not started, the store could not apply its policy: database gone" in caplog.text
+    assert a.instances == []
+    await stop(a)

@@ -520,3 +520,27 @@ async def test_a_loop_write_the_database_refuses_fails_that_batch_only(
         assert store.write_soon([begin("e1")], good.set_result)
         assert await asyncio.wait_for(good, 10) is None
     assert "writing 1 record(s)" in caplog.text
+
+
+def test_a_call_waiting_when_the_store_closes_fails_instead_of_waiting_forever(pg_schema: Schema) -> None:
+    store = PostgresStore(pg_schema[0], schema=pg_schema[1])
+    errors: list[BaseException] = []
+    began = threading.Event()
+
+    async def forever() -> None:
+        began.set()
+        await asyncio.Event().wait()
+
+    def call() -> None:
+        try:
+            store._run(forever())
+        except BaseException as exc:
+            errors.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert began.wait(10)
+    store.close()
+    caller.join(10)
+    assert not caller.is_alive()
+    assert [str(e) for e in errors] == [f"{store!r} is closed"]

@@ -189,6 +189,11 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
 
         Once `stop()` was called the data is still dispatched (tasks of the
         workflows that are finishing get their events) but no workflow starts.
+        With a store shared by several engines, a template whose policy is
+        not 'start-new' is started only once the store admitted it under its
+        policy, across every engine (see "Overrun policies across nodes" in
+        the cluster guide); a template the store could not decide on is
+        logged and not started.
 
         Returns:
             The workflows started, or None once the engine is stopping.
@@ -224,6 +229,10 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             data: the data the root task starts with.
             timeout: seconds after which this execution times out, as the
                 template's own `timeout` would (None: only the template's).
+
+        With a store shared by several engines, the policy counts the
+        instances of every engine: the store decides, in one transaction (see
+        `data_received`).
 
         Returns:
             The workflow, or None (unknown template, policy said skip, or the
@@ -444,7 +453,11 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         """`_start` with a shared store: the store applies the policy across the nodes (see `tukio.cluster`)."""
         assert self._cluster is not None
         workflow = self._new(template)
-        previous = await self._cluster.admit(workflow, event.data)
+        try:
+            previous = await self._cluster.admit(workflow, event.data)
+        except Exception as exc:  # the store retried what it could: this trigger is lost, not the others
+            log.error("template %s: not started, the store could not apply its policy: %s", template.uid, exc)
+            return None
         if previous is None:
             log.debug("template %s: skipped by policy %s (across the nodes)", template.uid, template.policy.value)
             return None

@@ -400,7 +400,16 @@ class PostgresStore(Store):
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("PostgresStore cannot be called from its own thread")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        while True:
+            try:
+                return future.result(timeout=0.5)
+            except concurrent.futures.TimeoutError:
+                # Closed meanwhile: the call will never end (a thread waiting forever would keep
+                # its pool, and the interpreter, from shutting down).
+                if not self._thread.is_alive():
+                    future.cancel()
+                    raise RuntimeError(f"{self!r} is closed") from None
 
     async def _migrate(self, conn: asyncpg.Connection) -> None:
         s = self.sql.schema
