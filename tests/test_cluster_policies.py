@@ -580,16 +580,24 @@ def test_a_dead_node_whose_lock_file_is_gone_is_pruned(tmp_path: Path) -> None:
         assert me.prune_nodes(0) == ["host-4-1"]
 
 
-async def test_a_failure_to_hear_cancel_requests_is_logged(
+async def test_failures_to_hear_or_read_cancel_requests_are_logged(
     pg_schema: tuple[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     store = PostgresStore(pg_schema[0], schema=pg_schema[1])  # only PostgreSQL signals cancel requests
 
-    def broken(wake: Any) -> bool:
+    def broken(*args: Any) -> Any:
         raise OSError("no listener")
 
-    store.listen_cancels = broken
+    store.listen_cancels = broken  # type: ignore[method-assign]
     engine = Engine(store=store, node="deaf", lease=0.3)
+    assert engine._cluster is not None
+    for _ in range(500):
+        if "cannot listen for cancel requests" in caplog.text:
+            break
+        await asyncio.sleep(0.01)
+    assert "cannot listen for cancel requests" in caplog.text
+    store.cancel_requests = broken  # type: ignore[method-assign]
+    engine._cluster._signalled()  # as the store's thread does on a NOTIFY
     for _ in range(500):
         if "acting on cancel requests failed" in caplog.text:
             break

@@ -276,7 +276,7 @@ class Cluster:
             log.warning("node %s missed its lease: checking which executions it still owns", self.node)
             gone = await asyncio.to_thread(self.store.lost, list(self._instances))
             self._cancel(gone, "taken over by another node while this one missed its lease")
-        requested = await asyncio.to_thread(self.store.cancel_requests)
+        requested = await asyncio.to_thread(self._cancel_requests)
         if requested:
             self._cancel(requested, "another node aborted it (abort-running)")
         self._beats += 1
@@ -288,28 +288,33 @@ class Cluster:
         if claimed:
             await self._resume(claimed)
 
-    async def _cancels_forever(self) -> None:
-        """Act on cancel requests as soon as the store signals one (and again after a lost connection)."""
-        loop = self._loop
-
-        def wake() -> None:  # from the store's thread
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._cancels_wake.set)
-
-        period = max(self.lease / 3, MIN_PERIOD)
-        while True:
+    def _cancel_requests(self) -> list[str]:
+        """(In a thread, at each heartbeat.) Listen for signalled cancel requests (again after a
+        lost connection), and read this node's requests, in case a signal was missed."""
+        listen = getattr(self.store, "listen_cancels", None)
+        if listen is not None:
             try:
-                await asyncio.to_thread(self.store.listen_cancels, wake)  # type: ignore[attr-defined]
-                if self._cancels_wake.is_set():
-                    self._cancels_wake.clear()
-                    requested = await asyncio.to_thread(self.store.cancel_requests)
-                    self._cancel(requested, "another node aborted it (abort-running)")
-            except asyncio.CancelledError:
-                raise
+                listen(self._signalled)
+            except Exception:
+                log.exception("node %s: cannot listen for cancel requests (read at each heartbeat)", self.node)
+        return self.store.cancel_requests()
+
+    def _signalled(self) -> None:
+        """(From the store's thread.) An admission asked some node to cancel executions."""
+        with contextlib.suppress(RuntimeError):  # a closed loop: nothing runs any more
+            self._loop.call_soon_threadsafe(self._cancels_wake.set)
+
+    async def _cancels_forever(self) -> None:
+        """Act on cancel requests as soon as the store signals one."""
+        while True:
+            await self._cancels_wake.wait()
+            self._cancels_wake.clear()
+            try:
+                requested = await asyncio.to_thread(self.store.cancel_requests)
             except Exception:
                 log.exception("node %s: acting on cancel requests failed", self.node)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._cancels_wake.wait(), period)
+                continue
+            self._cancel(requested, "another node aborted it (abort-running)")
 
     # -- overrun policies across the nodes ------------------------------------------------------------
     async def admit(self, workflow: Workflow, data: Any) -> list[Any] | None:
