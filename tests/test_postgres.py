@@ -544,3 +544,13 @@ def test_a_call_waiting_when_the_store_closes_fails_instead_of_waiting_forever(p
     caller.join(10)
     assert not caller.is_alive()
     assert [str(e) for e in errors] == [f"{store!r} is closed"]
+
+
+def test_a_call_failing_with_a_timeout_raises_it(pg_schema: Schema) -> None:
+    with PostgresStore(pg_schema[0], schema=pg_schema[1]) as store:
+
+        async def times_out() -> None:
+            raise asyncio.TimeoutError("took too long")
+
+        with pytest.raises(asyncio.TimeoutError, match="took too long"):
+            store._run(times_out())

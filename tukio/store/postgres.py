@@ -401,15 +401,14 @@ class PostgresStore(Store):
             coro.close()
             raise RuntimeError("PostgresStore cannot be called from its own thread")
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        while True:
-            try:
-                return future.result(timeout=0.5)
-            except concurrent.futures.TimeoutError:
-                # Closed meanwhile: the call will never end (a thread waiting forever would keep
-                # its pool, and the interpreter, from shutting down).
-                if not self._thread.is_alive():
-                    future.cancel()
-                    raise RuntimeError(f"{self!r} is closed") from None
+        # (Not `result(timeout)`: the call itself may fail with a TimeoutError.)
+        while not concurrent.futures.wait([future], timeout=0.5).done:
+            # Closed meanwhile: the call will never end (a thread waiting forever would keep
+            # its pool, and the interpreter, from shutting down).
+            if not self._thread.is_alive():
+                future.cancel()
+                raise RuntimeError(f"{self!r} is closed")
+        return future.result()
 
     async def _migrate(self, conn: asyncpg.Connection) -> None:
         s = self.sql.schema
