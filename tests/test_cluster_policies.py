@@ -324,8 +324,8 @@ async def test_an_engine_stopped_while_the_store_decides_starts_nothing(
     assert a._cluster is not None
     admit = a._cluster.admit
 
-    async def stop_meanwhile(workflow: Workflow, data: Any) -> Any:
-        got = await admit(workflow, data)
+    async def stop_meanwhile(workflow: Workflow, data: Any, running: Any = ()) -> Any:
+        got = await admit(workflow, data, running)
         a.stop()
         return got
 

@@ -317,11 +317,16 @@ class Cluster:
             self._cancel(requested, "another node aborted it (abort-running)")
 
     # -- overrun policies across the nodes ------------------------------------------------------------
-    async def admit(self, workflow: Workflow, data: Any) -> list[Any] | None:
+    async def admit(self, workflow: Workflow, data: Any, running: Iterable[str] = ()) -> list[Any] | None:
         """Ask the store to admit `workflow` (not started yet) under its template's policy.
 
         Unless the policy says skip, the store has recorded the workflow's
         begin (owned by this node) when this returns.
+
+        Args:
+            workflow: the new workflow.
+            data: its triggering data.
+            running: the ids of the instances of its template running on this node.
 
         Returns:
             None when the policy says skip; else what the workflow waits
@@ -333,7 +338,7 @@ class Cluster:
         uid = workflow.uid
         self._admitting.add(uid)
         try:
-            here = [*self._instances, *self._admitting]
+            here = [*running, *self._admitting]
             soon = getattr(self.store, "admit_soon", None)  # a store that need not block a thread
             future = soon(policy, begin, here) if soon is not None else None
             if future is not None:

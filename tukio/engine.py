@@ -454,7 +454,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         assert self._cluster is not None
         workflow = self._new(template)
         try:
-            previous = await self._cluster.admit(workflow, event.data)
+            group = self._running.get(template.uid)
+            previous = await self._cluster.admit(workflow, event.data, group.instances if group is not None else ())
         except Exception as exc:  # the store retried what it could: this trigger is lost, not the others
             log.error("template %s: not started, the store could not apply its policy: %s", template.uid, exc)
             return None
