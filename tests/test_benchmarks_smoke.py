@@ -81,3 +81,27 @@ def test_soak_runs_samples_and_prunes(tmp_path: Path) -> None:
     assert [line.split()[0] for line in lines[1:4]] == ["100", "200", "300"]
     assert "300 workflows (0 failed)" in done.stdout
     assert "after vacuum(): database" in done.stdout
+
+
+@pytest.mark.slow
+def test_events_benchmark_measures_every_case(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "events.py"), "--events", "20", "--no-postgres"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout.splitlines()[-1])
+    assert set(results) == {
+        "local/none",
+        "local/memory not journaled",
+        "local/memory events journaled",
+        "local/sqlite not journaled",
+        "local/sqlite events journaled",
+        "across/sqlite poll 0.05s",
+        "across/sqlite poll 0.01s",
+    }
+    assert all(row["median_ms"] > 0 for row in results.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import signal
 import sqlite3
 import subprocess
@@ -72,14 +73,31 @@ def node(store: SQLiteStore, name: str, lease: float = 30.0) -> list[str]:
 
 
 # -- the store on its own --------------------------------------------------------------------
-def test_a_store_is_a_leased_store_that_shares_no_events(stores: Callable[[], SQLiteStore]) -> None:
-    store = stores()
+def test_a_store_is_a_leased_store_that_shares_events_through_the_file(stores: Callable[[], SQLiteStore]) -> None:
+    store, other = stores(), stores()
     assert isinstance(store, LeasedStore)
-    assert store.publish({"x": 1}, "t") == 0
     assert store.event_cursor() == 0
-    assert store.events_after(0) == []
-    assert store.prune_events(1.0) == 0
-    assert store.listen(lambda: None) is False
+    node(store, "a")
+    assert store.publish({"x": 0}, "t") == 0  # alone on the file: nothing to share, nothing kept
+    assert store.event_cursor() == 0
+    node(other, "b")
+    first = store.publish({"x": 1}, "t")
+    assert store.publish({"big": "y" * 300_000}, None) == first + 1  # payloads of any size
+    assert other.publish({"x": 3}, "t") == first + 2
+    assert other.event_cursor() == first + 2
+    # Each node reads the events of the others, in order, from its cursor.
+    assert other.events_after(0) == [(first, "a", "t", {"x": 1}), (first + 1, "a", None, {"big": "y" * 300_000})]
+    assert store.events_after(first) == [(first + 2, "b", "t", {"x": 3})]
+    assert store.events_after(first + 2) == []
+    assert store.listen(lambda: None) is False  # no signal between processes: they poll
+    assert store.prune_events(3600) == 0
+    assert store.prune_events(0) == 3
+    assert store.event_cursor() == first + 2  # ids never go back, even once every event is pruned
+    assert other.publish({"x": 4}, "t") == first + 3
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        store.publish({"x": object()}, "t")
+    with pytest.raises(ValueError, match="event_poll must be a positive"):
+        SQLiteStore(store.path, event_poll=0)
 
 
 def test_bad_attach_and_calls_before_attach(stores: Callable[[], SQLiteStore]) -> None:
@@ -431,3 +449,184 @@ def test_a_paused_node_loses_its_workflows_at_its_lease_and_is_fenced_when_it_co
     assert {json.loads(data)["outputs"][tid] for tid, data in done} == {"b"}  # nothing of a's was recorded
     assert {tid for (_, tid), n in workers.ran().items() if n == 2} == {"t0"}  # a's t0 ran again on b, once
     assert "Traceback" not in (workers.tmp / "a.log").read_text()
+
+
+async def test_data_received_reaches_the_listening_tasks_of_every_process_once(
+    stores: Callable[[], SQLiteStore], registered: Callable[..., Any], task_name: Callable[[str], str]
+) -> None:
+    """Two engines on two threads, each with its own connections to the file, as two processes would be."""
+    got: dict[str, list[int]] = {"a": [], "b": []}
+
+    async def listener(event: Event) -> dict[str, Any]:
+        task = asyncio.current_task()
+        mine = got[task.template.config["node"]]  # type: ignore[union-attr]
+        while True:
+            seen = await task.queue.get()  # type: ignore[union-attr]
+            if seen.data.get("stop"):
+                return {"got": mine}
+            mine.append(seen.data["n"])
+
+    name = task_name("file-listener")
+    registered(name, listener)
+
+    def listening(node: str) -> WorkflowTemplate:
+        return template([("w", name, {"topics": ["news"], "config": {"node": node}})], {}, id=f"l-{node}", topics=[])
+
+    other_loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=other_loop.run_forever, name="engine-b", daemon=True)
+    thread.start()
+
+    def there(coro: Any) -> Any:
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, other_loop))
+
+    async def start_b() -> tuple[Engine, Any]:
+        engine = Engine(store=stores(), node="b", lease=30)
+        await engine.load(listening("b"))
+        return engine, await engine.trigger("l-b", {})
+
+    async def reached(check: Callable[[], bool]) -> None:
+        deadline = asyncio.get_running_loop().time() + 10
+        while not check():
+            assert asyncio.get_running_loop().time() < deadline, "condition never became true"
+            await asyncio.sleep(0.01)
+
+    try:
+        b, wf_b = await there(start_b())
+        a = Engine(store=stores(), node="a", lease=30)
+        await a.load(listening("a"))
+        wf_a = await a.trigger("l-a", {})
+        assert wf_a is not None
+        await reached(lambda: "w" in wf_a.tasks_by_id and "w" in wf_b.tasks_by_id)
+        await a.data_received({"n": 1}, topic="news")
+        await there(b.data_received({"n": 2}, topic="news"))
+        await a.data_received({"n": 3}, topic="news")
+        await a.data_received({"n": 4}, topic="elsewhere")  # nobody listens to that topic
+        await reached(lambda: len(got["a"]) == 3 and len(got["b"]) == 3)
+        await there(b.data_received({"stop": True}, topic="news"))
+        await asyncio.wait_for(wf_a, 10)
+        await asyncio.wait_for(there(_wait(wf_b)), 10)
+        # Each task got each event once: its own node's at once, the other's through the file.
+        assert sorted(got["a"]) == sorted(got["b"]) == [1, 2, 3]
+        await asyncio.wait_for(a.stop(), 10)
+        await asyncio.wait_for(there(_stopped(b)), 10)
+    finally:
+        other_loop.call_soon_threadsafe(other_loop.stop)
+        thread.join(10)
+        other_loop.close()
+
+
+async def _wait(future: Any) -> None:
+    await future
+
+
+async def _stopped(engine: Engine) -> None:
+    await engine.stop()
+
+
+def test_a_killed_nodes_task_is_taken_over_with_the_events_it_got_through_the_file(
+    tmp_path: Path, registered: Callable[..., Any]
+) -> None:
+    """A process's task gets two events another process received, is SIGKILLed; the re-run gets both, then a third."""
+    from events_worker import TEMPLATE
+
+    db = tmp_path / "journal.db"
+    SQLiteStore(db).close()
+    got: list[int] = []
+
+    async def wait_for_events(event: Event) -> dict[str, Any]:
+        queue = asyncio.current_task().queue  # type: ignore[union-attr]
+        while len(got) < 3:
+            got.append((await queue.get()).data["n"])
+        return {"got": list(got)}
+
+    registered("ev-wait", wait_for_events)
+    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - the child writes it
+    worker = subprocess.Popen(
+        [sys.executable, str(HERE / "events_worker.py"), str(db), "worker"],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(HERE)},
+    )
+    log.close()
+
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(x.strip()) for x in worker.stdout or ()], daemon=True)
+    reader.start()
+
+    def line() -> str:
+        try:
+            return lines.get(timeout=30)
+        except queue.Empty:
+            raise AssertionError(f"worker silent: {(tmp_path / 'worker.log').read_text()}") from None
+
+    async def scenario() -> None:
+        with SQLiteStore(db, event_poll=0.02) as store:
+            engine = Engine(store=store, node="main", lease=30)
+            await engine.load(TEMPLATE)
+            assert await asyncio.to_thread(line) == "READY"
+            await engine.data_received({"n": 1}, topic="news")
+            await engine.data_received({"n": 2}, topic="news")
+            assert [await asyncio.to_thread(line), await asyncio.to_thread(line)] == ["GOT 1", "GOT 2"]
+            worker.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(worker.wait, 10)
+            [wf] = await engine.recover()  # its lock is free: dead at once
+            deadline = asyncio.get_running_loop().time() + 10
+            while len(got) < 2:
+                assert asyncio.get_running_loop().time() < deadline, "the events were not replayed"
+                await asyncio.sleep(0.01)
+            await engine.data_received({"n": 3}, topic="news")
+            await asyncio.wait_for(wf, 10)
+            assert wf.tasks_by_id["w"].outputs == {"got": [1, 2, 3]}
+            await asyncio.wait_for(engine.stop(), 10)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+        reader.join(10)
+        assert worker.stdout is not None
+        worker.stdout.close()
+
+
+def test_published_events_alone_keep_the_write_ahead_log_bounded(
+    stores: Callable[[], SQLiteStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tukio.store.sqlite as sqlite_module
+
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_EVERY", 3)
+    store = stores()
+    node(store, "a")
+    node(stores(), "b")  # someone to share with
+    modes: list[str] = []
+    real = store._checkpoint_locked
+    monkeypatch.setattr(store, "_checkpoint_locked", lambda mode: modes.append(mode) or real(mode))
+    for n in range(7):
+        store.publish({"n": n}, "t")
+    assert modes == ["RESTART", "RESTART"]
+
+
+async def test_a_cursor_that_cannot_be_read_at_start_is_read_again(
+    stores: Callable[[], SQLiteStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = stores()
+    calls: list[str] = []
+    real = store.event_cursor
+
+    def once_broken() -> int:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return real()
+
+    store.event_cursor = once_broken  # type: ignore[method-assign]
+    engine = Engine(store=store, node="a", lease=30)
+    assert "reading the events cursor failed" in caplog.text
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(calls) < 2:  # read again by the task that reads the events, on a thread
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    assert calls[0] == threading.current_thread().name != calls[1]
+    await asyncio.wait_for(engine.stop(), 10)

@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from tukio._report import iso_from_timestamp, storable
+from tukio.broker import get_broker
 from tukio.policy import Decision, OverrunPolicy
 from tukio.store.base import UNFINISHED, ExecutionRecord
 
@@ -62,6 +63,8 @@ PRUNE_GRACE = 60.0
 PRUNE_EVERY = 30
 #: Seconds between two looks at whether executions aborted on other nodes have ended.
 WATCH_PERIOD = 0.05
+#: Longest pause between two reads of a polled store's events while no task listens (see `SQLiteStore.event_poll`).
+IDLE_POLL = 0.5
 
 _engines = itertools.count(1)
 #: The nodes of the engines of each loop (they share the loop's broker).
@@ -185,8 +188,10 @@ class Cluster:
         self._listening: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._closed = False
-        # A store may keep ownership without sharing events (`SQLiteStore`): then none are published.
+        # A store may keep ownership without sharing events: then none are published.
         self._shares = bool(getattr(store, "shares_events", True))
+        # A store that cannot wake the nodes up (`SQLiteStore`) is read every `event_poll` seconds.
+        self._poll: float | None = getattr(store, "event_poll", None)
         # Heartbeats claim dead nodes' work only from one lease after the start: a crashed process
         # may be known dead at once (`SQLiteStore`), and `recover()` right after the engine's start
         # resumes (and returns) what it left.
@@ -220,7 +225,15 @@ class Cluster:
         if self._dispatch is None or self._closed or _listeners.get(self._loop) is not None or not self._shares:
             return
         _listeners[self._loop] = self
-        self._listening = self._loop.create_task(self._events_forever(), name=f"tukio-events-{self.node}")
+        cursor = None
+        if self._poll is not None:
+            # A local file answers at once: from now on, no event is missed, even by a task
+            # that starts listening before the reading task's first turn.
+            try:
+                cursor = self.store.event_cursor()
+            except Exception:
+                log.exception("node %s: reading the events cursor failed; reading it again", self.node)
+        self._listening = self._loop.create_task(self._events_forever(cursor), name=f"tukio-events-{self.node}")
 
     async def recoverable(self) -> list[ExecutionInfo]:
         """Join (once), then list what this node may resume: its own and dead nodes' unfinished executions."""
@@ -428,10 +441,11 @@ class Cluster:
         except Exception:
             log.exception("node %s: data on topic %s not shared with the other nodes", self.node, topic)
 
-    async def _events_forever(self) -> None:
+    async def _events_forever(self, cursor: int | None = None) -> None:
         assert self._dispatch is not None
         period = max(self.lease / 3, MIN_PERIOD)
-        cursor = await asyncio.to_thread(self.store.event_cursor)
+        if cursor is None:
+            cursor = await asyncio.to_thread(self.store.event_cursor)
         loop = self._loop
 
         def wake() -> None:  # from the store's thread
@@ -439,9 +453,11 @@ class Cluster:
                 loop.call_soon_threadsafe(self._wake.set)
 
         beats = 0
+        broker = get_broker(loop)
         while True:
             try:
-                await asyncio.to_thread(self.store.listen, wake)  # again after a lost connection
+                if self._poll is None:
+                    await asyncio.to_thread(self.store.listen, wake)  # again after a lost connection
                 events = await asyncio.to_thread(self.store.events_after, cursor)
                 here = _local_nodes.get(self._loop, set())
                 for event_id, origin, topic, data in events:
@@ -457,8 +473,11 @@ class Cluster:
                 raise
             except Exception:
                 log.exception("node %s: reading the events of the other nodes failed", self.node)
+            wait = period
+            if self._poll is not None:  # fast while a task (any handler) listens here
+                wait = self._poll if broker.listened() else max(self._poll, min(period, IDLE_POLL))
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), period)
+                await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
 
     # -- fencing ----------------------------------------------------------------------------

@@ -397,8 +397,10 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         else:
             try:
                 report = await asyncio.to_thread(store.load, info.exec_id)
+                # What its tasks had received, for those that run again.
+                events = await asyncio.to_thread(store.task_events, info.exec_id) if store.keeps_events else {}
                 if report.get("tasks"):
-                    return self._resume(template, report), ""
+                    return self._resume_with_events(template, report, events), ""
                 reason = "the journal holds no template for it"
             except (DamagedRecordError, RescueError) as exc:
                 reason = str(exc)
@@ -406,6 +408,20 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
                 reason = describe_error(exc)
         log.error("[%s] not recovered: %s", info.exec_id, reason)
         return None, reason
+
+    def _resume_with_events(
+        self, template: WorkflowTemplate, report: dict[str, Any], events: dict[str, list[tuple[int, Any]]]
+    ) -> Workflow:
+        """Resume from `report`; the tasks that run again get the `events` they had received first."""
+        journal = self._journal
+        exec_id = report["exec"]["id"]
+        if journal is None or not events:
+            return self._resume(template, report)
+        journal.replay(exec_id, events)
+        try:
+            return self._resume(template, report)
+        finally:
+            journal.replayed(exec_id)
 
     def _resume(self, template: WorkflowTemplate, report: dict[str, Any]) -> Workflow:
         workflow = self._new(template)

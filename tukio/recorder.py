@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     import asyncio
 
+    from tukio.event import Event
     from tukio.workflow.workflow import Workflow
 
 __all__ = ["NULL_RECORDER", "WRITTEN", "Recorder", "Written"]
@@ -137,6 +138,15 @@ class Recorder:
         """Task `task_id` ended; its successors start once the result resolves.
 
         Resolving with an error fails the task in the report: its branch stops.
+        """
+        return WRITTEN
+
+    def task_event(self, workflow: Workflow, task_id: str, event: Event) -> Written:
+        """Running task `task_id` receives `event`; the task gets it once the result resolves.
+
+        Results resolve in the order they were given (the task gets its
+        events in that order). Resolving with an error means the event
+        cannot be recorded: the task does not get it and fails.
         """
         return WRITTEN
 

@@ -220,6 +220,59 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $fn$;
     """,
+    # 4: the events running tasks received, replayed when a task runs again (after a takeover),
+    # and a batch with such events in one round trip: write_batch, then the events.
+    """
+    CREATE TABLE {s}.task_events (
+        exec_id text NOT NULL,
+        task_id text NOT NULL,
+        seq bigint NOT NULL,
+        data bytea,
+        texts boolean NOT NULL DEFAULT true,
+        error text,
+        PRIMARY KEY (exec_id, task_id, seq)
+    );
+    CREATE FUNCTION {s}.write_batch_events(
+        p_node text, p_epoch bigint,
+        e_id text[], e_template_id text[], e_state text[], e_started text[], e_ended text[],
+        e_error text[], e_template bytea[], e_event bytea[], e_texts boolean[],
+        t_exec text[], t_task text[], t_task_exec text[], t_state text[], t_started text[],
+        t_ended text[], t_data bytea[], t_error text[], t_texts boolean[],
+        v_exec text[], v_task text[], v_seq bigint[], v_data bytea[], v_texts boolean[], v_error text[]
+    ) RETURNS text[] LANGUAGE plpgsql AS $fn$
+    DECLARE
+        fenced text[];
+        owned text[];
+    BEGIN
+        fenced := {s}.write_batch(p_node, p_epoch, e_id, e_template_id, e_state, e_started, e_ended, e_error,
+                                  e_template, e_event, e_texts, t_exec, t_task, t_task_exec, t_state, t_started,
+                                  t_ended, t_data, t_error, t_texts);
+        IF p_node IS NULL THEN
+            owned := ARRAY(SELECT DISTINCT x FROM unnest(v_exec) AS x);
+        ELSE
+            -- Locked until the commit: a claim waits for it.
+            owned := ARRAY(SELECT exec_id FROM {s}.executions
+                            WHERE exec_id = ANY(v_exec) AND owner = p_node AND epoch = p_epoch
+                            ORDER BY exec_id FOR SHARE);
+        END IF;
+        -- Data and error NULL mark a new attempt: the task's earlier events go (those of this batch too).
+        INSERT INTO {s}.task_events AS old (exec_id, task_id, seq, data, texts, error)
+        SELECT r.i, r.k, r.q, r.d, r.tx, r.er
+          FROM unnest(v_exec, v_task, v_seq, v_data, v_texts, v_error) AS r(i, k, q, d, tx, er)
+         WHERE r.i = ANY(owned) AND (r.d IS NOT NULL OR r.er IS NOT NULL)
+           AND NOT EXISTS (SELECT 1 FROM unnest(v_exec, v_task, v_seq, v_data, v_error) AS m(i, k, q, d, er)
+                            WHERE m.d IS NULL AND m.er IS NULL AND m.i = r.i AND m.k = r.k AND m.q > r.q)
+        ON CONFLICT (exec_id, task_id, seq) DO UPDATE SET
+            data = excluded.data, texts = excluded.texts, error = excluded.error;
+        DELETE FROM {s}.task_events AS t
+         USING unnest(v_exec, v_task, v_seq, v_data, v_error) AS m(i, k, q, d, er)
+         WHERE m.d IS NULL AND m.er IS NULL AND m.i = ANY(owned)
+           AND t.exec_id = m.i AND t.task_id = m.k AND t.seq < m.q;
+        RETURN fenced || ARRAY(SELECT DISTINCT x FROM unnest(v_exec) AS x
+                                WHERE NOT x = ANY(owned) AND NOT x = ANY(fenced));
+    END
+    $fn$;
+    """,
 )
 
 
@@ -277,6 +330,7 @@ class SQL:
             "ORDER BY id LIMIT 1000"
         )
         self.prune_events = f"DELETE FROM {s}.events WHERE at < now() - make_interval(secs => $1)"
+        self.write_events = f"SELECT {s}.write_batch_events(" + ", ".join(f"${n}" for n in range(1, 27)) + ")"
         self.leave = f"UPDATE {s}.nodes SET expires = now() - interval '1 second' WHERE name = $1 AND epoch = $2"
         self.lost = (
             f"SELECT exec_id FROM {s}.executions WHERE exec_id = ANY($3) "

@@ -27,6 +27,7 @@ __all__ = [
     "Record",
     "Serializer",
     "Store",
+    "TaskEventRecord",
     "TaskRecord",
     "build_report",
     "execution_info",
@@ -155,7 +156,24 @@ class TaskRecord(NamedTuple):
     error: str | None = None
 
 
-Record = ExecutionRecord | TaskRecord
+class TaskEventRecord(NamedTuple):
+    """An event a running task received (journaled before the task gets it), or a new attempt's mark.
+
+    `seq` orders the events of one task (1, 2, ...). `data` is the
+    serialized ``[data, topic, source]`` of the event. With `data` None:
+    when `error` is None too, the task started a new attempt (a retry): the
+    store forgets its events numbered below `seq`; else the store refused the
+    event (`error` says why) and a re-run skips it.
+    """
+
+    exec_id: str
+    task_id: str
+    seq: int
+    data: str | bytes | None
+    error: str | None = None
+
+
+Record = ExecutionRecord | TaskRecord | TaskEventRecord
 
 
 @dataclass(frozen=True)
@@ -340,6 +358,46 @@ def _report(serializer: Serializer, execution: ExecutionRecord, tasks: Iterable[
     return report
 
 
+#: A journaled event a store could not keep (see `TaskEventRecord`): a re-run skips it.
+LOST_EVENT: Any = object()
+
+
+def task_events(
+    serializer: Serializer, exec_id: str, rows: Iterable[tuple[Any, Any, Any, Any]]
+) -> dict[str, list[tuple[int, Any]]]:
+    """Decode the journaled events of an execution's tasks (see `Store.task_events`).
+
+    Args:
+        serializer: the store's serializer.
+        exec_id: the execution (named in errors).
+        rows: ``(task_id, seq, data, error)`` as the store kept them, in any order.
+
+    Returns:
+        By task id, ``(seq, [data, topic, source])`` in order; a lost event
+        (data None, `error` set) is `LOST_EVENT`.
+
+    Raises:
+        DamagedRecordError: an event cannot be read back.
+    """
+    found: dict[str, list[tuple[int, Any]]] = {}
+    for task_id, seq, data, error in sorted(rows, key=lambda r: (str(r[0]), int(r[1]))):
+        if data is None:
+            if error is None:
+                continue  # a mark that another store kept as a row: nothing to replay
+            payload = LOST_EVENT
+        else:
+            try:
+                payload = serializer.loads(data)
+            except Exception as exc:
+                raise DamagedRecordError(
+                    exec_id, f"task {task_id}: event {seq} cannot be read: {type(exc).__name__}: {_short_text(exc)}"
+                ) from exc
+            if not isinstance(payload, (list, tuple)) or len(payload) != 3:
+                raise DamagedRecordError(exec_id, f"task {task_id}: event {seq} must be [data, topic, source]")
+        found.setdefault(str(task_id), []).append((int(seq), payload))
+    return found
+
+
 class Store(abc.ABC):
     """Keeps the journal of workflow executions.
 
@@ -355,6 +413,10 @@ class Store(abc.ABC):
     #: True when writes may wait for a disk or a lock: the journal then
     #: commits from a thread, unless `write_nowait` says it can do better.
     blocking = True
+    #: True when the store keeps the events running tasks receive (`TaskEventRecord`):
+    #: the journal then writes each one before the task gets it, and a task
+    #: re-run by `Engine.recover` (or a takeover) receives them again.
+    keeps_events = False
 
     def __init__(self, serializer: Serializer | None = None) -> None:
         self.serializer: Serializer = serializer if serializer is not None else JSONSerializer()
@@ -436,6 +498,19 @@ class Store(abc.ABC):
         Returns:
             How many executions were deleted.
         """
+
+    def task_events(self, exec_id: str) -> dict[str, list[tuple[int, Any]]]:
+        """The events journaled for the tasks of an execution (see `keeps_events`).
+
+        Returns:
+            By task id, ``(seq, [data, topic, source])`` in the order the
+            task received them (only those of its last attempt); empty for a
+            store that keeps none.
+
+        Raises:
+            DamagedRecordError: an event cannot be read back.
+        """
+        return {}
 
     def unfinished(self) -> list[ExecutionInfo]:
         """List the executions that have not ended (what `Engine.recover` resumes)."""

@@ -20,6 +20,11 @@ Faults stay where they belong:
 - when the store accepts nothing (disk full, database locked) the batch is
   retried, with a growing delay, until it is written: the workflows waiting
   on it wait, and nothing is dropped.
+
+With a store that `keeps_events`, an event a running task receives is
+journaled (a `TaskEventRecord`) and the task gets it once that is committed,
+in order; a task re-run by recovery gets its journaled events again first
+(`replay`).
 """
 
 from __future__ import annotations
@@ -35,9 +40,10 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from tukio._report import describe_error, iso, iso_from_timestamp, storable
-from tukio.errors import JournalError
-from tukio.recorder import Recorder, Written
-from tukio.store.base import UNFINISHED, ExecutionRecord, Record, Store, TaskRecord
+from tukio.errors import DamagedRecordError, JournalError
+from tukio.event import Event, EventSource
+from tukio.recorder import WRITTEN, Recorder, Written
+from tukio.store.base import LOST_EVENT, UNFINISHED, ExecutionRecord, Record, Store, TaskEventRecord, TaskRecord
 
 if TYPE_CHECKING:
     from tukio.workflow.template import Plan
@@ -62,7 +68,11 @@ def _now() -> str | None:
 # -- writing a batch, whatever it takes -----------------------------------------------------
 def _smaller(record: Record, empty: str | bytes, exc: BaseException) -> Iterator[tuple[str, Record]]:
     """Ever smaller versions of a record the store refused, each with the field it drops."""
-    if isinstance(record, TaskRecord):
+    if isinstance(record, TaskEventRecord):
+        where = f"task {storable(record.task_id)} of workflow {storable(record.exec_id)}"
+        error = f"{where}: event {record.seq} cannot be stored: {describe_error(exc)}"
+        yield "event", record._replace(data=None, error=storable(error))
+    elif isinstance(record, TaskRecord):
         where = f"task {storable(record.task_id)} of workflow {storable(record.exec_id)}"
         yield "data", record._replace(data=empty)
         error = f"{where}: its record cannot be stored: {describe_error(exc)}"
@@ -128,7 +138,7 @@ def _write_alone(store: Store, record: Record, empty: str | bytes) -> bool:
             return True
         except Exception as exc:
             error = exc
-        what = f"task {record.task_id}" if isinstance(record, TaskRecord) else "its execution record"
+        what = "its execution record" if isinstance(record, ExecutionRecord) else f"task {record.task_id}"
         log.error(
             "journal: workflow %s, %s: the %s could not be stored (%s) and was left out",
             record.exec_id,
@@ -213,6 +223,11 @@ class Journal(Recorder):
         self._templates: dict[str | None, tuple[Plan, str | bytes]] = {}
         # Whether the store may take batches on the loop (else no need to ask, for every batch).
         self._soon = type(store).write_soon is not Store.write_soon
+        self._keeps_events = bool(getattr(store, "keeps_events", False))
+        # The number of the last event journaled for each task, by execution id and task id.
+        self._seqs: dict[str, dict[str, int]] = {}
+        # Journaled events the tasks of a resumed execution get again as they start (see `replay`).
+        self._replay: dict[str, dict[str, list[Event]]] = {}
 
     # -- batching --------------------------------------------------------------
     def _later(self) -> None:
@@ -337,6 +352,8 @@ class Journal(Recorder):
 
     def workflow_end(self, workflow: Workflow, state: str, error: str | None) -> None:
         """Record that `workflow` ended in `state` (`error` describes a failure)."""
+        if self._seqs:
+            self._seqs.pop(workflow.uid, None)
         self._batch.append(
             ExecutionRecord(
                 storable(workflow.uid),
@@ -350,12 +367,93 @@ class Journal(Recorder):
         self._later()
 
     def task_started(self, workflow: Workflow, task_id: str) -> None:
-        """Record that task `task_id` started; written with the next batch, nobody waits."""
+        """Record that task `task_id` started; written with the next batch, nobody waits.
+
+        A task of a resumed execution gets the events it had received first (see `replay`).
+        """
         self._lazy[workflow.uid, task_id] = (workflow, None)
         self._later()
+        if self._replay:
+            waiting = self._replay.get(workflow.uid)
+            events = waiting.pop(task_id, None) if waiting else None
+            task = workflow.tasks_by_id.get(task_id) if events else None
+            if events and task is not None:
+                log.info("[%s] task %s gets the %d event(s) it had received again", workflow.uid, task_id, len(events))
+                for event in events:
+                    task.queue.put_nowait(event)
+
+    def task_event(self, workflow: Workflow, task_id: str, event: Event) -> Written:
+        """Journal an event task `task_id` receives; the task gets it once that is committed.
+
+        Returns:
+            What resolves once the event is durable (already resolved when
+            the store keeps no events); with a `JournalError` when the
+            serializer refuses the event (the task then fails).
+        """
+        if not self._keeps_events:
+            return WRITTEN
+        source = event.source
+        try:
+            where = None if source is None else list(source.as_dict().values())
+            blob = _storable_blob(self._dumps([event.data, event.topic, where]))
+        except Exception as exc:
+            error = storable(
+                f"task {task_id} of workflow {workflow.template.uid}: an event it received "
+                f"({type(event.data).__name__} on topic {event.topic!r}) cannot be stored: {describe_error(exc)}"
+            )
+            log.error("[%s] %s", workflow.uid, error)
+            return Written(JournalError(error), done=True)
+        seqs = self._seqs.get(workflow.uid)
+        if seqs is None:
+            seqs = self._seqs[workflow.uid] = {}
+        seq = seqs[task_id] = seqs.get(task_id, 0) + 1
+        self._batch.append(TaskEventRecord(storable(workflow.uid), storable(task_id), seq, blob))
+        return self._submit()
+
+    def replay(self, exec_id: str, events: dict[str, list[tuple[int, Any]]]) -> None:
+        """Keep the journaled events of a resumed execution's tasks for when they start again.
+
+        Args:
+            exec_id: the execution about to be resumed.
+            events: what `Store.task_events` returned for it.
+
+        Raises:
+            DamagedRecordError: an event is not one the journal wrote.
+        """
+        seqs: dict[str, int] = {}
+        waiting: dict[str, list[Event]] = {}
+        for task_id, items in events.items():
+            if not items:
+                continue
+            seqs[task_id] = items[-1][0]
+            kept = waiting[task_id] = []
+            for seq, payload in items:
+                if payload is LOST_EVENT:
+                    log.error("[%s] task %s: event %d was not stored; its re-run goes without", exec_id, task_id, seq)
+                    continue
+                try:
+                    data, topic, where = payload
+                    source = None if where is None else EventSource(*where)
+                    kept.append(Event(data, topic=topic, source=source))
+                except Exception as exc:
+                    raise DamagedRecordError(
+                        exec_id, f"task {task_id}: event {seq} cannot be rebuilt: {describe_error(exc)}"
+                    ) from exc
+        if seqs:
+            self._seqs[exec_id] = seqs
+            self._replay[exec_id] = waiting
+
+    def replayed(self, exec_id: str) -> None:
+        """Forget the events `replay` kept for tasks of `exec_id` that did not start again."""
+        self._replay.pop(exec_id, None)
 
     def task_retrying(self, workflow: Workflow, task_id: str) -> None:
         """Record task `task_id` as pending: a crash before its next attempt runs it again."""
+        seqs = self._seqs.get(workflow.uid) if self._seqs else None
+        if seqs is not None and task_id in seqs:
+            # A new attempt gets no event of the earlier one, after a crash either.
+            seq = seqs[task_id] = seqs[task_id] + 1
+            self._batch.append(TaskEventRecord(storable(workflow.uid), storable(task_id), seq, None))
         entry = workflow.task_entry(task_id)
         if entry is not None:
             entry["state"] = "pending"

@@ -14,11 +14,13 @@ from tukio.store.base import (
     Record,
     Serializer,
     Store,
+    TaskEventRecord,
     TaskRecord,
     build_report,
     execution_info,
     iso,
     parse_states,
+    task_events,
 )
 
 __all__ = ["MemoryStore"]
@@ -35,12 +37,15 @@ class MemoryStore(Store):
     """
 
     blocking = False
+    keeps_events = True
 
     def __init__(self, serializer: Serializer | None = None) -> None:
         super().__init__(serializer)
         self._lock = threading.Lock()
         self._executions: dict[str, ExecutionRecord] = {}
         self._tasks: dict[str, dict[str, TaskRecord]] = {}
+        # The events of each execution's tasks: exec id -> (task id, seq) -> record.
+        self._events: dict[str, dict[tuple[str, int], TaskEventRecord]] = {}
 
     def write(self, records: Sequence[Record]) -> None:
         """Apply `records` in order (see `Store.write`)."""
@@ -48,6 +53,9 @@ class MemoryStore(Store):
             for record in records:
                 if isinstance(record, TaskRecord):
                     self._tasks.setdefault(record.exec_id, {})[record.task_id] = record
+                    continue
+                if isinstance(record, TaskEventRecord):
+                    self._event(record)
                     continue
                 old = self._executions.get(record.exec_id)
                 if old is not None:
@@ -58,6 +66,20 @@ class MemoryStore(Store):
                         event=record.event if record.event is not None else old.event,
                     )
                 self._executions[record.exec_id] = record
+
+    def _event(self, record: TaskEventRecord) -> None:
+        events = self._events.setdefault(record.exec_id, {})
+        if record.data is not None or record.error is not None:
+            events[record.task_id, record.seq] = record
+            return
+        for key in [k for k in events if k[0] == record.task_id and k[1] < record.seq]:  # a new attempt
+            del events[key]
+
+    def task_events(self, exec_id: str) -> dict[str, list[tuple[int, Any]]]:
+        """The events journaled for the tasks of an execution (see `Store.task_events`)."""
+        with self._lock:
+            rows = [(r.task_id, r.seq, r.data, r.error) for r in self._events.get(exec_id, {}).values()]
+        return task_events(self.serializer, exec_id, rows)
 
     def executions(
         self, *, state: str | Iterable[str] | None = None, template_id: str | None = None
@@ -100,4 +122,5 @@ class MemoryStore(Store):
             for exec_id in doomed:
                 del self._executions[exec_id]
                 self._tasks.pop(exec_id, None)
+                self._events.pop(exec_id, None)
         return len(doomed)

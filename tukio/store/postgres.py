@@ -39,12 +39,14 @@ from tukio.store.base import (
     Record,
     Serializer,
     Store,
+    TaskEventRecord,
     TaskRecord,
     attach_name,
     build_report,
     iso,
     parse_states,
     parse_time,
+    task_events,
 )
 
 if TYPE_CHECKING:
@@ -292,6 +294,8 @@ def _columns(records: Sequence[Record]) -> list[list[Any]]:
         if isinstance(r, TaskRecord):
             tasks[r.exec_id, r.task_id] = r
             continue
+        if not isinstance(r, ExecutionRecord):
+            continue  # a task's event: written apart (see `_event_columns`)
         old = execs.get(r.exec_id)
         if old is not None:
             r = r._replace(
@@ -320,6 +324,16 @@ def _columns(records: Sequence[Record]) -> list[list[Any]]:
     return cols
 
 
+def _event_columns(events: Sequence[TaskEventRecord]) -> list[list[Any]]:
+    """The columns of `SQL.task_events` for `events`."""
+    cols: list[list[Any]] = [[] for _ in range(6)]
+    for e in events:
+        data, texts = _blob(e.data)
+        for col, cell in zip(cols, (e.exec_id, e.task_id, e.seq, data, texts, e.error), strict=True):
+            col.append(cell)
+    return cols
+
+
 class PostgresStore(Store):
     """Keeps executions in a PostgreSQL database; several engines may share it.
 
@@ -343,6 +357,7 @@ class PostgresStore(Store):
     """
 
     blocking = True
+    keeps_events = True
 
     def __init__(
         self,
@@ -505,9 +520,13 @@ class PostgresStore(Store):
             fenced = [] if await link.call(one) == 1 else [only.exec_id]
         else:
             cols = _columns(records)
+            # Events of tasks: the same, then the events, in one statement (see _pgschema, migration 3).
+            events = [r for r in records if type(r) is TaskEventRecord]
+            query = sql.write_events if events else sql.write
+            more = _event_columns(events) if events else []
 
             async def batch(conn: asyncpg.Connection) -> Any:
-                return await conn.fetchval(sql.write, self.node, self.epoch, *cols)
+                return await conn.fetchval(query, self.node, self.epoch, *cols, *more)
 
             fenced = list(await link.call(batch) or ())
         if fenced:
@@ -521,6 +540,12 @@ class PostgresStore(Store):
                 log.warning("PostgresStore: node %s was late and lost %d execution(s)", self.node, len(rows))
                 if self.on_fenced is not None:
                     self.on_fenced([r[0] for r in rows])
+
+    def task_events(self, exec_id: str) -> dict[str, list[tuple[int, Any]]]:
+        """The events journaled for the tasks of an execution (see `Store.task_events`)."""
+        query = f"SELECT task_id, seq, data, error, texts FROM {self.sql.schema}.task_events WHERE exec_id = $1"
+        rows = self._run(self._reader.call(lambda c: c.fetch(query, exec_id)))
+        return task_events(self.serializer, exec_id, [(r[0], r[1], _unblob(r[2], r[4]), r[3]) for r in rows])
 
     def _ensure_joined(self) -> None:
         with self._joining:
@@ -589,6 +614,7 @@ class PostgresStore(Store):
                 )
                 ids = [r[0] for r in rows]
                 await conn.execute(f"DELETE FROM {s}.tasks WHERE exec_id = ANY($1)", ids)
+                await conn.execute(f"DELETE FROM {s}.task_events WHERE exec_id = ANY($1)", ids)
                 return len(ids)
 
         return self._run(self._reader.call(op))

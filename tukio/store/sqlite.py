@@ -28,17 +28,19 @@ from tukio.store.base import (
     Record,
     Serializer,
     Store,
+    TaskEventRecord,
     TaskRecord,
     attach_name,
     build_report,
     execution_info,
     iso,
     parse_states,
+    task_events,
 )
 
 Beat = Literal["alive", "late", "replaced"]
 
-__all__ = ["CHECKPOINT_EVERY", "SCHEMA_VERSION", "WAL_SIZE_LIMIT", "SQLiteStore"]
+__all__ = ["CHECKPOINT_EVERY", "EVENT_POLL", "SCHEMA_VERSION", "WAL_SIZE_LIMIT", "SQLiteStore"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ WAL_SIZE_LIMIT = 4 * 1024 * 1024
 #: (it is tried again after the next `CHECKPOINT_EVERY` records).
 CHECKPOINT_WAIT = 0.2
 _BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
+#: Seconds between two reads of the events other processes published, while a task listens.
+EVENT_POLL = 0.05
 
 #: Migration n (1-based) brings a file from schema version n-1 to n (SQLite's ``user_version``).
 #: A file made before versions were kept has the tables of 1 and version 0: 1 then changes nothing.
@@ -103,6 +107,25 @@ _MIGRATIONS: tuple[str, ...] = (
         at REAL NOT NULL
     );
     ALTER TABLE nodes ADD COLUMN ephemeral INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 4: the events running tasks received (replayed when a task runs again), and the events
+    # published for the other processes (AUTOINCREMENT: ids never go back, even once pruned).
+    """
+    CREATE TABLE task_events (
+        exec_id TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        data BLOB,
+        error TEXT,
+        PRIMARY KEY (exec_id, task_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        origin TEXT,
+        topic TEXT,
+        data BLOB NOT NULL,
+        at REAL NOT NULL
+    );
     """,
 )
 #: The schema version this tukio writes.
@@ -198,13 +221,32 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 def _upsert(db: sqlite3.Connection, r: Record) -> None:
     if isinstance(r, TaskRecord):
         db.execute(_UPSERT_TASK, (r.exec_id, r.task_id, r.task_exec_id, r.state, r.start, r.end, r.data, r.error))
-    else:
+    elif isinstance(r, ExecutionRecord):
         db.execute(_UPSERT_EXECUTION, (r.exec_id, r.template_id, r.state, r.start, r.end, r.error, r.template, r.event))
+    else:
+        _task_event(db, r)
+
+
+def _task_event(db: sqlite3.Connection, r: TaskEventRecord) -> None:
+    if r.data is None and r.error is None:  # a new attempt: forget the events of the earlier ones
+        db.execute(
+            "DELETE FROM task_events WHERE exec_id = ? AND task_id = ? AND seq < ?", (r.exec_id, r.task_id, r[2])
+        )
+    else:
+        db.execute("INSERT OR REPLACE INTO task_events VALUES (?, ?, ?, ?, ?)", r)
 
 
 def _upsert_owned(db: sqlite3.Connection, r: Record, owner: tuple[str, int], owned: set[str]) -> bool:
     """Write `r` if `owner` owns its execution (see `_OWNED_EXECUTION`); False when refused."""
-    if isinstance(r, TaskRecord):
+    if isinstance(r, TaskEventRecord):
+        if r.exec_id not in owned:
+            found = db.execute(
+                "SELECT 1 FROM executions WHERE exec_id = ? AND owner = ? AND epoch = ?", (r.exec_id, *owner)
+            ).fetchall()
+            if not found:
+                return False
+        _task_event(db, r)
+    elif isinstance(r, TaskRecord):
         row = (r.exec_id, r.task_id, r.task_exec_id, r.state, r.start, r.end, r.data, r.error)
         if r.exec_id in owned:
             db.execute(_UPSERT_TASK, row)
@@ -300,13 +342,17 @@ class SQLiteStore(Store):
         synchronous: SQLite's ``synchronous`` setting, "NORMAL" or "FULL".
         write_on_loop: let the journal commit on the event loop when that
             cannot wait (only with "NORMAL").
+        event_poll: seconds between two reads of the events other processes
+            sharing the file published (see `publish`), while a task of
+            this process listens; the latency of such an event.
 
     Raises:
-        ValueError: unknown `synchronous` value.
+        ValueError: unknown `synchronous` value, or `event_poll` not positive.
         sqlite3.Error: the database cannot be opened.
     """
 
     blocking = True
+    keeps_events = True
 
     def __init__(
         self,
@@ -315,10 +361,14 @@ class SQLiteStore(Store):
         serializer: Serializer | None = None,
         synchronous: str = "NORMAL",
         write_on_loop: bool = True,
+        event_poll: float = EVENT_POLL,
     ) -> None:
         super().__init__(serializer)
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
+        if not event_poll > 0:
+            raise ValueError(f"event_poll must be a positive number of seconds, got {event_poll!r}")
+        self.event_poll = event_poll
         self.path = os.fspath(path)
         self._lock = threading.Lock()
         self._written = 0  # records written since the last checkpoint
@@ -536,6 +586,16 @@ class SQLiteStore(Store):
         records = [TaskRecord(exec_id, t[0], t[1], t[2], t[3], t[4], t[5], t[6]) for t in tasks]
         return build_report(self.serializer, execution, records)
 
+    def task_events(self, exec_id: str) -> dict[str, list[tuple[int, Any]]]:
+        """The events journaled for the tasks of an execution (see `Store.task_events`)."""
+        with self._lock:
+            rows = (
+                self._conn()
+                .execute("SELECT task_id, seq, data, error FROM task_events WHERE exec_id = ?", (exec_id,))
+                .fetchall()
+            )
+        return task_events(self.serializer, exec_id, rows)
+
     def prune(self, *, before: datetime | None = None, template_id: str | None = None) -> int:
         """Delete finished executions and give their space back (see `Store.prune`)."""
         clauses = ["state != ?"]
@@ -552,6 +612,9 @@ class SQLiteStore(Store):
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.execute(f"DELETE FROM tasks WHERE exec_id IN (SELECT exec_id FROM executions WHERE {where})", params)
+                db.execute(
+                    f"DELETE FROM task_events WHERE exec_id IN (SELECT exec_id FROM executions WHERE {where})", params
+                )
                 count = db.execute(f"DELETE FROM executions WHERE {where}", params).rowcount
             except BaseException:
                 db.execute("ROLLBACK")
@@ -566,8 +629,8 @@ class SQLiteStore(Store):
         return count
 
     # -- ownership (see tukio.cluster) ------------------------------------------------------------
-    #: Events are not shared through the file (see `publish`).
-    shares_events = False
+    #: Events are shared through the file (see `publish`).
+    shares_events = True
 
     def attach(self, node: str | None = None, *, lease: float = 5.0) -> str:
         """Name the node this store writes for, before it joins.
@@ -1069,24 +1132,70 @@ class SQLiteStore(Store):
             return False
         return fd
 
+    # -- events shared by the processes (see tukio.cluster) -----------------------------------------
     def publish(self, data: Any, topic: str | None) -> int:
-        """Events are not shared through an SQLite file: nothing is kept; returns 0."""
-        return 0
+        """Keep `data` (on `topic`) for the other processes sharing the file.
+
+        SQLite cannot wake the other processes up: each reads the new events
+        every `event_poll` seconds while a task of it listens (see `tukio.cluster`).
+        While no other node is alive on the file (one process alone), nothing
+        is kept: a node joins before its first workflow begins, so its tasks
+        never miss an event.
+
+        Returns:
+            The event's id (ids grow in the order events are published, and
+            never go back); 0 when no other node is alive.
+
+        Raises:
+            Exception: the serializer cannot encode `data`.
+        """
+        blob = self.serializer.dumps(data)
+        with self._lock:
+            others = self._conn().execute(
+                "SELECT 1 FROM nodes WHERE name IS NOT ? AND expires >= ? LIMIT 1", (self.node, time.time())
+            )
+            if not others.fetchall():
+                return 0
+            cursor = self._conn().execute(
+                "INSERT INTO events (origin, topic, data, at) VALUES (?, ?, ?, ?)",
+                (self.node, topic, blob, time.time()),
+            )
+            self._written += 1  # the write-ahead log stays bounded with events alone too
+            if self._written >= CHECKPOINT_EVERY:
+                self._checkpoint_locked("RESTART")
+        return int(cursor.lastrowid or 0)
 
     def event_cursor(self) -> int:
-        """Always 0 (see `publish`)."""
-        return 0
+        """The id of the last event published so far (0: none ever)."""
+        with self._lock:
+            rows = self._conn().execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchall()
+        return int(rows[0][0]) if rows else 0
 
     def events_after(self, cursor: int) -> list[tuple[int, str | None, str | None, Any]]:
-        """Always empty (see `publish`)."""
-        return []
+        """Events other nodes published after `cursor`, in order: ``(id, origin, topic, data)`` (1,000 at most).
+
+        Ids become visible in their order: SQLite has one writer at a time,
+        and each event is its own transaction.
+        """
+        with self._lock:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT id, origin, topic, data FROM events WHERE id > ? AND origin IS NOT ? "
+                    "ORDER BY id LIMIT 1000",
+                    (cursor, self.node),
+                )
+                .fetchall()
+            )
+        return [(r[0], r[1], r[2], self.serializer.loads(r[3])) for r in rows]
 
     def prune_events(self, older_than: float) -> int:
-        """Nothing to delete (see `publish`); returns 0."""
-        return 0
+        """Delete the events published more than `older_than` seconds ago; return how many."""
+        with self._lock:
+            return int(self._conn().execute("DELETE FROM events WHERE at < ?", (time.time() - older_than,)).rowcount)
 
     def listen(self, wake: Callable[[], None]) -> bool:
-        """Never calls `wake` (see `publish`); returns False."""
+        """SQLite cannot signal other processes: never calls `wake` (they poll, see `event_poll`); returns False."""
         return False
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ from tukio._report import utc
 from tukio.broker import EXEC_TOPIC, Broker, get_broker
 from tukio.errors import TukioTaskError
 from tukio.event import Event, EventSource
+from tukio.task._events import receive
 from tukio.task.holder import TaskHolder
 from tukio.task.states import TaskExecState
 from tukio.utils import FutureState, Listen, TimeoutHandle, new_uid
@@ -203,12 +204,16 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
         return not self.done()
 
     async def data_received(self, event: Event) -> None:
-        """Put `event` in the task's queue (a broker handler)."""
-        self.queue.put_nowait(event)
+        """Put `event` in the task's queue (a broker handler); see `deliver`."""
+        receive(self, event)
 
     def deliver(self, event: Event) -> None:
-        """Put `event` in the task's queue now (a plain-callable handler)."""
-        self.queue.put_nowait(event)
+        """Put `event` in the task's queue (a plain-callable handler).
+
+        In a workflow that journals the events of its tasks (a store that
+        `keeps_events`), the event goes in once it is recorded, in order.
+        """
+        receive(self, event)
 
     # -- control -----------------------------------------------------------
     def timeout(self) -> bool:
