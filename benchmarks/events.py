@@ -138,7 +138,7 @@ def across(make: Callable[[], Store], count: int) -> dict[str, Any]:
     try:
         latencies = asyncio.run(send())
         on_b(asyncio.wait_for(_await(wf_b), 30))
-        on_b(asyncio.wait_for(_await(engine_b.stop()), 30))
+        on_b(_stop(engine_b))  # called on its own loop
         assert engine_b.store is not None
         engine_b.store.close()
     finally:
@@ -149,6 +149,10 @@ def across(make: Callable[[], Store], count: int) -> dict[str, Any]:
 
 async def _await(awaitable: Any) -> Any:
     return await awaitable
+
+
+async def _stop(engine: Engine) -> None:
+    await asyncio.wait_for(engine.stop(), 30)
 
 
 def main() -> None:
