@@ -901,21 +901,7 @@ class SQLiteStore(Store):
     def lost(self, exec_ids: Iterable[str]) -> list[str]:
         """Return those of `exec_ids` that this node (and epoch) no longer owns."""
         node, epoch = self._attached()
-        ids = list(exec_ids)
-        gone: list[str] = []
-        with self._lock:
-            db = self._conn()
-            for at in range(0, len(ids), 500):
-                chunk = ids[at : at + 500]
-                gone += [
-                    r[0]
-                    for r in db.execute(
-                        f"SELECT exec_id FROM executions WHERE exec_id IN ({', '.join('?' * len(chunk))}) "
-                        "AND (owner IS NOT ? OR epoch IS NOT ?)",
-                        (*chunk, node, epoch),
-                    ).fetchall()
-                ]
-        return gone
+        return self._executions_among(exec_ids, "(owner IS NOT ? OR epoch IS NOT ?)", (node, epoch))
 
     def leave(self) -> None:
         """End the node's lease now and free its lock: what it still owns is taken over at once."""
@@ -1043,21 +1029,20 @@ class SQLiteStore(Store):
 
     def unfinished_among(self, exec_ids: Iterable[str]) -> list[str]:
         """Those of `exec_ids` that have not ended (on any node)."""
+        return self._executions_among(exec_ids, "state = ?", (UNFINISHED,))
+
+    def _executions_among(self, exec_ids: Iterable[str], condition: str, params: tuple[Any, ...]) -> list[str]:
+        """Those of `exec_ids` whose row meets `condition` (SQL with `params`), 500 ids a query."""
         ids = list(exec_ids)
-        left: list[str] = []
+        found: list[str] = []
         with self._lock:
             db = self._conn()
             for at in range(0, len(ids), 500):
                 chunk = ids[at : at + 500]
-                left += [
-                    r[0]
-                    for r in db.execute(
-                        f"SELECT exec_id FROM executions WHERE exec_id IN ({', '.join('?' * len(chunk))}) "
-                        "AND state = ?",
-                        (*chunk, UNFINISHED),
-                    ).fetchall()
-                ]
-        return left
+                marks = ", ".join("?" * len(chunk))
+                query = f"SELECT exec_id FROM executions WHERE exec_id IN ({marks}) AND {condition}"
+                found += [r[0] for r in db.execute(query, (*chunk, *params)).fetchall()]
+        return found
 
     def unlock(self, exec_ids: Iterable[str]) -> None:
         """Record that these executions of this node unlocked ('skip-until-unlock' no longer skips for them)."""
