@@ -707,3 +707,111 @@ async def test_factory_keeps_asyncio_wait_and_awaiting_working(
         with pytest.raises(TypeError, match="a coroutine was expected"):
             factory.create_task(generator)  # type: ignore[arg-type]
         generator.close()
+
+
+# -- a workflow task records its end in its own last step ----------------------------
+
+
+async def test_the_end_is_recorded_before_the_task_is_done(registered: Registered, task_name: Names) -> None:
+    seen: list[tuple[bool, bool, str, Any]] = []
+
+    async def three(data: Any) -> int:
+        return 3
+
+    name = task_name("three")
+    registered(name, three)
+    task = new_task(name, data={"x": 1})
+    task.on_ended(lambda t: seen.append((t.ended(), t.done(), t.as_dict()["state"], t.outputs)))
+    assert not task.ended()
+    assert await task == 3
+    assert seen == [(True, False, "finished", 3)]
+    assert task.ended()
+    assert task.error is None
+    # Once ended, nothing cancels it any more (it is done a moment later).
+    assert task.cancel() is False
+    assert task.timeout() is False
+    assert task.suspend() is False
+
+
+async def test_an_end_callback_that_raises_leaves_the_task_outcome_alone(
+    registered: Registered, task_name: Names
+) -> None:
+    async def three(data: Any) -> int:
+        return 3
+
+    name = task_name("three-bad-callback")
+    registered(name, three)
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        task = new_task(name, data={})
+
+        def boom(_: TukioTask) -> None:
+            raise ValueError("boom")
+
+        task.on_ended(boom)
+        assert await task == 3
+    finally:
+        loop.set_exception_handler(previous)
+    assert task.future_state is FutureState.finished
+    [context] = reported
+    assert "recording its end failed" in context["message"]
+    assert isinstance(context["exception"], ValueError)
+
+
+async def test_a_task_cancelled_before_it_runs_ends_cancelled_without_warning(
+    registered: Registered, task_name: Names, recorder: Recorder
+) -> None:
+    started: list[Any] = []
+
+    async def never(data: Any) -> None:
+        started.append(data)
+
+    name = task_name("never-runs")
+    registered(name, never)
+    task = new_task(name, data={"x": 1})
+    ended: list[FutureState] = []
+    task.on_ended(lambda t: ended.append(t.future_state))
+    assert task.cancel() is True
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await settle()
+    assert started == []
+    assert ended == [FutureState.cancelled]
+    assert task.as_dict()["state"] == "cancelled"
+    assert task.as_dict()["end"] is not None
+    assert task.cancel() is False
+
+
+async def test_a_task_that_cancels_itself_and_returns_ends_cancelled(registered: Registered, task_name: Names) -> None:
+    async def quits(data: Any) -> int:
+        current = asyncio.current_task()
+        assert current is not None
+        current.cancel()
+        return 1  # asyncio still ends the task cancelled
+
+    name = task_name("cancels-itself")
+    registered(name, quits)
+    task = new_task(name, data={})
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+    assert task.future_state is FutureState.cancelled
+    assert task.as_dict()["state"] == "cancelled"
+
+
+async def test_the_error_is_known_once_the_task_ended(registered: Registered, task_name: Names) -> None:
+    async def fails(data: Any) -> None:
+        raise KeyError("gone")
+
+    name = task_name("fails-error")
+    registered(name, fails)
+    task = new_task(name, data={})
+    errors: list[BaseException | None] = []
+    task.on_ended(lambda t: errors.append(t.error))
+    with pytest.raises(KeyError):
+        await task
+    assert errors == [task.exception()]
+    assert task.error is task.exception()

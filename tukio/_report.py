@@ -158,10 +158,8 @@ def task_entry(
                 # One failing report() must not fail the report (or the journal) of anything else.
                 entry["reporting"] = f"report() failed: {describe_error(exc)}"
                 log.warning("%s: report() failed: %s", log_prefix, describe_error(exc))
-        if task.done() and not task.cancelled():
-            failure = task.exception()
-            if failure is not None:
-                entry["error"] = describe_error(failure)
+        if task.error is not None:  # known once the task's end is recorded, before it is done()
+            entry["error"] = describe_error(task.error)
         if override is not None:
             entry.update(override)
     elif override is not None:

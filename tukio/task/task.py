@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
 import sys
 import time
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tukio._report import utc
 from tukio.broker import EXEC_TOPIC, Broker, get_broker
-from tukio.errors import TukioTaskError
+from tukio.errors import SkipTask, TukioTaskError
 from tukio.event import Event, EventSource
 from tukio.task._events import receive
 from tukio.task.holder import TaskHolder
@@ -36,6 +37,8 @@ _BEGIN, _END, _SKIP, _ERROR, _TIMEOUT = (
 
 log = logging.getLogger(__name__)
 
+_CREATED = inspect.CORO_CREATED
+
 
 def shallow_copy(value: Any) -> Any:
     """Copy dicts, lists and sets one level deep; give other values back as is."""
@@ -44,6 +47,27 @@ def shallow_copy(value: Any) -> Any:
     if isinstance(value, (dict, list, set)):
         return value.copy()
     return value
+
+
+async def _run_to_end(task: TukioTask, coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a workflow task's coroutine, then record the task's end in the same step.
+
+    The end (state, outputs, 'task-end', the workflow starting the successors)
+    is handled here, in the task's last step, rather than in a done callback:
+    that saves one turn of the loop per task. The task is not `done()` yet
+    while this runs, but its end is known (`ended()`), and `cancel()` no
+    longer applies to it.
+    """
+    try:
+        result = await coro
+    except BaseException as exc:
+        task._end_with(None, exc)
+        raise
+    task._end_with(result, None)
+    return result
+
+
+_RUN_TO_END = _run_to_end.__code__
 
 
 class TukioTask(asyncio.Task):  # type: ignore[type-arg]
@@ -55,7 +79,18 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
 
     # What every task sets lives in slots, not in an instance dict (asyncio's
     # Task keeps its dict, made only when a rarely-set attribute is).
-    __slots__ = ("_argument", "_end", "_ended", "_final_state", "_inputs", "_outputs", "_start", "template", "workflow")
+    __slots__ = (
+        "_argument",
+        "_end",
+        "_ended",
+        "_error",
+        "_final_state",
+        "_inputs",
+        "_outputs",
+        "_start",
+        "template",
+        "workflow",
+    )
     template: TaskTemplate | None
     workflow: Workflow | None
     _argument: Any
@@ -64,6 +99,8 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
     _start: float
     _end: float | None
     _final_state: FutureState | None  # set once the task has ended
+    _error: BaseException | None  # what ended it, unless it was cancelled
+    _must_cancel: bool  # asyncio.Task's own: cancel() was called while it was not waiting
     _ended: Callable[[TukioTask], Any] | None
 
     # Class-level defaults keep rarely-set attributes out of each instance.
@@ -92,6 +129,7 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
         self._final_state = None
         self._ended = None
         self._outputs = None
+        self._error = None
         if holder is not None:
             self.holder = holder
             if isinstance(holder, TaskHolder):
@@ -110,6 +148,7 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
             self._argument = data
             self._inputs = shallow_copy(data.data if isinstance(data, Event) else data)
             self.template = template
+            coro = _run_to_end(self, coro)  # type: ignore[arg-type]
             if eager_start:
                 # Eager start (3.12+): announced first, then it runs its first step now.
                 self.emit(_BEGIN, self._inputs)
@@ -124,8 +163,10 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
                 super().__init__(coro, loop=loop, name=name, context=context)  # type: ignore[call-arg]
         else:
             super().__init__(coro, loop=loop, name=name)
-        self.add_done_callback(TukioTask._on_done, context=context)
-        if bind is not None:
+        if bind is None:
+            # A task made by a task factory runs the loop's coroutine as is: its end is a done callback.
+            self.add_done_callback(TukioTask._on_done, context=context)
+        else:
             template = bind[1]
             if template is not None and (template.timeout is not None or template.topics != []):
                 self._arm(template)
@@ -201,7 +242,20 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
 
     def in_progress(self) -> bool:
         """True while the task has not ended."""
-        return not self.done()
+        return self._final_state is None and not self.done()
+
+    def ended(self) -> bool:
+        """True once the task's end is recorded (its state, end time and outputs are final).
+
+        A workflow task's end is recorded in its own last step, just before
+        it is `done()`.
+        """
+        return self._final_state is not None
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that ended the task (None while it runs, or when it finished or was cancelled)."""
+        return self._error
 
     async def data_received(self, event: Event) -> None:
         """Put `event` in the task's queue (a broker handler); see `deliver`."""
@@ -216,16 +270,35 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
         receive(self, event)
 
     # -- control -----------------------------------------------------------
+    def cancel(self, msg: Any = None) -> bool:
+        """Cancel the task; return False if it had already ended.
+
+        As `asyncio.Task.cancel`, except that a task whose end is recorded
+        (see `ended`) is not cancelled even if it is not `done()` yet.
+        """
+        if self._final_state is not None:
+            return False
+        coro = self.get_coro()
+        if inspect.iscoroutine(coro) and coro.cr_code is _RUN_TO_END and inspect.getcoroutinestate(coro) == _CREATED:
+            # Cancelled before its first step: the coroutine will never run,
+            # so its end is recorded by a done callback, as for a factory's task.
+            body = coro.cr_frame.f_locals["coro"]  # type: ignore[union-attr]
+            cancelled = super().cancel(msg)
+            body.close()  # it will never be awaited (no warning saying so)
+            self.add_done_callback(TukioTask._on_done)
+            return cancelled
+        return super().cancel(msg)
+
     def timeout(self) -> bool:
         """End the task as timed out; return False if it had already ended."""
-        if self.done():
+        if self._final_state is not None or self.done():
             return False
         self._timed_out = True
         return self.cancel()
 
     def suspend(self) -> bool:
         """Cancel the task and mark it suspended; return False if it had ended."""
-        if self.done():
+        if self._final_state is not None or self.done():
             return False
         self._suspended = True
         return self.cancel()
@@ -261,8 +334,8 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
         """Return ``{'id','start','end','state','inputs','outputs'}``.
 
         A task whose coroutine has returned but whose end is not recorded yet
-        (its done callback has not run) is still 'pending': an ended state
-        always comes with its end time and outputs.
+        (a task factory's task whose done callback has not run) is still
+        'pending': an ended state always comes with its end time and outputs.
         """
         state = self._final_state
         if state is None:
@@ -297,40 +370,73 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
     def on_ended(self, callback: Callable[[TukioTask], Any]) -> None:
         """Call `callback(task)` once the task has ended and its outputs are set.
 
-        It runs inside the task's own done callback, so it costs no extra
-        turn of the loop (a workflow uses it to start the successors).
+        A workflow task calls it in its own last step, so it costs no extra
+        turn of the loop (a workflow uses it to start the successors). If the
+        task has already ended (an eager start that ran to its end), it is
+        called on the next turn, in the task's context.
         """
-        self._ended = callback
+        if self._final_state is None:
+            self._ended = callback
+        else:
+            self.get_loop().call_soon(callback, self, context=self.get_context())  # type: ignore[attr-defined]
 
     def _on_done(self) -> None:
+        """The done callback of a task whose end its coroutine could not record."""
+        if self._final_state is not None:
+            return
+        if self.cancelled():
+            self._end_with(None, asyncio.CancelledError())
+        else:
+            exc = self.exception()
+            self._end_with(None if exc is not None else self.result(), exc)
+
+    def _end_with(self, result: Any, exc: BaseException | None) -> None:
+        """Record the end (the coroutine returned `result` or raised `exc`), then tell `on_ended`'s callback.
+
+        It never raises: a failure here is the loop's to report, the task's
+        own outcome stays what its coroutine made it.
+        """
         try:
-            self._settle()
-        finally:
+            if exc is None and self._must_cancel:
+                # Cancelled while running its last step: asyncio ends it cancelled despite the return.
+                exc = asyncio.CancelledError()
+            self._settle(result, exc)
             if self._ended is not None:
                 self._ended(self)
+        except Exception as error:
+            self.get_loop().call_exception_handler(
+                {"message": f"{self._log_prefix()}: recording its end failed", "exception": error, "task": self}
+            )
 
-    def _settle(self) -> None:
+    def _end_state(self, exc: BaseException | None) -> FutureState:
+        """The final state of a task whose coroutine raised `exc` (None: it returned)."""
+        if self._timed_out:
+            return FutureState.timeout
+        if exc is None:
+            return FutureState.finished
+        if isinstance(exc, asyncio.CancelledError):
+            return FutureState.suspended if self._suspended else FutureState.cancelled
+        return FutureState.skipped if isinstance(exc, SkipTask) else FutureState.exception
+
+    def _settle(self, result: Any, exc: BaseException | None) -> None:
         """Record the end: time, final state, outputs, and the execution event."""
         self._end = time.time()
         if self._listening:
             broker = self._broker()
             for topic in self._listening:
                 broker.unregister(self.deliver, topic)
-        if self._timed_out or self.cancelled() or self.exception() is not None:
-            state = self._final_state = self.future_state
-        else:  # the usual end, known without computing the state
-            state = self._final_state = FutureState.finished
+        state = self._final_state = self._end_state(exc)
+        if exc is not None and not isinstance(exc, asyncio.CancelledError):
+            self._error = exc
         match state:
             case FutureState.finished:
-                result = self.result()
                 self._outputs = self._inputs if result is None else shallow_copy(result)
                 self.emit(_END, self._outputs)
             case FutureState.skipped:
                 self._outputs = self._inputs
-                log.info("%s skipped: %s", self._log_prefix(), self.exception())
+                log.info("%s skipped: %s", self._log_prefix(), exc)
                 self.emit(_SKIP, self._outputs)
             case FutureState.exception:
-                exc = self.exception()
                 if isinstance(exc, TukioTaskError):
                     self._outputs = shallow_copy(exc.outputs)
                     log.warning("%s failed: %s", self._log_prefix(), exc)

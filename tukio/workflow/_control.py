@@ -149,7 +149,7 @@ class Control:
         if task is None:
             self._unlock_task = self._calling_task()
         elif isinstance(task, TukioTask) and task.workflow is self and task.template is not None:
-            if task.done():
+            if not task.in_progress():
                 self._release_lock()
             else:
                 self._unlock_task = task

@@ -32,7 +32,7 @@ def retry_error(task: TukioTask, attempts_made: int) -> BaseException | None:
     if policy is None or state not in (FutureState.exception, FutureState.timeout):
         return None
     if state is FutureState.exception:
-        exc = task.exception()
+        exc = task.error  # known once its end is recorded, before it is done()
         assert exc is not None
     else:
         exc = TimeoutError(f"timed out after {task.template.timeout}s")
