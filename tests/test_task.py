@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import re
 import sys
@@ -14,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from support import settle
+from support import settle, until
 
 from tukio import EXEC_TOPIC, Event, EventSource, get_broker
 from tukio.errors import UnknownTaskName
@@ -815,3 +816,26 @@ async def test_the_error_is_known_once_the_task_ended(registered: Registered, ta
         await task
     assert errors == [task.exception()]
     assert task.error is task.exception()
+
+
+async def test_a_failed_task_nobody_awaits_is_not_reported_as_never_retrieved(
+    registered: Registered, task_name: Names
+) -> None:
+    async def fails(data: Any) -> None:
+        raise KeyError("gone")
+
+    name = task_name("fails-unawaited")
+    registered(name, fails)
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        task = new_task(name, data={})
+        await until(task.done)
+        await settle()
+        del task
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    assert reported == []

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from tukio._loop import resolve_loop
 from tukio.task.registry import TaskRegistry
-from tukio.task.task import TukioTask
+from tukio.task.task import TukioTask, bound_task
 
 if TYPE_CHECKING:
     from tukio.task.template import TaskTemplate
@@ -64,7 +64,7 @@ def start_task(
         if eager:
             _eager_depth += 1
         try:
-            return TukioTask(coro, loop=loop, holder=holder, bind=(data, template, workflow), eager_start=eager)
+            return bound_task(coro, data, template, workflow, loop, holder, eager)
         except BaseException:
             coro.close()
             raise

@@ -70,6 +70,14 @@ async def _run_to_end(task: TukioTask, coro: Coroutine[Any, Any, Any]) -> Any:
 _RUN_TO_END = _run_to_end.__code__
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    task.exception()
+
+
+_new_task = asyncio.Task.__new__
+_init_task = asyncio.Task.__init__
+
+
 class TukioTask(asyncio.Task):  # type: ignore[type-arg]
     """An asyncio task running a registered tukio coroutine.
 
@@ -122,56 +130,32 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
         context: contextvars.Context | None = None,
         eager_start: bool = False,
         holder: Any = None,
-        bind: tuple[Any, TaskTemplate | None, Workflow | None] | None = None,
     ) -> None:
+        # A task made by a task factory (a workflow's tasks are made by `bound_task`).
         # Set before asyncio.Task.__init__: nothing may run before they exist.
-        self._end = None
-        self._final_state = None
-        self._ended = None
-        self._outputs = None
-        self._error = None
+        self._end = self._final_state = self._ended = self._outputs = self._error = None
+        self._argument = self._inputs = self.template = self.workflow = None
         if holder is not None:
-            self.holder = holder
-            if isinstance(holder, TaskHolder):
-                holder.attach(self)
-            else:
-                holder.queue = self.queue
+            self._hold(holder)
         self._start = time.time()
-        if bind is None:
-            self._argument = self._inputs = self.template = self.workflow = None
-            # Created by a task factory: a tukio task must not run before its
-            # inputs and workflow are set (only a workflow's tasks are bound), so never eagerly.
-            eager_start = False
-        else:
-            # One constructor path for a workflow's tasks: bound before asyncio's init.
-            data, template, self.workflow = bind
-            self._argument = data
-            self._inputs = shallow_copy(data.data if isinstance(data, Event) else data)
-            self.template = template
-            coro = _run_to_end(self, coro)  # type: ignore[arg-type]
-            if eager_start:
-                # Eager start (3.12+): announced first, then it runs its first step now.
-                self.emit(_BEGIN, self._inputs)
+        # Its inputs and workflow are not set: it must not run before they are, so never eagerly.
         if _OWN_CONTEXT:
             if context is None:
                 # One context for the task and its done callback (asyncio would copy a second one).
                 context = contextvars.copy_context()
-            # (mypy checks against 3.10, whose Task takes neither keyword.)
-            if eager_start:
-                super().__init__(coro, loop=loop, name=name, context=context, eager_start=True)  # type: ignore[call-arg]
-            else:
-                super().__init__(coro, loop=loop, name=name, context=context)  # type: ignore[call-arg]
+            # (mypy checks against 3.10, whose Task takes no context.)
+            super().__init__(coro, loop=loop, name=name, context=context)  # type: ignore[call-arg]
         else:
             super().__init__(coro, loop=loop, name=name)
-        if bind is None:
-            # A task made by a task factory runs the loop's coroutine as is: its end is a done callback.
-            self.add_done_callback(TukioTask._on_done, context=context)
+        # It runs the loop's coroutine as is: its end is recorded by a done callback.
+        self.add_done_callback(TukioTask._on_done, context=context)
+
+    def _hold(self, holder: Any) -> None:
+        self.holder = holder
+        if isinstance(holder, TaskHolder):
+            holder.attach(self)
         else:
-            template = bind[1]
-            if template is not None and (template.timeout is not None or template.topics != []):
-                self._arm(template)
-            if not eager_start:
-                self.emit(_BEGIN, self._inputs)
+            holder.queue = self.queue
 
     # -- identity and data -------------------------------------------------
     @property
@@ -309,10 +293,10 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
         return wf.broker if wf is not None else get_broker(self.get_loop())
 
     def listened(self) -> bool:
-        """True when someone listens to this task's execution events (build them only then)."""
+        """True when someone may listen to this task's execution events (build them only then)."""
         wf = self.workflow
         if wf is not None:
-            return wf.listened()
+            return wf.broker.listened()  # one cheap check; `emit` looks at the topics
         return get_broker(self.get_loop()).has_listeners((EXEC_TOPIC,))
 
     def emit(self, event_type: TaskExecState | str, content: Any) -> None:
@@ -397,10 +381,18 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
         own outcome stays what its coroutine made it.
         """
         try:
-            if exc is None and self._must_cancel:
-                # Cancelled while running its last step: asyncio ends it cancelled despite the return.
-                exc = asyncio.CancelledError()
-            self._settle(result, exc)
+            if exc is None and not self._must_cancel and not self._timed_out and not self._listening:
+                # The usual end, the one to make cheap: finished, nothing to unregister.
+                self._end = time.time()
+                self._final_state = FutureState.finished
+                self._outputs = self._inputs if result is None else shallow_copy(result)
+                if self.listened():
+                    self.emit(_END, self._outputs)
+            else:
+                if exc is None and self._must_cancel:
+                    # Cancelled while running its last step: asyncio ends it cancelled despite the return.
+                    exc = asyncio.CancelledError()
+                self._settle(result, exc)
             if self._ended is not None:
                 self._ended(self)
         except Exception as error:
@@ -428,6 +420,10 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
         state = self._final_state = self._end_state(exc)
         if exc is not None and not isinstance(exc, asyncio.CancelledError):
             self._error = exc
+            if not self.done():
+                # Its end is recorded (and the error logged) here, so asyncio must not
+                # log it again as "never retrieved": retrieve it once it is set.
+                self.add_done_callback(_retrieve)
         match state:
             case FutureState.finished:
                 self._outputs = self._inputs if result is None else shallow_copy(result)
@@ -481,3 +477,46 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
     def __repr__(self) -> str:
         name = self.template.name if self.template is not None else "?"
         return f"<TukioTask {name} {self.future_state.value}>"
+
+
+def bound_task(
+    coro: Coroutine[Any, Any, Any],
+    data: Any,
+    template: TaskTemplate | None,
+    workflow: Workflow | None,
+    loop: asyncio.AbstractEventLoop,
+    holder: Any = None,
+    eager: bool = False,
+) -> TukioTask:
+    """Create the `TukioTask` running `coro`, bound to its template and workflow, and emit 'task-begin'.
+
+    The path of every workflow task (see `start_task`): the task is built
+    field by field and asyncio's own initialiser called once, which costs a
+    fraction of going through `TukioTask.__init__`. Its coroutine is wrapped
+    to record its end in its last step. With `eager` (Python 3.12+), it runs
+    its first step now.
+    """
+    task: TukioTask = _new_task(TukioTask)
+    # Set before asyncio's init: nothing may run before they exist.
+    task._end = task._final_state = task._ended = task._outputs = task._error = None
+    if holder is not None:
+        task._hold(holder)
+    task._start = time.time()
+    task.workflow = workflow
+    task._argument = data
+    inputs = data.data if isinstance(data, Event) else data
+    task._inputs = inputs.copy() if type(inputs) is dict else shallow_copy(inputs)
+    task.template = template
+    wrapped = _run_to_end(task, coro)
+    if eager:
+        # Announced first: it runs its first step now.
+        if task.listened():
+            task.emit(_BEGIN, task._inputs)
+        _init_task(task, wrapped, loop=loop, eager_start=True)  # type: ignore[call-arg]
+    else:
+        _init_task(task, wrapped, loop=loop)
+    if template is not None and (template.timeout is not None or template.topics != []):
+        task._arm(template)
+    if not eager and task.listened():
+        task.emit(_BEGIN, task._inputs)
+    return task

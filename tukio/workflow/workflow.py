@@ -359,8 +359,11 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
             if exc is not None:
                 self._schedule_retry(task, exc)
                 return
-        tid = task.template.uid  # type: ignore[union-attr]
-        self.recorder.task_ended(self, tid).then(_task_recorded, task)
+        written = self.recorder.task_ended(self, task.template.uid)  # type: ignore[union-attr]
+        if written is WRITTEN:  # nothing to wait for (no store): go on now
+            self._task_recorded(task, None)
+        else:
+            written.then(_task_recorded, task)
 
     def _task_recorded(self, task: TukioTask, error: BaseException | None) -> None:
         """The end of `task` is recorded: start its successors (or keep it for later)."""
