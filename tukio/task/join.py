@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timezone
 from typing import Any, Literal, TypedDict
 
@@ -60,7 +61,9 @@ class JoinTask(TaskHolder):
         self._base: dict[str, Any] = {}
         self._remaining: set[str] | None = None
         self._count = 0
-        self._report: JoinReport = {"status": "running", "tasks": []}
+        self._status: Literal["running", "done", "timeout"] = "running"
+        # (parent id, arrival as a POSIX time): made into the report's datetimes only when asked.
+        self._arrivals: list[tuple[str, float]] = []
 
     def _progress(self) -> None:
         """Dispatch a 'task-progress' event with a snapshot of the report."""
@@ -82,7 +85,7 @@ class JoinTask(TaskHolder):
         if parent is None:
             return
         data = event.data if isinstance(event, Event) else event
-        self._report["tasks"].append({"id": parent, "end_time": datetime.now(timezone.utc)})
+        self._arrivals.append((parent, time.time()))
         self._progress()
         if self._remaining is not None:
             if parent in self._remaining:
@@ -113,8 +116,9 @@ class JoinTask(TaskHolder):
         queue = self.queue
         assert queue is not None
         while not self._satisfied():
-            self._take(await queue.get(), wf_id)
-        self._report["status"] = "done"
+            # Whatever already arrived is taken without awaiting (no coroutine per arrival).
+            self._take(queue.get_nowait() if not queue.empty() else await queue.get(), wf_id)
+        self._status = "done"
         self._progress()
         return self._result()
 
@@ -123,8 +127,10 @@ class JoinTask(TaskHolder):
 
     def report(self) -> JoinReport:
         """Return ``{'status', 'tasks': [{'id', 'end_time'}, ...]}`` (a copy)."""
-        tasks: list[JoinArrival] = [{"id": t["id"], "end_time": t["end_time"]} for t in self._report["tasks"]]
-        return {"status": self._report["status"], "tasks": tasks}
+        tasks: list[JoinArrival] = [
+            {"id": parent, "end_time": datetime.fromtimestamp(when, timezone.utc)} for parent, when in self._arrivals
+        ]
+        return {"status": self._status, "tasks": tasks}
 
     def teardown(self) -> dict[str, Any]:
         """Return what was gathered so far (on timeout or cancellation).
@@ -133,6 +139,6 @@ class JoinTask(TaskHolder):
         event is dispatched.
         """
         if self._task is not None and self._task.timed_out:
-            self._report["status"] = "timeout"
+            self._status = "timeout"
             self._progress()
         return self._result()
