@@ -24,6 +24,11 @@ log = logging.getLogger("tukio.workflow.workflow")
 class Control:
     """The control methods of a `Workflow` (a mixin: the workflow holds the state)."""
 
+    if not TYPE_CHECKING:
+        # No slots of its own: `Workflow` declares them all (mypy would check
+        # this mixin's assignments against an empty tuple).
+        __slots__ = ()
+
     # Set by Workflow.
     tasks_by_id: dict[str, TukioTask]
     _uid: str

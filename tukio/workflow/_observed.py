@@ -22,6 +22,11 @@ __all__ = ["Observed"]
 class Observed:
     """The events and reports of a `Workflow` (a mixin: the workflow holds the state)."""
 
+    if not TYPE_CHECKING:
+        # No slots of its own: `Workflow` declares them all (mypy would check
+        # this mixin's assignments against an empty tuple).
+        __slots__ = ()
+
     # Set by Workflow.
     broker: Broker
     template: WorkflowTemplate

@@ -62,26 +62,56 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
         eager_start: start tasks eagerly on Python 3.12+ (see `Engine`).
     """
 
-    committed = False
-    # Rarely-set state lives on the class until an instance needs it.
-    _end: float | None = None
-    _error: BaseException | None = None
-    _timeout: TimeoutHandle | None = None
-    _unlock_task: TukioTask | None = None
-    _next: dict[str, tuple[str, ...]] | None = None
-    _suspended: dict[str, TukioTask] | None = None
-    _deferred: list[TukioTask] | None = None
-    _failures: dict[str, dict[str, Any]] | None = None
-    _kept: dict[str, dict[str, Any]] | None = None
-    _retries: Retries | None = None
-    _waiting_for = 0  # workflows aborted for this one, not ended yet (abort-running)
-    _run_later: tuple[Any, Written] | None = None
+    # Slots, no instance dict: a workflow is the one object every trigger makes.
+    __slots__ = (
+        "_deferred",
+        "_eager",
+        "_end",
+        "_error",
+        "_failures",
+        "_kept",
+        "_life",
+        "_lock",
+        "_next",
+        "_on_end",
+        "_open",
+        "_plan",
+        "_retries",
+        "_run_later",
+        "_start",
+        "_suspended",
+        "_timeout",
+        "_topics",
+        "_uid",
+        "_unlock_callback",
+        "_unlock_task",
+        "_unlocked",
+        "_waiting_for",
+        "broker",
+        "committed",
+        "policy",
+        "recorder",
+        "tasks_by_id",
+        "template",
+    )
+    _end: float | None
+    _error: BaseException | None
+    _timeout: TimeoutHandle | None
+    _unlock_task: TukioTask | None
+    _next: dict[str, tuple[str, ...]] | None
+    _suspended: dict[str, TukioTask] | None
+    _deferred: list[TukioTask] | None
+    _failures: dict[str, dict[str, Any]] | None
+    _kept: dict[str, dict[str, Any]] | None
+    _retries: Retries | None
+    _waiting_for: int  # workflows aborted for this one, not ended yet (abort-running)
+    _run_later: tuple[Any, Written] | None
     # The lock is made on first use (see `lock`): most workflows only need to know
     # whether they unlocked, and whom to tell (the engine) when they do.
-    _lock: WorkflowLock | None = None
-    _unlocked = False
-    _unlock_callback: Callable[[], None] | None = None
-    _on_end: Callable[[Workflow], Any] | None = None
+    _lock: WorkflowLock | None
+    _unlocked: bool
+    _unlock_callback: Callable[[], None] | None
+    _on_end: Callable[[Workflow], Any] | None
 
     def __init__(
         self,
@@ -106,6 +136,12 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
         self._start: float | None = None
         # What the workflow waits for: running tasks, due retries, the recorder.
         self._open = 0
+        self.committed = False
+        self._end = self._error = self._timeout = self._unlock_task = self._next = None
+        self._suspended = self._deferred = self._failures = self._kept = self._retries = None
+        self._run_later = self._lock = self._unlock_callback = self._on_end = None
+        self._waiting_for = 0
+        self._unlocked = False
 
     # -- public state --------------------------------------------------------
     @property
