@@ -396,8 +396,10 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
             if self._ended is not None:
                 self._ended(self)
         except Exception as error:
+            # The task is named in the message only: given as "task" or "future", asyncio (3.12+)
+            # would run the handler in this task's context, which is entered right now.
             self.get_loop().call_exception_handler(
-                {"message": f"{self._log_prefix()}: recording its end failed", "exception": error, "task": self}
+                {"message": f"{self._log_prefix()}: recording its end failed", "exception": error}
             )
 
     def _end_state(self, exc: BaseException | None) -> FutureState:
