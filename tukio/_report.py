@@ -10,6 +10,7 @@ started. The workflow builds entries (`task_entry`), the journal stores them
 from __future__ import annotations
 
 import logging
+import math
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -18,10 +19,12 @@ if TYPE_CHECKING:
     from tukio.task.task import TukioTask
 
 __all__ = [
+    "NO_REPORT",
     "ExecInfo",
     "TaskEntry",
     "describe_error",
     "failure_entry",
+    "holder_report",
     "iso",
     "iso_from_timestamp",
     "parse_time",
@@ -96,9 +99,34 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value.microsecond else value.isoformat(timespec="microseconds")
 
 
+# The last whole second `iso_from_timestamp` wrote, and its text up to the seconds (one
+# tuple, replaced at once: a reader in another thread sees a matching pair).
+_second: tuple[float, str] = (math.nan, "")
+
+
 def iso_from_timestamp(timestamp: float | None) -> str | None:
-    """`iso` of a `time.time()` value."""
-    return None if timestamp is None else iso(datetime.fromtimestamp(timestamp, timezone.utc))
+    """`iso` of a `time.time()` value, without making a datetime (the journal writes two per task).
+
+    The microseconds are rounded as `datetime.fromtimestamp` rounds them
+    (half to even), so the text is the same as ``iso(utc(timestamp))``; the
+    date and time of the whole second are made once per second.
+    """
+    global _second
+    if timestamp is None:
+        return None
+    frac, whole = math.modf(timestamp)
+    micros = round(frac * 1e6)
+    if micros >= 1_000_000:
+        whole += 1.0
+        micros -= 1_000_000
+    elif micros < 0:
+        whole -= 1.0
+        micros += 1_000_000
+    second = _second
+    if second[0] != whole:
+        # "YYYY-MM-DDTHH:MM:SS+00:00" without its offset.
+        second = _second = (whole, datetime.fromtimestamp(whole, timezone.utc).isoformat()[:-6])
+    return f"{second[1]}.{micros:06d}+00:00"
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -115,6 +143,27 @@ def parse_time(value: Any) -> datetime | None:
 
 
 # -- entries -----------------------------------------------------------------------------
+#: What `holder_report` returns when the task's holder has no ``report()``.
+NO_REPORT: Any = object()
+
+
+def holder_report(task: TukioTask, log_prefix: str) -> Any:
+    """The entry's 'reporting': what the task's holder's ``report()`` returns (`NO_REPORT` when none).
+
+    A ``report()`` that raises gives its error text (logged): one failing
+    report must not fail the report (or the journal) of anything else.
+    """
+    holder = task.holder
+    reporter = getattr(holder, "report", None) if holder is not None else None
+    if not callable(reporter):
+        return NO_REPORT
+    try:
+        return reporter()
+    except Exception as exc:
+        log.warning("%s: report() failed: %s", log_prefix, describe_error(exc))
+        return f"report() failed: {describe_error(exc)}"
+
+
 def failure_entry(inputs: Any, error: str) -> dict[str, Any]:
     """The entry of a task that could not be created."""
     now = utc(time.time())
@@ -149,15 +198,10 @@ def task_entry(
     """
     if task is not None:
         entry = task.as_dict()
-        holder = task.holder
-        reporter = getattr(holder, "report", None) if holder is not None else None
-        if callable(reporter):
-            try:
-                entry["reporting"] = reporter()
-            except Exception as exc:
-                # One failing report() must not fail the report (or the journal) of anything else.
-                entry["reporting"] = f"report() failed: {describe_error(exc)}"
-                log.warning("%s: report() failed: %s", log_prefix, describe_error(exc))
+        if task.holder is not None:
+            reporting = holder_report(task, log_prefix)
+            if reporting is not NO_REPORT:
+                entry["reporting"] = reporting
         if task.error is not None:  # known once the task's end is recorded, before it is done()
             entry["error"] = describe_error(task.error)
         if override is not None:

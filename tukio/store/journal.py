@@ -39,13 +39,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from tukio._report import describe_error, iso, iso_from_timestamp, storable
+from tukio._report import NO_REPORT, describe_error, holder_report, iso, iso_from_timestamp, storable
 from tukio.errors import DamagedRecordError, JournalError
 from tukio.event import Event, EventSource
 from tukio.recorder import WRITTEN, Recorder, Written
 from tukio.store.base import LOST_EVENT, UNFINISHED, ExecutionRecord, Record, Store, TaskEventRecord, TaskRecord
+from tukio.utils import FutureState
 
 if TYPE_CHECKING:
+    from tukio.task.task import TukioTask
     from tukio.workflow.template import Plan
     from tukio.workflow.workflow import Workflow
 
@@ -490,6 +492,11 @@ class Journal(Recorder):
         """
         try:
             if entry is None:
+                task = workflow.tasks_by_id.get(tid)
+                if task is not None and _entry_is_the_tasks(workflow, tid) and (running or task.ended()):
+                    record, refused = self._task_record(workflow, tid, task, running)
+                    self._batch.append(record)
+                    return refused
                 entry = workflow.task_entry(tid)
                 if entry is None:
                     return None
@@ -508,6 +515,50 @@ class Journal(Recorder):
             )
         self._batch.append(record)
         return refused
+
+    def _task_record(
+        self, workflow: Workflow, tid: str, task: TukioTask, running: bool
+    ) -> tuple[TaskRecord, str | None]:
+        """The record of `task` made from its fields: what `_task` makes of its `task_entry`, built once.
+
+        Times go from the task's floats to text, with no datetime in
+        between; only what is not a column goes through the serializer.
+        """
+        start, end = task.times()
+        outputs = task.outputs
+        error = task.error
+        if running:
+            # As `_add_task` makes of the entry: pending, with no end, outputs or error.
+            end = error = None
+            if task.ended() or (not task.done() and task.future_state is not FutureState.pending):
+                outputs = None
+            state = UNFINISHED
+        else:
+            state = task.future_state._value_
+        data = {"inputs": task.inputs, "outputs": outputs}
+        if task.holder is not None:
+            reporting = holder_report(task, f"[{workflow.uid}] task {tid}")
+            if reporting is not NO_REPORT:
+                data["reporting"] = reporting
+        text = None if error is None else storable(describe_error(error))
+        refused = None
+        try:
+            blob = self._dumps(data)
+            if blob.__class__ is str:
+                blob = storable(blob)
+        except Exception:
+            refused, blob = self._refuse_task(workflow, tid, data)
+            state, text = "exception", refused
+        return TaskRecord(
+            storable(workflow.uid),
+            storable(tid),
+            storable(task.uid),
+            state,
+            iso_from_timestamp(start),
+            iso_from_timestamp(end),
+            blob,
+            text,
+        ), refused
 
     def _task(self, workflow: Workflow, tid: str, entry: dict[str, Any]) -> tuple[TaskRecord, str | None]:
         data = entry.copy()  # what is not a column goes in the blob
@@ -556,6 +607,21 @@ class Journal(Recorder):
         except Exception:
             blob = self._empty
         return error, blob
+
+
+_UNKNOWN: Any = object()
+
+
+def _entry_is_the_tasks(workflow: Workflow, tid: str) -> bool:
+    """True when the report entry of task `tid` is its task's alone (no failure recorded, no retry).
+
+    Else the record is made from `Workflow.task_entry`. (A workflow that
+    lacks these attributes is asked for its entry every time.)
+    """
+    failures = getattr(workflow, "_failures", _UNKNOWN)
+    if failures is not None and (failures is _UNKNOWN or tid in failures):
+        return False
+    return getattr(workflow, "_retries", _UNKNOWN) is None
 
 
 def _landed_soon(written: Written, error: BaseException | None) -> None:

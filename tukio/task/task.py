@@ -236,6 +236,10 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
         """
         return self._final_state is not None
 
+    def times(self) -> tuple[float, float | None]:
+        """The task's start and end as `time.time()` values (the end is None until it has ended)."""
+        return self._start, self._end
+
     @property
     def error(self) -> BaseException | None:
         """The exception that ended the task (None while it runs, or when it finished or was cancelled)."""
