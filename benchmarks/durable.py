@@ -18,6 +18,16 @@ that floor, over the in-memory time, is the best ratio a commit per task
 allows.
 
     python benchmarks/durable.py [--tasks 1000] [--concurrent 200] [--runs 5]
+
+Wall-clock times on a shared machine vary from run to run; instruction
+counts do not. ``--only memory|sqlite|null`` runs just one engine (``null``:
+a `SQLiteStore` whose commits write nothing, to see the journal's own cost)
+on ``--runs`` chains of ``--tasks`` tasks, one after the other, and prints
+nothing; under ``valgrind --tool=callgrind``, the difference between two
+``--runs`` values, divided by the tasks it adds, is the instructions per task:
+
+    valgrind --tool=callgrind python benchmarks/durable.py --only sqlite --tasks 200 --runs 1
+    valgrind --tool=callgrind python benchmarks/durable.py --only sqlite --tasks 200 --runs 3
 """
 
 from __future__ import annotations
@@ -28,10 +38,12 @@ import sqlite3
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tukio import Engine, TaskRegistry, WorkflowTemplate, register
 from tukio.store import SQLiteStore
+from tukio.store.base import Record
 
 TASK = "bench-durable-noop"
 
@@ -104,6 +116,30 @@ def commit_floor(directory: Path, rows: int) -> float:
             (directory / f"floor.db{suffix}").unlink(missing_ok=True)
 
 
+class NullStore(SQLiteStore):
+    """A `SQLiteStore` whose commits write nothing (the journal's own cost, without SQLite's)."""
+
+    def write_nowait(self, records: Sequence[Record]) -> bool:
+        return True
+
+
+async def only(kind: str, tasks: int, runs: int) -> None:
+    """Run `runs` chains of `tasks` tasks one after the other on one engine (see ``--only``)."""
+    template = chain(tasks)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = None if kind == "memory" else (SQLiteStore if kind == "sqlite" else NullStore)(Path(tmp) / "only.db")
+        try:
+            engine = Engine(store=store)
+            for i in range(runs):
+                workflow = await engine.run_once(template, {"n": i})
+                if workflow is not None:
+                    await workflow
+            await engine.stop()
+        finally:
+            if store is not None:
+                store.close()
+
+
 def show(title: str, mem: float, dur: float, threaded: float) -> None:
     print(title)
     print(f"  in memory:                           {mem * 1000:8.1f} ms")
@@ -130,9 +166,13 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--concurrent", type=int, default=200)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--only", choices=["memory", "sqlite", "null"], help="run one engine only, for callgrind")
     args = parser.parse_args()
     register(TASK)(noop)
     try:
-        asyncio.run(main(args.tasks, args.concurrent, args.runs))
+        if args.only:
+            asyncio.run(only(args.only, args.tasks, args.runs))
+        else:
+            asyncio.run(main(args.tasks, args.concurrent, args.runs))
     finally:
         TaskRegistry.unregister(TASK)

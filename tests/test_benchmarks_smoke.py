@@ -65,6 +65,23 @@ def test_durable_benchmark_runs_both_cases(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "null"])
+def test_durable_benchmark_runs_one_engine_for_callgrind(tmp_path: Path, kind: str) -> None:
+    script = ROOT / "benchmarks" / "durable.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--only", kind, "--tasks", "5", "--runs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
 def test_soak_runs_samples_and_prunes(tmp_path: Path) -> None:
     db = tmp_path / "soak.db"
     done = subprocess.run(

@@ -165,3 +165,36 @@ async def test_what_is_stored_reads_back_as_the_live_report(names: dict[str, str
     assert stored["tasks"][3]["exec"]["error"] == "ValueError: bad input \\udcff"
     assert stored["exec"]["start"] - live["exec"]["start"] < timedelta(seconds=1)
     assert stored["exec"]["start"].tzinfo == timezone.utc
+
+
+async def test_a_running_task_record_from_its_fields_equals_the_one_from_its_entry(
+    registered: Callable[..., Any], task_name: Callable[[str], str]
+) -> None:
+    gate = asyncio.Event()
+    started = asyncio.Event()
+
+    async def waits(event: Event) -> Any:
+        started.set()
+        await gate.wait()
+        return {"done": True}
+
+    name = task_name("waits")
+    registered(name, waits)
+    engine = Engine(store=MemoryStore())
+    wf = await engine.run_once(template([("w", name)], {}), {"x": 1})
+    assert wf is not None
+    await asyncio.wait_for(started.wait(), 5)
+    journal = wf.recorder
+    assert isinstance(journal, Journal)
+    task = wf.tasks_by_id["w"]
+    task.outputs = {"early": 1}  # set while it runs: kept in a running record, as in its entry
+    entry = wf.task_entry("w")
+    assert entry is not None
+    assert entry["state"] == "pending"
+    fast = journal._task_record(wf, "w", task, running=True)[0]
+    assert fast == journal._task(wf, "w", entry)[0]
+    assert (fast.state, fast.end, fast.error) == ("pending", None, None)
+    assert '"outputs":{"early":1}' in str(fast.data)
+    gate.set()
+    await asyncio.wait_for(asyncio.wait([wf]), 5)
+    await engine.stop()
