@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from tukio.task.template import TaskTemplate
     from tukio.workflow.workflow import Workflow
 
-__all__ = ["EAGER_DEPTH", "EAGER_SUPPORTED", "creating_for", "start_task"]
+__all__ = ["EAGER_DEPTH", "EAGER_SUPPORTED", "creating_for", "start_bound", "start_task"]
 
 #: True where asyncio can start a task eagerly (Python 3.12+).
 EAGER_SUPPORTED = sys.version_info >= (3, 12)
@@ -44,6 +44,19 @@ def start_task(
     the task runs its first step now (see `Engine`'s ``eager_start``). See
     `new_task` for what it raises.
     """
+    return start_bound(task_name, data, config, loop, template, workflow, eager)
+
+
+def start_bound(
+    task_name: str,
+    data: Any,
+    config: dict[str, Any] | None,
+    loop: asyncio.AbstractEventLoop | None,
+    template: TaskTemplate | None,
+    workflow: Workflow | None,
+    eager: bool,
+) -> TukioTask:
+    """`start_task` with positional arguments: the path of a workflow's tasks."""
     global _eager_depth
     klass, coro_fn = TaskRegistry.get(task_name)
     if loop is None:

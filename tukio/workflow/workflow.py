@@ -22,7 +22,7 @@ from tukio._report import failure_entry
 from tukio.broker import Broker, get_broker, workflow_exec_topics
 from tukio.event import Event
 from tukio.recorder import NULL_RECORDER, WRITTEN, Recorder, Written
-from tukio.task._start import creating_for, start_task
+from tukio.task._start import creating_for, start_bound
 from tukio.task.states import TaskExecState
 from tukio.task.task import TukioTask
 from tukio.task.template import TaskTemplate
@@ -357,22 +357,15 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
 
     def _start_task(self, template: TaskTemplate, data: Any) -> TukioTask | None:
         try:
-            task = start_task(
-                template.name,
-                data,
-                config=template.config,
-                loop=self._loop,
-                template=template,
-                workflow=self,
-                eager=self._eager,
-            )
+            task = start_bound(template.name, data, template.config, self._loop, template, self, self._eager)
         except Exception as exc:
             self._creation_failed(template, data, exc)
             return None
         self.tasks_by_id[template.uid] = task
         self._open += 1
         task.on_ended(_task_ended)
-        self.recorder.task_started(self, template.uid)
+        if self.recorder is not NULL_RECORDER:
+            self.recorder.task_started(self, template.uid)
         return task
 
     def _creation_failed(self, template: TaskTemplate, data: Any, exc: Exception) -> None:
@@ -390,13 +383,23 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
         if task is self._unlock_task:
             # Unlocked as the task ends, not once its end is durable (skip-until-unlock).
             self._release_lock()
-        if self._life is State.RUNNING and task.template.retry is not None:  # type: ignore[union-attr]
+        template: TaskTemplate = task.template  # type: ignore[assignment]
+        running = self._life is State.RUNNING
+        if running and template.retry is not None:
             exc = self._retry_error(task)
             if exc is not None:
                 self._schedule_retry(task, exc)
                 return
-        written = self.recorder.task_ended(self, task.template.uid)  # type: ignore[union-attr]
-        if written is WRITTEN:  # nothing to wait for (no store): go on now
+        if self.recorder is NULL_RECORDER:
+            if running and task._final_state is FutureState.finished and self._failures is None:
+                # The usual end, in one step: nothing to record, nothing to wait for.
+                self._flow(task)
+                self._close()
+            else:
+                self._task_recorded(task, None)
+            return
+        written = self.recorder.task_ended(self, template.uid)
+        if written is WRITTEN:  # nothing to wait for: go on now
             self._task_recorded(task, None)
         else:
             written.then(_task_recorded, task)
