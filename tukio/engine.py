@@ -449,13 +449,10 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
 
     def _start(self, template: WorkflowTemplate, event: Event, timeout: float | None = None) -> Workflow | None:
         group = self._running.get(template.uid)
-        workflow = admit(
-            template,
-            len(group.instances) if group is not None else 0,
-            group.locked if group is not None else 0,
-            lambda: list(group.instances.values()) if group is not None else [],
-            lambda: self._new(template),
-        )
+        if group is None:
+            workflow = admit(template, 0, 0, (), self._new)
+        else:
+            workflow = admit(template, len(group.instances), group.locked, group.instances.values(), self._new)
         if workflow is None:
             log.debug("template %s: skipped by policy %s", template.uid, template.policy.value)
             return None

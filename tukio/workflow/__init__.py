@@ -54,7 +54,7 @@ def new_workflow(
     """
     instances = [wf for wf in running or () if not wf.done() and wf.template.uid == template.uid]
     locked = sum(1 for wf in instances if wf.locked())
-    return admit(template, len(instances), locked, lambda: instances, lambda: Workflow(template, loop=loop))
+    return admit(template, len(instances), locked, instances, lambda tpl: Workflow(tpl, loop=loop))
 
 
 class OverrunPolicyHandler:

@@ -8,7 +8,7 @@ until they have all ended.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from tukio.policy import Decision, decide
@@ -24,8 +24,8 @@ def admit(
     template: WorkflowTemplate,
     running: int,
     locked: int,
-    instances: Callable[[], Sequence[Workflow]],
-    make: Callable[[], Workflow],
+    instances: Collection[Workflow],
+    make: Callable[[WorkflowTemplate], Workflow],
 ) -> Workflow | None:
     """Apply `template`'s overrun policy to one trigger. O(1) unless it aborts.
 
@@ -33,8 +33,9 @@ def admit(
         template: the template triggered.
         running: how many of its instances run.
         locked: how many of those are still locked (skip-until-unlock).
-        instances: gives the running instances (called only to abort them).
-        make: builds the new, not yet started workflow.
+        instances: the running instances (read only to abort them; a dict's
+            values view will do).
+        make: builds the new, not yet started workflow of a template.
 
     Returns:
         The new workflow, or None when the policy says skip.
@@ -42,7 +43,8 @@ def admit(
     decision = decide(template.policy, running, locked)
     if decision is Decision.skip:
         return None
-    workflow = make()
+    workflow = make(template)
     if decision is Decision.abort_then_start:
-        workflow.run_after(instances())
+        # A copy: cancelling one may end it, and so remove it from `instances`, at once.
+        workflow.run_after(list(instances))
     return workflow

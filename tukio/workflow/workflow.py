@@ -507,7 +507,8 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
             self._timeout.cancel()
         self._release_lock()
         state = self.future_state
-        log.info("[%s] workflow %s ended: %s", self._uid, self.template.uid, state)
+        if log.isEnabledFor(logging.INFO):
+            log.info("[%s] workflow %s ended: %s", self._uid, self.template.uid, state)
         # The original's contents: the exception for 'workflow-error'; for
         # 'workflow-end', None, or {'cancel': True} when cancelled (or timed out).
         error = None
