@@ -94,6 +94,7 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
         "tasks_by_id",
         "template",
     )
+    _topics: tuple[str, str] | None
     _end: float | None
     _error: BaseException | None
     _timeout: TimeoutHandle | None
@@ -122,9 +123,11 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
         recorder: Recorder | None = None,
         eager_start: bool = False,
     ) -> None:
-        loop = resolve_loop(loop)
+        if loop is None:
+            loop = resolve_loop(loop)
         super().__init__(loop=loop)
-        self.uid = new_uid()
+        self._uid = new_uid()
+        self._topics = None
         self.template = template
         self.policy = template.policy
         self.broker = broker if broker is not None else get_broker(loop)
@@ -212,7 +215,7 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
     @uid.setter
     def uid(self, uid: str) -> None:
         self._uid = uid
-        self._topics: tuple[str, str] | None = None
+        self._topics = None
 
     @property
     def exec_topics(self) -> tuple[str, str]:
@@ -501,12 +504,13 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
                 self.set_exception(self._error)
             case _:
                 self._move(State.FINISHED)
-                self.set_result(self.tasks)
+                self.set_result(set(self.tasks_by_id.values()))
         self._end = time.time()
         if self._timeout is not None:
             self._timeout.cancel()
-        self._release_lock()
-        state = self.future_state
+        if not self._unlocked:
+            self._release_lock()
+        state = FUTURE_STATE[self._life]
         if log.isEnabledFor(logging.INFO):
             log.info("[%s] workflow %s ended: %s", self._uid, self.template.uid, state)
         # The original's contents: the exception for 'workflow-error'; for
@@ -520,7 +524,8 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
             self._emit(WorkflowExecState.end, {"cancel": True})
         else:
             self._emit(WorkflowExecState.end, None)
-        self.recorder.workflow_end(self, state._value_, error)
+        if self.recorder is not NULL_RECORDER:
+            self.recorder.workflow_end(self, state._value_, error)
         if self._on_end is not None:
             self._on_end(self)
 
