@@ -275,6 +275,9 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
         self._move(State.RUNNING)
         self._arm_timeout()
         self._open += 1
+        if self.recorder is NULL_RECORDER:  # nothing to record: start the root now
+            self._begun(data, None)
+            return WRITTEN
         begun = self.recorder.workflow_begin(self, payload)
         begun.then(self._begun, data)
         return begun
