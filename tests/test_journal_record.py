@@ -17,7 +17,7 @@ import tukio._report as report_module
 from tukio import Engine, Event, TaskHolder, Workflow
 from tukio._report import iso, iso_from_timestamp, storable, utc
 from tukio.store import MemoryStore, SQLiteStore
-from tukio.store.journal import Journal, _entry_is_the_tasks
+from tukio.store.journal import Journal
 
 
 def _times() -> list[float]:
@@ -57,11 +57,6 @@ def test_iso_from_timestamp_refuses_what_datetime_refuses() -> None:
         iso_from_timestamp(1e20)
     with pytest.raises(ValueError, match="NaN"):
         iso_from_timestamp(math.nan)
-
-
-def test_the_fast_path_knows_the_workflow_fields_it_reads() -> None:
-    # The journal reads these to know a task's entry is its own: renamed, it would always take the slow path.
-    assert {"_failures", "_retries", "tasks_by_id"} <= set(Workflow.__slots__)
 
 
 class Reporting(TaskHolder):
@@ -119,7 +114,7 @@ async def test_a_task_record_from_its_fields_equals_the_one_from_its_entry(names
     wf, journal = await _ran(names, MemoryStore())
     states = {}
     for tid, task in wf.tasks_by_id.items():
-        assert _entry_is_the_tasks(wf, tid)
+        assert wf.entry_is_the_tasks(tid)
         entry = wf.task_entry(tid)
         assert entry is not None
         states[tid] = entry["state"]
@@ -198,3 +193,33 @@ async def test_a_running_task_record_from_its_fields_equals_the_one_from_its_ent
     gate.set()
     await asyncio.wait_for(asyncio.wait([wf]), 5)
     await engine.stop()
+
+
+async def test_a_retried_task_takes_its_entry_from_the_workflow(
+    names: dict[str, str], registered: Callable[..., Any], task_name: Callable[[str], str]
+) -> None:
+    calls = []
+
+    async def flaky(event: Event) -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("first attempt fails")
+        return "ok"
+
+    flaky_name = task_name("flaky")
+    registered(flaky_name, flaky)
+    tmpl = template(
+        [("a", names["echo"]), ("r", flaky_name, {"retry": {"max_attempts": 2, "delay": 0}})],
+        {"a": ["r"]},
+    )
+    engine = Engine(store=MemoryStore())
+    wf = await engine.run_once(tmpl, {"x": 1})
+    assert wf is not None
+    assert wf.entry_is_the_tasks("a")  # nothing retried yet when it ends
+    await asyncio.wait_for(asyncio.wait([wf]), 5)
+    await engine.stop()
+    assert len(calls) == 2
+    assert not wf.entry_is_the_tasks("r")  # its entry has its attempts
+    entry = wf.task_entry("r")
+    assert entry is not None
+    assert len(entry["attempts"]) == 1

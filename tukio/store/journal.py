@@ -493,7 +493,7 @@ class Journal(Recorder):
         try:
             if entry is None:
                 task = workflow.tasks_by_id.get(tid)
-                if task is not None and _entry_is_the_tasks(workflow, tid) and (running or task.ended()):
+                if task is not None and workflow.entry_is_the_tasks(tid) and (running or task.ended()):
                     record, refused = self._task_record(workflow, tid, task, running)
                     self._batch.append(record)
                     return refused
@@ -607,21 +607,6 @@ class Journal(Recorder):
         except Exception:
             blob = self._empty
         return error, blob
-
-
-_UNKNOWN: Any = object()
-
-
-def _entry_is_the_tasks(workflow: Workflow, tid: str) -> bool:
-    """True when the report entry of task `tid` is its task's alone (no failure recorded, no retry).
-
-    Else the record is made from `Workflow.task_entry`. (A workflow that
-    lacks these attributes is asked for its entry every time.)
-    """
-    failures = getattr(workflow, "_failures", _UNKNOWN)
-    if failures is not None and (failures is _UNKNOWN or tid in failures):
-        return False
-    return getattr(workflow, "_retries", _UNKNOWN) is None
 
 
 def _landed_soon(written: Written, error: BaseException | None) -> None:

@@ -95,6 +95,16 @@ class Observed:
             task_dict["exec"] = self.task_entry(task_dict["id"])
         return report
 
+    def entry_is_the_tasks(self, task_id: str) -> bool:
+        """True when the report entry of task `task_id` is made from its task alone.
+
+        That is, no failure was recorded for it apart from its task and the
+        workflow retries nothing: the journal can then build the task's
+        record from the task's own fields, without `task_entry`.
+        """
+        failures = self._failures
+        return (failures is None or task_id not in failures) and self._retries is None
+
     def task_entry(self, task_id: str) -> dict[str, Any] | None:
         """Return the report entry of task `task_id`, None if it never started.
 
