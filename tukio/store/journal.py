@@ -541,13 +541,8 @@ class Journal(Recorder):
             if reporting is not NO_REPORT:
                 data["reporting"] = reporting
         text = None if error is None else storable(describe_error(error))
-        refused = None
-        try:
-            blob = self._dumps(data)
-            if blob.__class__ is str:
-                blob = storable(blob)
-        except Exception:
-            refused, blob = self._refuse_task(workflow, tid, data)
+        blob, refused = self._task_blob(workflow, tid, data)
+        if refused is not None:
             state, text = "exception", refused
         return TaskRecord(
             storable(workflow.uid),
@@ -560,6 +555,15 @@ class Journal(Recorder):
             text,
         ), refused
 
+    def _task_blob(self, workflow: Workflow, tid: str, data: dict[str, Any]) -> tuple[str | bytes, str | None]:
+        """Encode what of task `tid` is not a column; a refused value is replaced (the reason returned)."""
+        try:
+            blob = self._dumps(data)
+        except Exception:
+            refused, blob = self._refuse_task(workflow, tid, data)
+            return blob, refused
+        return (storable(blob) if blob.__class__ is str else blob), None
+
     def _task(self, workflow: Workflow, tid: str, entry: dict[str, Any]) -> tuple[TaskRecord, str | None]:
         data = entry.copy()  # what is not a column goes in the blob
         task_exec_id = data.pop("id", None)
@@ -570,13 +574,8 @@ class Journal(Recorder):
         attempts = data.get("attempts")
         if attempts:
             data["attempts"] = [{**a, "start": _iso(a.get("start")), "end": _iso(a.get("end"))} for a in attempts]
-        refused = None
-        try:
-            blob = self._dumps(data)
-            if blob.__class__ is str:
-                blob = storable(blob)
-        except Exception:
-            refused, blob = self._refuse_task(workflow, tid, data)
+        blob, refused = self._task_blob(workflow, tid, data)
+        if refused is not None:
             state, error = "exception", refused
         return TaskRecord(
             storable(workflow.uid),
