@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from support import template, until
 
-from tukio import Engine, Event, FutureState, TemplateError, UnknownTaskName, Workflow, WorkflowTemplate
+from tukio import Engine, Event, FutureState, TemplateError, UnknownTaskName, Workflow, WorkflowTemplate, get_broker
 from tukio.errors import WorkflowRootTaskError
 
 
@@ -155,6 +155,36 @@ async def test_each_workflow_gets_its_own_data(engine: Engine, registered: Calla
     await asyncio.gather(*wfs)
     assert data == {"v": 1}
     assert [wf.tasks_by_id["a"].inputs for wf in wfs] == [{"v": 1}, {"v": 1}]
+
+
+@pytest.mark.parametrize("listening", [False, True])
+async def test_the_root_gets_an_event_of_its_own_on_the_topic(
+    engine: Engine, registered: Callable[..., Any], listening: bool
+) -> None:
+    # Without a listener on the topic, no event is dispatched: the root's event is the only one made.
+    seen: list[Event] = []
+
+    async def root(event: Event) -> None:
+        seen.append(event)
+
+    def listener(event: Event) -> None:
+        seen.append(event)
+
+    registered("root-own-event", root)
+    await engine.load(template([("a", "root-own-event")], {}, id="own", topics=["t"]))
+    if listening:
+        get_broker().register(listener, topic="t")
+    data = {"v": 1}
+    (wf,) = await engine.data_received(data, topic="t") or []
+    await wf
+    *heard, got = seen
+    assert len(heard) == (1 if listening else 0)
+    assert isinstance(got, Event)
+    assert got.topic == "t"
+    assert got.source is None
+    assert got.data == {"v": 1}
+    assert got.data is not data
+    assert all(h is not got for h in heard)
 
 
 async def test_trigger_unknown_returns_none(engine: Engine) -> None:

@@ -201,16 +201,24 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         Raises:
             ValueError: `data` is neither a dict nor an Event.
         """
-        event = data if isinstance(data, Event) else Event(data, topic=topic)
-        self._broker.dispatch(event, topics=topic)
-        if self._cluster is not None:  # the listening tasks of the other engines get it too
-            await self._cluster.publish(event.data, topic)
+        broker = self._broker
+        if type(data) is dict and self._cluster is None and not broker.has_listeners(() if topic is None else (topic,)):
+            # Nobody gets the dispatched event: each workflow's own copy is the only Event made.
+            event: Event | None = None
+        else:
+            event = data if isinstance(data, Event) else Event(data, topic=topic)
+            broker.dispatch(event, topics=topic)
+            if self._cluster is not None:  # the listening tasks of the other engines get it too
+                await self._cluster.publish(event.data, topic)
         if self._stopping:
             log.debug("engine stopping: data on topic %s dispatched, no workflow started", topic)
             return None
         started = []
         for template in self.selector.select(topic):
-            trigger = Event(event, topic=event.topic, source=event.source)
+            if event is None:
+                trigger = Event(data, topic=topic)
+            else:
+                trigger = Event(event, topic=event.topic, source=event.source)
             if self._cluster is not None and template.policy is not OverrunPolicy.START_NEW:
                 workflow = await self._start_shared(template, trigger)
             else:
@@ -495,9 +503,9 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         group = self._running.get(uid)
         if group is None:
             group = self._running[uid] = _Running()
-        group.instances[workflow.uid] = workflow
-        self._instances[workflow.uid] = workflow
-        if workflow.locked():
+        wid = workflow._uid
+        group.instances[wid] = self._instances[wid] = workflow
+        if not workflow._unlocked:  # as `locked()`, once per trigger
             group.locked += 1
             workflow.on_unlock(group.on_unlock)
         # Told as the workflow ends (no turn of the loop, no context of its own).
@@ -506,15 +514,18 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
     def _workflow_done(self, future: asyncio.Future[Any]) -> None:
         assert isinstance(future, Workflow)
         uid = future.template.uid
-        self._instances.pop(future.uid, None)
+        wid = future._uid
+        self._instances.pop(wid, None)
         group = self._running.get(uid)
         if group is not None:
-            group.instances.pop(future.uid, None)
-            if not group.instances and not group.locked:
+            instances = group.instances
+            instances.pop(wid, None)
+            if not instances and not group.locked:
                 del self._running[uid]
-        if not future.cancelled() and future.exception() is not None:
-            log.error("[%s] workflow %s failed: %s", future.uid, uid, future.exception())
-        self._check_stopped()
+        if future._error is not None and not future.cancelled() and future.exception() is not None:
+            log.error("[%s] workflow %s failed: %s", wid, uid, future.exception())
+        if self._stopping:
+            self._check_stopped()
 
     # -- stopping ------------------------------------------------------------------
     def stop(self, force: bool = False) -> Engine:
