@@ -138,3 +138,28 @@ async def test_written_can_be_awaited_and_carries_its_error() -> None:
     assert seen[0][0] == "x"
     assert isinstance(seen[0][1], ValueError)
     await WRITTEN
+
+
+async def test_suspended_with_nothing_left_to_resume_ends_finished(
+    registered: Callable[..., Any], task_name: Callable[[str], str]
+) -> None:
+    # Suspended, its only task fails instead of suspending: nothing to resume, it ends (suspended -> finished).
+    started = asyncio.Event()
+
+    async def refuses(event: Event) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise ValueError("will not suspend") from None
+
+    name = task_name("refuses")
+    registered(name, refuses)
+    wf = Workflow(template([("a", name)], {}))
+    wf.run({})
+    await started.wait()
+    assert wf.suspend()
+    await asyncio.wait_for(asyncio.shield(wf), 5)
+    assert wf.future_state.value == "finished"
+    assert wf.result() == {wf.tasks_by_id["a"]}
+    assert wf.tasks_by_id["a"].future_state.value == "exception"

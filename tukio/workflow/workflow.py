@@ -272,8 +272,12 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
             log.error("[%s] workflow %s cannot run: %s", self._uid, self.template.uid, self._error)
             self._finish()
             return WRITTEN
-        self._move(State.RUNNING)
-        self._arm_timeout()
+        if self._life is State.CREATED:  # an allowed move (a listener of 'workflow-begin' may have moved it)
+            self._life = State.RUNNING
+        else:
+            self._move(State.RUNNING)
+        if self.template.timeout is not None:
+            self._arm_timeout()
         self._open += 1
         if self.recorder is NULL_RECORDER:  # nothing to record: start the root now
             self._begun(data, None)
@@ -495,19 +499,12 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
     def _finish(self) -> None:
         if self.done():
             return
-        match self._life:
-            case State.CANCELLING:
-                self._move(State.CANCELLED)
-                asyncio.Future.cancel(self)  # the future itself (our cancel() cancels the tasks)
-            case State.TIMING_OUT:
-                self._move(State.TIMED_OUT)
-                asyncio.Future.cancel(self)  # the future itself (our cancel() cancels the tasks)
-            case _ if self._error is not None:
-                self._move(State.FAILED)
-                self.set_exception(self._error)
-            case _:
-                self._move(State.FINISHED)
-                self.set_result(set(self.tasks_by_id.values()))
+        if self._life is State.RUNNING and self._error is None:
+            # The usual end, first (running -> finished is an allowed move).
+            self._life = State.FINISHED
+            self.set_result(set(self.tasks_by_id.values()))
+        else:
+            self._settle()
         self._end = time.time()
         if self._timeout is not None:
             self._timeout.cancel()
@@ -531,6 +528,22 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
             self.recorder.workflow_end(self, state._value_, error)
         if self._on_end is not None:
             self._on_end(self)
+
+    def _settle(self) -> None:
+        """End the future as the workflow's life says (every end but the usual one)."""
+        match self._life:
+            case State.CANCELLING:
+                self._move(State.CANCELLED)
+                asyncio.Future.cancel(self)  # the future itself (our cancel() cancels the tasks)
+            case State.TIMING_OUT:
+                self._move(State.TIMED_OUT)
+                asyncio.Future.cancel(self)  # the future itself (our cancel() cancels the tasks)
+            case _ if self._error is not None:
+                self._move(State.FAILED)
+                self.set_exception(self._error)
+            case _:
+                self._move(State.FINISHED)
+                self.set_result(set(self.tasks_by_id.values()))
 
     def __repr__(self) -> str:
         return f"<Workflow {self._uid} template={self.template.uid!r} {self.future_state.value}>"
