@@ -71,29 +71,35 @@ class JoinTask(TaskHolder):
         if self._task is not None and self._task.listened():
             self._task.dispatch_progress(self.report())
 
-    def _accepts(self, event: Any, workflow_id: str | None) -> str | None:
-        """Return the parent id of `event` if it comes from this workflow."""
-        if not isinstance(event, Event):
-            return None
-        exec_id, parent = event.source_ids()
-        if exec_id != workflow_id or parent is None:
-            return None
-        return parent
+    def _take(self, events: list[Any], workflow_id: str | None) -> None:
+        """Take arrived `events`, in order, until the join is satisfied (a batch: one call per wake).
 
-    def _take(self, event: Any, workflow_id: str | None) -> None:
-        parent = self._accepts(event, workflow_id)
-        if parent is None:
-            return
-        data = event.data if isinstance(event, Event) else event
-        self._arrivals.append((parent, time.time()))
-        self._progress()
-        if self._remaining is not None:
-            if parent in self._remaining:
-                self._remaining.discard(parent)
-                self.data_stash.append(data)
-        else:
-            self._count -= 1
-            self.data_stash.append(data)
+        An event counts when it is an `Event` from this workflow's execution
+        naming its parent task; with ``wait_for`` ids, only those parents'
+        data go in the stash. Each counted event is in the report; a progress
+        snapshot is dispatched for each only when someone listens.
+        """
+        task = self._task
+        listened = task is not None and task.listened()
+        arrivals = self._arrivals
+        stash = self.data_stash
+        remaining = self._remaining
+        now = time.time()  # the instant the join took this batch
+        for event in events:
+            if not isinstance(event, Event):
+                continue
+            exec_id, parent = event.source_ids()
+            if exec_id != workflow_id or parent is None:
+                continue
+            arrivals.append((parent, now))
+            if listened:
+                task.dispatch_progress(self.report())  # type: ignore[union-attr]
+            if remaining is None:
+                self._count -= 1
+                stash.append(event.data)
+            elif parent in remaining:
+                remaining.discard(parent)
+                stash.append(event.data)
 
     def _satisfied(self) -> bool:
         return not self._remaining if self._remaining is not None else self._count <= 0
@@ -112,15 +118,24 @@ class JoinTask(TaskHolder):
         else:
             self._count = wait_for or 1
         self._base = dict(event.data) if isinstance(event, Event) else dict(event or {})
-        self._take(event, wf_id)
+        self._take([event], wf_id)
         queue = self.queue
         assert queue is not None
         while not self._satisfied():
-            # Whatever already arrived is taken without awaiting (no coroutine per arrival).
-            self._take(queue.get_nowait() if not queue.empty() else await queue.get(), wf_id)
+            if queue.qsize():
+                # Everything that arrived since the last wake, in one batch; never
+                # more than can still count, so the rest stays queued once satisfied.
+                self._take(_drain(queue, self._needed()), wf_id)
+            else:
+                # One wake per loop turn: parents ending in the same turn queue behind this one.
+                self._take([await queue.get()], wf_id)
         self._status = "done"
         self._progress()
         return self._result()
+
+    def _needed(self) -> int:
+        """The most events that can be taken without going past the last awaited one."""
+        return len(self._remaining) if self._remaining is not None else self._count
 
     def _result(self) -> dict[str, Any]:
         return {**self._base, "data_stash": list(self.data_stash)}
@@ -142,3 +157,9 @@ class JoinTask(TaskHolder):
             self._status = "timeout"
             self._progress()
         return self._result()
+
+
+def _drain(queue: asyncio.Queue[Any], most: int) -> list[Any]:
+    """Take up to `most` events already in `queue`, without awaiting."""
+    get = queue.get_nowait
+    return [get() for _ in range(min(most, queue.qsize()))]
