@@ -42,6 +42,18 @@ def registered() -> Iterator[Callable[..., Any]]:
 
 
 @pytest.fixture
+def noop(registered: Callable[..., Any], task_name: Callable[[str], str]) -> str:
+    """The name of a registered task that does nothing."""
+
+    async def noop_task(event: Any) -> None:
+        return None
+
+    name = task_name("noop")
+    registered(name, noop_task)
+    return name
+
+
+@pytest.fixture
 async def engine() -> Any:
     """A fresh engine on the test's loop, force-stopped after the test."""
     eng = Engine()

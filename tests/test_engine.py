@@ -43,17 +43,6 @@ def gate(registered: Callable[..., Any], task_name: Callable[[str], str]) -> tup
     return g, name
 
 
-@pytest.fixture
-def noop(registered: Callable[..., Any], task_name: Callable[[str], str]) -> str:
-    name = task_name("noop")
-
-    async def fn(event: Event) -> None:
-        return None
-
-    registered(name, fn)
-    return name
-
-
 async def test_load_validates(engine: Engine, noop: str) -> None:
     with pytest.raises(UnknownTaskName, match=r"tasks\[0\]\.name: unknown task name 'nope'"):
         await engine.load(template([("a", "nope")], {}))

@@ -29,16 +29,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store | No
         yield made
 
 
-@pytest.fixture
-def noop(registered: Callable[..., Any], task_name: Callable[[str], str]) -> str:
-    async def noop_task(event: Event) -> None:
-        return None
-
-    name = task_name("noop")
-    registered(name, noop_task)
-    return name
-
-
 # -- 1. a holder whose report() raises -------------------------------------------------------
 class BadReport(TaskHolder):
     """report() raises: always, or only while the task waits on `gate`."""

@@ -26,16 +26,6 @@ def test_a_move_outside_the_table_names_both_states() -> None:
     assert check_move("wf-1", State.RUNNING, State.SUSPENDED) is State.SUSPENDED
 
 
-@pytest.fixture
-def noop(registered: Callable[..., Any], task_name: Callable[[str], str]) -> str:
-    async def noop_task(event: Event) -> None:
-        return None
-
-    name = task_name("noop")
-    registered(name, noop_task)
-    return name
-
-
 async def test_run_twice_or_after_the_end_raises(noop: str) -> None:
     wf = Workflow(template([("a", noop)], {}))
     assert wf.run({}) is WRITTEN
