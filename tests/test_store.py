@@ -483,20 +483,46 @@ def test_sqlite_full_never_writes_on_the_loop(tmp_path: Path) -> None:
         assert memory.write_nowait([_record("a")]) is True
 
 
-def test_sqlite_checkpoints_the_wal_from_the_writer_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sqlite_checkpoints_the_wal_beside_the_loops_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY", 50)
     path = tmp_path / "wal.db"
     with SQLiteStore(path) as store:
         before = path.stat().st_size
-        declined = 0
-        for i in range(200):
-            # Every 50 records the loop declines: the journal's thread writes, and checkpoints.
-            if not store.write_nowait([_record(f"t{i}")]):
-                declined += 1
-                store.write([_record(f"t{i}")])
-        assert declined == 3
-        # The rows were copied from the WAL into the database file.
+        copying = threading.Event()
+        go_on = threading.Event()
+        connect = store._connect
+
+        class Held:
+            """The checkpoint's connection, held in its first PASSIVE checkpoint until `go_on`."""
+
+            def __init__(self, db: sqlite3.Connection) -> None:
+                self.db = db
+                self.thread = threading.current_thread().name
+
+            def execute(self, sql: str) -> sqlite3.Cursor:
+                copying.set()
+                go_on.wait(10)
+                return self.db.execute(sql)
+
+            def close(self) -> None:
+                self.db.close()
+
+        monkeypatch.setattr(store, "_connect", lambda synchronous, timeout: Held(connect(synchronous, timeout)))
+        for i in range(50):
+            assert store.write_nowait([_record(f"t{i}")])
+        # The 50th record started a checkpoint in a thread of the store; the loop never declines for it.
+        assert copying.wait(10)
+        assert isinstance(store._bulk, Held)
+        assert store._bulk.thread == "tukio-sqlite-checkpoint"
+        for i in range(50, 80):
+            assert store.write_nowait([_record(f"t{i}")])
+        go_on.set()
+        store._wait_for_checkpoint()
+        # Its last step (under the lock) copied everything: the counter starts again, rows are in the file.
+        assert store._written == 0
         assert path.stat().st_size > before
+        assert store.checkpoint() is True
+        assert len(store._conn().execute("SELECT task_id FROM tasks").fetchall()) == 80
 
 
 def test_json_serializer_matches_the_json_module_and_recovers_from_failures() -> None:

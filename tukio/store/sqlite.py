@@ -53,6 +53,9 @@ WAL_SIZE_LIMIT = 4 * 1024 * 1024
 #: Seconds a checkpoint waits for another process's reads before it gives up
 #: (it is tried again after the next `CHECKPOINT_EVERY` records).
 CHECKPOINT_WAIT = 0.2
+#: Checkpoints a background checkpoint runs beside the loop's commits before
+#: the last one, which holds the store's lock (see `SQLiteStore._checkpoint_beside`).
+CHECKPOINT_ROUNDS = 2
 _BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED
 #: Seconds between two reads of the events other processes published, while a task listens.
 EVENT_POLL = 0.05
@@ -318,11 +321,12 @@ class SQLiteStore(Store):
     ``write_on_loop=False`` (a slow or network file system, say), every write
     goes through that thread.
 
-    The write-ahead log stays bounded: every `CHECKPOINT_EVERY` records the
-    journal's thread copies it into the database while no write runs, so the
-    copy completes and the log starts again from its beginning, cut back to
-    `WAL_SIZE_LIMIT` bytes. Only another process keeping a read open for
-    long can hold it back.
+    The write-ahead log stays bounded: every `CHECKPOINT_EVERY` records it is
+    copied into the database, so that it starts again from its beginning, cut
+    back to `WAL_SIZE_LIMIT` bytes. After commits on the loop, a thread of the
+    store does that beside them (the bulk of the copy, and its fsyncs), then
+    stops them only for the last few frames. Only another process keeping a
+    read open for long can hold it back.
 
     Several processes may share one file (see `tukio.cluster`): the
     engine attaches its store as a node (`attach`), every execution then
@@ -378,8 +382,15 @@ class SQLiteStore(Store):
         # The event loop's own connection: never waits for a lock, never
         # checkpoints (that may fsync), so a commit is one append to the WAL.
         self._fast: sqlite3.Connection | None = None
+        self._fast_cursor: sqlite3.Cursor  # its cursor, for a lone task record (see `write_nowait`)
         # Checkpoints, always under the lock: a commit never runs meanwhile.
         self._ckpt: sqlite3.Connection | None = None
+        # The checkpoint that runs beside the loop's commits (one at a time), and its own
+        # connection (used by that thread alone, without the lock).
+        self._background: threading.Thread | None = None
+        self._bulk: sqlite3.Connection | None = None
+        self._synchronous = synchronous.upper()
+        self._closing = False
         #: Called with the ids of executions whose writes were refused (see `attach`).
         self.on_fenced: Callable[[list[str]], None] | None = None
         self.node: str | None = None
@@ -401,6 +412,7 @@ class SQLiteStore(Store):
             self._ckpt = self._connect(synchronous.upper(), timeout=CHECKPOINT_WAIT)
             if write_on_loop and synchronous.upper() == "NORMAL":
                 self._fast = self._connect("NORMAL", timeout=0)
+                self._fast_cursor = self._fast.cursor()
         except BaseException:
             self._close_connections()
             raise
@@ -433,7 +445,7 @@ class SQLiteStore(Store):
         with self._lock:
             fenced = _apply(self._conn(), records, self._owner)
             self._written += len(records)
-            if self._written >= CHECKPOINT_EVERY:
+            if self._written >= CHECKPOINT_EVERY and self._background is None:
                 self._checkpoint_locked("RESTART")
         if self._owner is not None:
             self._refused(records, fenced)
@@ -442,28 +454,42 @@ class SQLiteStore(Store):
         """Apply `records` now, unless the database or the store is busy (see `Store.write_nowait`).
 
         Only with ``synchronous="NORMAL"``, where a commit does not fsync.
-        Once `CHECKPOINT_EVERY` records were written it declines too: the
-        next write then comes from the journal's thread (`write`), which
-        checkpoints the write-ahead log, so the loop never waits for that.
+        Once `CHECKPOINT_EVERY` records were written, it starts a checkpoint
+        in a thread of the store (`_checkpoint_beside`): the loop goes on
+        committing while it copies the write-ahead log, and only waits (its
+        batches then go to the journal's thread) for its last few frames.
 
         Raises:
             sqlite3.Error: the write failed for another reason than a lock.
         """
-        if self._fast is None or self._written >= CHECKPOINT_EVERY or (self.node is not None and self._owner is None):
+        if self._fast is None or (self.node is not None and self._owner is None):
             return False
         if not self._lock.acquire(blocking=False):
             return False
+        owner = self._owner
         try:
             try:
-                fenced = _apply(self._fast, records, self._owner)
+                record = records[0] if len(records) == 1 else None
+                if owner is not None and record is not None and record.__class__ is TaskRecord:
+                    # The usual batch of a chain (one task's end): its fenced statement alone, on
+                    # a cursor kept for it (`_apply` makes a cursor, a set, a row per record).
+                    row = (*record, record.exec_id, *owner)  # the columns in order, then the owner
+                    fenced = [] if self._fast_cursor.execute(_OWNED_TASK, row).rowcount else [record.exec_id]
+                else:
+                    fenced = _apply(self._fast, records, owner)
             except sqlite3.OperationalError as exc:
                 if _busy(exc):
                     return False
                 raise
             self._written += len(records)
+            if self._written >= CHECKPOINT_EVERY and self._background is None and not self._closing:
+                self._background = threading.Thread(
+                    target=self._checkpoint_beside, name="tukio-sqlite-checkpoint", daemon=True
+                )
+                self._background.start()
         finally:
             self._lock.release()
-        if self._owner is not None:
+        if owner is not None and (fenced or self.lease_expired()):
             self._refused(records, fenced)
         return True
 
@@ -511,6 +537,38 @@ class SQLiteStore(Store):
             return False
         return True
 
+    def _checkpoint_beside(self) -> None:
+        """Checkpoint the write-ahead log while the loop goes on committing (the store's thread).
+
+        Most of the cost of a checkpoint is syncing the log's new frames and
+        copying them: `CHECKPOINT_ROUNDS` PASSIVE checkpoints do that on a
+        connection of their own, without the lock, so commits go on
+        meanwhile; each copies what was committed while the one before ran.
+        Then, under the lock (no commit of this store runs), a RESTART copies
+        what is left, a few frames, so that the log starts again.
+        """
+        try:
+            try:
+                bulk = self._bulk
+                if bulk is None and not self._closing:
+                    bulk = self._bulk = self._connect(self._synchronous, timeout=0)
+                for _ in range(CHECKPOINT_ROUNDS):
+                    if bulk is not None:
+                        bulk.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error:
+                log.exception("SQLiteStore %r: checkpoint failed", self.path)
+            with self._lock:
+                if self._ckpt is not None:
+                    self._checkpoint_locked("RESTART")
+        finally:
+            self._background = None
+
+    def _wait_for_checkpoint(self) -> None:
+        """Wait until the checkpoint running beside the loop's commits, if any, is over."""
+        background = self._background
+        if background is not None and background is not threading.current_thread():
+            background.join()
+
     def checkpoint(self) -> bool:
         """Copy the write-ahead log into the database and empty it (a TRUNCATE checkpoint).
 
@@ -520,6 +578,7 @@ class SQLiteStore(Store):
         Raises:
             sqlite3.ProgrammingError: the store is closed.
         """
+        self._wait_for_checkpoint()
         with self._lock:
             self._conn()
             return self._checkpoint_locked("TRUNCATE")
@@ -535,6 +594,7 @@ class SQLiteStore(Store):
             sqlite3.ProgrammingError: the store is closed.
             sqlite3.Error: the vacuum failed (the database is unchanged).
         """
+        self._wait_for_checkpoint()
         with self._lock:
             db = self._conn()
             db.execute("PRAGMA auto_vacuum=INCREMENTAL")
@@ -607,6 +667,7 @@ class SQLiteStore(Store):
             clauses.append("template_id = ?")
             params.append(template_id)
         where = " AND ".join(clauses)
+        self._wait_for_checkpoint()
         with self._lock:
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
@@ -1146,7 +1207,7 @@ class SQLiteStore(Store):
                 (self.node, topic, blob, time.time()),
             )
             self._written += 1  # the write-ahead log stays bounded with events alone too
-            if self._written >= CHECKPOINT_EVERY:
+            if self._written >= CHECKPOINT_EVERY and self._background is None:
                 self._checkpoint_locked("RESTART")
         return int(cursor.lastrowid or 0)
 
@@ -1186,14 +1247,17 @@ class SQLiteStore(Store):
     def close(self) -> None:
         """Close the database and free the node's lock (idempotent); the store cannot be used afterwards."""
         with self._lock:
+            self._closing = True  # no checkpoint starts any more
+        self._wait_for_checkpoint()
+        with self._lock:
             self._close_connections()
         self._release_lock()
 
     def _close_connections(self) -> None:
-        for db in (self._fast, self._ckpt, self._db):
+        for db in (self._fast, self._ckpt, self._bulk, self._db):
             if db is not None:
                 db.close()
-        self._fast = self._ckpt = self._db = None
+        self._fast = self._ckpt = self._bulk = self._db = None
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {self.path!r}>"
