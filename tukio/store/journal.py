@@ -249,18 +249,24 @@ class Journal(Recorder):
         When nothing else is ready to run (the loop's ready queue is empty),
         nothing else can add to this batch before the commit would run in the
         next turn: the commit then runs at once, which saves that turn (one
-        poll of the selector) without losing any grouping. Not from inside a
-        commit (what it resolves may end tasks at once, with eager start):
-        those wait for the next turn, so the nesting stays bounded.
+        poll of the selector) without losing any grouping; when the store
+        takes it on the loop, nobody has to wait and `WRITTEN` is returned
+        (no `Written` is made: a chain's every task end comes here). Not
+        from inside a commit (what it resolves may end tasks at once, with
+        eager start): those wait for the next turn, so the nesting stays
+        bounded.
         """
         written = self._written
         if written is None:
-            written = self._written = Written()
             ready = getattr(self._loop, "_ready", None)  # asyncio's queue of ready handles (a deque)
             if ready is not None and not ready and not self._committing:
-                self._commit()
-            else:
-                self._loop.call_soon(self._commit)
+                self._committing = True
+                try:
+                    return self._commit_batch(None)
+                finally:
+                    self._committing = False
+            written = self._written = Written()
+            self._loop.call_soon(self._commit)
         return written
 
     def _commit(self) -> None:
@@ -273,29 +279,39 @@ class Journal(Recorder):
         finally:
             self._committing = False
 
-    def _commit_batch(self, written: Written) -> None:
+    def _commit_batch(self, written: Written | None) -> Written:
+        """Commit the batch made so far, in order after the earlier ones.
+
+        Args:
+            written: what the records' writers wait on (None: nobody yet).
+
+        Returns:
+            What resolves once the batch is committed: `written` (made when
+            None and the commit has to wait), or `WRITTEN` when it is done.
+        """
         for (_, tid), (workflow, entry) in self._lazy.items():
             self._add_task(workflow, tid, entry, running=True)
         self._lazy.clear()
         batch, self._batch = self._batch, []
         if self._in_thread == 0:  # else this batch must wait for the earlier ones (even when empty)
-            if self._soon and self.store.write_soon(batch, functools.partial(_landed_soon, written)):
-                return  # a network store commits on the loop, in order (see Store.write_soon)
-            if not batch:
-                written.resolve()
-                return
+            if self._soon:
+                pending = written if written is not None else Written()
+                if self.store.write_soon(batch, functools.partial(_landed_soon, pending)):
+                    return pending  # a network store commits on the loop, in order (see Store.write_soon)
             try:
-                if self.store.write_nowait(batch):
-                    written.resolve()
-                    return
+                if not batch or self.store.write_nowait(batch):
+                    return _resolved(written)
             except Exception:
                 log.exception(
                     "journal: writing %d record(s) to %r failed; retrying from a thread", len(batch), self.store
                 )
+        if written is None:
+            written = Written()
         if self._writer is None:
             self._writer = _Writer(self.store, self._loop, self._empty)
         self._in_thread += 1
         self._writer.submit(batch, written, self._landed)
+        return written
 
     def _landed(self, _: Any, error: BaseException | None) -> None:
         self._in_thread -= 1
@@ -606,6 +622,14 @@ class Journal(Recorder):
         except Exception:
             blob = self._empty
         return error, blob
+
+
+def _resolved(written: Written | None) -> Written:
+    """`written` resolved now (`WRITTEN` when nobody made one)."""
+    if written is None:
+        return WRITTEN
+    written.resolve()
+    return written
 
 
 def _landed_soon(written: Written, error: BaseException | None) -> None:
