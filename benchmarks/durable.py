@@ -15,7 +15,9 @@ It also measures the floor of the first: a bare ``sqlite3`` insert of one
 task row and its commit, on a WAL file with the store's default
 ``synchronous=NORMAL`` (no tukio code), per task; the in-memory time plus
 that floor, over the in-memory time, is the best ratio a commit per task
-allows.
+allows. And the store alone: `SQLiteStore.write_nowait` of one task record
+per task, as an engine's store (a node, its writes fenced) commits it, with
+its checkpoints, but no engine and no journal.
 
     python benchmarks/durable.py [--tasks 1000] [--concurrent 200] [--runs 5]
 
@@ -43,7 +45,7 @@ from pathlib import Path
 
 from tukio import Engine, TaskRegistry, WorkflowTemplate, register
 from tukio.store import SQLiteStore
-from tukio.store.base import Record
+from tukio.store.base import ExecutionRecord, Record, TaskRecord
 
 TASK = "bench-durable-noop"
 
@@ -116,6 +118,28 @@ def commit_floor(directory: Path, rows: int) -> float:
             (directory / f"floor.db{suffix}").unlink(missing_ok=True)
 
 
+def store_floor(directory: Path, rows: int) -> float:
+    """Seconds per record of `rows` lone task records committed by `SQLiteStore.write_nowait` (a node's store)."""
+    store = SQLiteStore(directory / "store.db")
+    try:
+        store.attach("bench")
+        store.join()
+        stamp = "2026-01-01T00:00:00.000000+00:00"
+        exec_id = "0f6e1f8c-6b1e-4a8e-9d7a-1c2b3c4d5e6f"
+        store.write([ExecutionRecord(exec_id, "durable-chain", "pending", stamp)])
+        data = '{"inputs":{"n":0},"outputs":{"n":0}}'
+        records = [TaskRecord(exec_id, f"t{i}", exec_id, "finished", stamp, stamp, data) for i in range(rows)]
+        began = time.perf_counter()
+        for record in records:
+            if not store.write_nowait([record]):
+                store.write([record])
+        return (time.perf_counter() - began) / rows
+    finally:
+        store.close()
+        for suffix in ("", "-wal", "-shm"):
+            (directory / f"store.db{suffix}").unlink(missing_ok=True)
+
+
 class NullStore(SQLiteStore):
     """A `SQLiteStore` whose commits write nothing (the journal's own cost, without SQLite's)."""
 
@@ -151,11 +175,17 @@ async def main(tasks: int, concurrent: int, runs: int) -> None:
     times = await compare(chain(tasks), 1, runs)
     show(f"one chain of {tasks} no-op tasks (the worst case), median of {runs} interleaved runs", *times)
     with tempfile.TemporaryDirectory() as tmp:
-        floor = statistics.median(commit_floor(Path(tmp), tasks) for _ in range(runs))
+        floors = [(commit_floor(Path(tmp), tasks), store_floor(Path(tmp), tasks)) for _ in range(runs)]
+    floor = statistics.median(f[0] for f in floors)
+    alone = statistics.median(f[1] for f in floors)
     best = (times[0] + floor * tasks) / times[0]
     print(
         f"  floor: a bare sqlite3 insert + commit (WAL, synchronous=NORMAL): {floor * 1e6:.1f} us per task; "
         f"in memory + floor: {best:.2f}x"
+    )
+    print(
+        f"  the store alone (write_nowait of one fenced task record): {alone * 1e6:.1f} us per task; "
+        f"in memory + that: {(times[0] + alone * tasks) / times[0]:.2f}x"
     )
     times = await compare(chain(10), concurrent, runs)
     show(f"{concurrent} chains of 10 no-op tasks at once (commits shared), median of {runs}", *times)
