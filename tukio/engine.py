@@ -80,11 +80,14 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         eager_start: on Python 3.12+, start each workflow task eagerly: it
             runs at once, inside the call that starts it, up to its first
             suspension, instead of on the next turn of the loop (ignored
-            before 3.12). The visible difference: a task's code before its
-            first ``await`` runs before `trigger()`, `data_received()` or the
-            parent task's end returns. Nesting (a task that starts a
-            workflow whose task starts one...) is bounded: past
-            `EAGER_DEPTH` levels, tasks start on the next turn as usual.
+            before 3.12). A task that ends within that first step has its
+            end handled there too: its successors start, and the workflow
+            may end. The visible difference: the workflow runs inside the
+            call that starts it up to the first ``await`` where one of its
+            tasks really waits, so `trigger()`, `data_received()` or the
+            parent task's end may return a workflow already done. Nesting
+            is bounded: past `EAGER_DEPTH` levels, tasks start (and ends
+            are handled) on the next turn as usual.
 
     Raises:
         ValueError: `node` is given but the store cannot be shared, or

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tukio._loop import resolve_loop
@@ -15,12 +16,13 @@ if TYPE_CHECKING:
     from tukio.task.template import TaskTemplate
     from tukio.workflow.workflow import Workflow
 
-__all__ = ["EAGER_DEPTH", "EAGER_SUPPORTED", "creating_for", "start_bound", "start_task"]
+__all__ = ["EAGER_DEPTH", "EAGER_SUPPORTED", "creating_for", "end_now", "start_bound", "start_task"]
 
 #: True where asyncio can start a task eagerly (Python 3.12+).
 EAGER_SUPPORTED = sys.version_info >= (3, 12)
 #: How many eager starts may nest (a task starting, inside its first step, a
-#: workflow whose task does the same...); deeper ones start on the next turn.
+#: workflow whose task does the same; a task ending in its first step, whose
+#: successor does the same...); deeper ones start on the next turn.
 EAGER_DEPTH = 16
 _eager_depth = 0
 
@@ -87,3 +89,28 @@ def start_bound(
     finally:
         if token is not None:
             creating_for.reset(token)
+
+
+def end_now(task: TukioTask, callback: Callable[[TukioTask], Any]) -> bool:
+    """Call `callback(task)` now for a task that ended in its eager first step.
+
+    Its end is handled in the call that started it, as it would have been
+    in its last step: in its context, its successors starting eagerly in
+    turn. Each such end counts as one level of eager nesting; past
+    `EAGER_DEPTH`, nothing is called and False is returned (the caller
+    hands the end to the next turn, see `TukioTask.on_ended`).
+
+    It never raises: as at the end of a task's last step, a failure is the
+    loop's to report.
+    """
+    global _eager_depth
+    if _eager_depth >= EAGER_DEPTH:
+        return False
+    _eager_depth += 1
+    try:
+        task.get_context().run(callback, task)  # type: ignore[attr-defined]
+    except Exception as error:
+        task.get_loop().call_exception_handler({"message": f"{task!r}: handling its end failed", "exception": error})
+    finally:
+        _eager_depth -= 1
+    return True

@@ -22,7 +22,7 @@ from tukio._report import failure_entry
 from tukio.broker import Broker, get_broker, workflow_exec_topics
 from tukio.event import Event
 from tukio.recorder import NULL_RECORDER, WRITTEN, Recorder, Written
-from tukio.task._start import creating_for, start_bound
+from tukio.task._start import creating_for, end_now, start_bound
 from tukio.task.states import TaskExecState
 from tukio.task.task import TukioTask
 from tukio.task.template import TaskTemplate
@@ -344,14 +344,14 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
             "[%s] workflow rescued: %d task(s) kept, %d restarted", self._uid, len(rescue.kept), len(rescue.to_start)
         )
         self.recorder.workflow_rescued(self, rescue.kept)
+        self._open += 1  # nothing ends the workflow while it restarts its tasks (some may end at once, eagerly)
         for item in rescue.to_start:
             self._start_task(self._plan.by_id[item.task_id], self._rescue_event(item))
         for item in rescue.to_deliver:
             task = self.tasks_by_id.get(item.task_id)
             if task is not None and not task.done():
                 task.queue.put_nowait(self._rescue_event(item))
-        if self._open == 0:
-            self._finish()
+        self._close()
 
     def _rescue_event(self, item: Start) -> Any:
         if not isinstance(item.data, dict):
@@ -373,9 +373,13 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
             return None
         self.tasks_by_id[template.uid] = task
         self._open += 1
-        task.on_ended(_task_ended)
         if self.recorder is not NULL_RECORDER:
             self.recorder.task_started(self, template.uid)
+        # A task started eagerly may have ended in its first step: its end is
+        # handled here and now (successors, maybe the workflow's end), as it
+        # would have been in its last step; past the nesting bound, next turn.
+        if not (self._eager and task.ended() and end_now(task, _task_ended)):
+            task.on_ended(_task_ended)
         return task
 
     def _creation_failed(self, template: TaskTemplate, data: Any, exc: Exception) -> None:
