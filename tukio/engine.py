@@ -115,6 +115,10 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         self._broker = get_broker(self._loop)
         self._instances: dict[str, Workflow] = {}
         self._running: dict[str, _Running] = {}
+        # The group of a template whose last instance ended, kept for the next
+        # template that starts one: with one workflow at a time (eager start),
+        # each trigger would otherwise make one, and leave it as cyclic garbage.
+        self._spare: _Running | None = None
         # One bound method for every workflow's end (not one object per workflow).
         self._on_workflow_done = self._workflow_done
         self._stopping = False
@@ -505,7 +509,9 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         uid = workflow.template.uid
         group = self._running.get(uid)
         if group is None:
-            group = self._running[uid] = _Running()
+            group = self._spare if self._spare is not None else _Running()
+            self._spare = None
+            self._running[uid] = group
         wid = workflow._uid
         group.instances[wid] = self._instances[wid] = workflow
         if not workflow._unlocked:  # as `locked()`, once per trigger
@@ -525,6 +531,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             instances.pop(wid, None)
             if not instances and not group.locked:
                 del self._running[uid]
+                self._spare = group
         if future._error is not None and not future.cancelled() and future.exception() is not None:
             log.error("[%s] workflow %s failed: %s", wid, uid, future.exception())
         if self._stopping:

@@ -257,7 +257,8 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
         Raises:
             RuntimeError: the workflow was already started (or ended).
         """
-        self._check_new()
+        if self._life is not State.CREATED:
+            self._check_new()
         if self._waiting_for:
             if self._run_later is not None:
                 raise RuntimeError(f"workflow {self._uid} was already started (it waits for aborted workflows)")
@@ -507,20 +508,23 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
             # The usual end, first (running -> finished is an allowed move).
             self._life = State.FINISHED
             self.set_result(set(self.tasks_by_id.values()))
+            state = FutureState.finished
         else:
             self._settle()
+            state = FUTURE_STATE[self._life]
         self._end = time.time()
         if self._timeout is not None:
             self._timeout.cancel()
         if not self._unlocked:
             self._release_lock()
-        state = FUTURE_STATE[self._life]
         if log.isEnabledFor(logging.INFO):
             log.info("[%s] workflow %s ended: %s", self._uid, self.template.uid, state)
         # The original's contents: the exception for 'workflow-error'; for
         # 'workflow-end', None, or {'cancel': True} when cancelled (or timed out).
         error = None
-        if state is FutureState.exception:
+        if state is FutureState.finished:
+            self._emit(WorkflowExecState.end, None)
+        elif state is FutureState.exception:
             assert self._error is not None
             error = describe_error(self._error)
             self._emit(WorkflowExecState.error, self._error)
