@@ -271,6 +271,32 @@ async def test_policy_abort_running(engine: Engine, gate: tuple[Gate, str]) -> N
     assert third.tasks_by_id["a"].inputs == {"n": 3}
 
 
+async def test_running_instances_per_template_as_workflows_end_one_by_one(
+    engine: Engine, gate: tuple[Gate, str], noop: str
+) -> None:
+    g, name = gate
+    await engine.load(template([("a", noop)], {}, id="quick", policy="skip-until-unlock"))
+    await engine.load(template([("a", name)], {}, id="slow", policy="skip-until-unlock"))
+    for _ in range(3):  # each ends before the next starts
+        wf = await engine.trigger("quick", {})
+        assert wf is not None
+        assert engine.running("quick") == [wf]
+        await asyncio.wait_for(wf, 5)
+        assert engine.running("quick") == []
+    slow = await engine.trigger("slow", {})
+    assert slow is not None
+    assert engine.running("slow") == [slow]
+    assert engine.running("quick") == []
+    assert await engine.trigger("slow", {}) is None  # still locked: its count was not lost
+    quick = await engine.trigger("quick", {})
+    assert quick is not None
+    assert engine.running("quick") == [quick]
+    g.release.set()
+    await asyncio.wait_for(asyncio.gather(slow, quick), 5)
+    assert engine.instances == []
+    assert engine.running("slow") == []
+
+
 # -- stopping -----------------------------------------------------------------
 async def test_stop_waits_for_running_workflows(engine: Engine, gate: tuple[Gate, str]) -> None:
     g, name = gate
