@@ -243,6 +243,76 @@ async def test_current_workflow(names: dict[str, str], registered: Callable[...,
     assert Workflow.current_workflow() is None
 
 
+async def test_current_workflow_in_a_holder_and_the_plain_tasks_it_creates(
+    registered: Callable[..., Any], task_name: Callable[[str], str]
+) -> None:
+    found: dict[str, Any] = {}
+
+    async def look(key: str) -> None:
+        found[key] = Workflow.current_workflow()
+
+    class Holder(TaskHolder):
+        def __init__(self, config: dict[str, Any] | None) -> None:
+            super().__init__(config)
+            found["init"] = Workflow.current_workflow()
+            self.early = asyncio.ensure_future(look("made in init"))
+
+        async def run(self, event: Event) -> None:
+            await self.early
+            found["run"] = Workflow.current_workflow()
+            await asyncio.get_running_loop().create_task(look("child"))
+            await asyncio.ensure_future(asyncio.ensure_future(look("grandchild")))
+
+    name = task_name("holder")
+    registered(name, Holder, "run")
+    wf = await run(template([("a", name), ("b", name)], {"a": ["b"]}))
+    assert set(found) == {"init", "made in init", "run", "child", "grandchild"}
+    assert all(value is wf for value in found.values())
+    assert Workflow.current_workflow() is None
+
+
+async def test_current_workflow_of_a_workflow_started_by_another_ones_task(
+    registered: Callable[..., Any], task_name: Callable[[str], str]
+) -> None:
+    seen: list[tuple[str, Any]] = []
+
+    class Inner(TaskHolder):
+        def __init__(self, config: dict[str, Any] | None) -> None:
+            super().__init__(config)
+            seen.append(("inner init", Workflow.current_workflow()))
+
+        async def run(self, event: Event) -> None:
+            async def child() -> None:
+                seen.append(("inner child", Workflow.current_workflow()))
+
+            await asyncio.ensure_future(child())
+
+    async def outer(event: Event) -> None:
+        seen.append(("outer", Workflow.current_workflow()))
+        inner = Workflow(template([("i", inner_name)], {}))
+        seen.append(("inner wf", inner))
+        inner.run({})
+        await asyncio.wait_for(inner, 5)
+
+        async def child() -> None:
+            seen.append(("outer child", Workflow.current_workflow()))
+
+        await asyncio.ensure_future(child())
+
+    inner_name, outer_name = task_name("inner"), task_name("outer")
+    registered(inner_name, Inner, "run")
+    registered(outer_name, outer)
+    wf = await run(template([("o", outer_name)], {}))
+    inner_wf = dict(seen)["inner wf"]
+    assert seen == [
+        ("outer", wf),
+        ("inner wf", inner_wf),
+        ("inner init", inner_wf),
+        ("inner child", inner_wf),
+        ("outer child", wf),
+    ]
+
+
 async def test_set_next_tasks_outside_a_task_raises(names: dict[str, str]) -> None:
     wf = Workflow(template([("a", names["add"])], {}))
     with pytest.raises(RuntimeError, match="running tasks"):

@@ -16,7 +16,16 @@ if TYPE_CHECKING:
     from tukio.task.template import TaskTemplate
     from tukio.workflow.workflow import Workflow
 
-__all__ = ["EAGER_DEPTH", "EAGER_SUPPORTED", "creating_for", "end_now", "start_bound", "start_task"]
+__all__ = [
+    "EAGER_DEPTH",
+    "EAGER_SUPPORTED",
+    "context_for_child",
+    "creating",
+    "creating_for",
+    "end_now",
+    "start_bound",
+    "start_task",
+]
 
 #: True where asyncio can start a task eagerly (Python 3.12+).
 EAGER_SUPPORTED = sys.version_info >= (3, 12)
@@ -26,7 +35,10 @@ EAGER_SUPPORTED = sys.version_info >= (3, 12)
 EAGER_DEPTH = 16
 _eager_depth = 0
 
-#: The workflow of the task being created (its context keeps it for the tasks it creates).
+#: The workflow whose task's holder is being made (see `creating`).
+_creating: Workflow | None = None
+
+#: In the context of a task a workflow task creates: that workflow (see `context_for_child`).
 creating_for: contextvars.ContextVar[Workflow | None] = contextvars.ContextVar("tukio_creating_for", default=None)
 
 
@@ -59,36 +71,58 @@ def start_bound(
     eager: bool,
 ) -> TukioTask:
     """`start_task` with positional arguments: the path of a workflow's tasks."""
-    global _eager_depth
+    global _eager_depth, _creating
     klass, coro_fn = TaskRegistry.get(task_name)
     if loop is None:
         loop = resolve_loop(loop)
-    # `Workflow.current_workflow()` works in the holder's __init__, and in
-    # tasks the task creates (they inherit the context it is created in).
-    # A successor is created in its parent's context, which already says so:
-    # its copy then shares that context's data (nothing to set, nothing new).
-    token = creating_for.set(workflow) if creating_for.get() is not workflow else None
-    try:
-        if klass is None:
-            holder = None
-            coro = coro_fn(data)
-        else:
-            holder = klass(config)
-            coro = coro_fn(holder, data)
-        eager = eager and EAGER_SUPPORTED and _eager_depth < EAGER_DEPTH
-        if eager:
-            _eager_depth += 1
+    # No context variable is set here (that would cost two objects the GC
+    # tracks per workflow): a task knows its workflow, a holder's __init__
+    # finds it in `_creating` (it runs now, synchronously), and a plain task a
+    # workflow task creates gets it in its context from the task factory.
+    if klass is None:
+        holder = None
+        coro = coro_fn(data)
+    else:
+        previous, _creating = _creating, workflow
         try:
-            return bound_task(coro, data, template, workflow, loop, holder, eager)
-        except BaseException:
-            coro.close()
-            raise
+            holder = klass(config)
         finally:
-            if eager:
-                _eager_depth -= 1
+            _creating = previous
+        coro = coro_fn(holder, data)
+    eager = eager and EAGER_SUPPORTED and _eager_depth < EAGER_DEPTH
+    if eager:
+        _eager_depth += 1
+    try:
+        return bound_task(coro, data, template, workflow, loop, holder, eager)
+    except BaseException:
+        coro.close()
+        raise
     finally:
-        if token is not None:
-            creating_for.reset(token)
+        if eager:
+            _eager_depth -= 1
+
+
+def creating() -> Workflow | None:
+    """The workflow whose task's holder is being made right now, or None."""
+    return _creating
+
+
+def context_for_child(loop: asyncio.AbstractEventLoop, kwargs: dict[str, Any]) -> contextvars.Context | None:
+    """The context a task created now must run in so that `Workflow.current_workflow()` names its workflow.
+
+    That is the workflow of the task creating it (or of the holder being
+    made), set in a copy of the current context; None when the usual copy
+    will do (no such workflow, the context already names it, or the caller
+    gave its own context).
+    """
+    if kwargs.get("context") is not None:
+        return None
+    workflow = _creating if _creating is not None else getattr(asyncio.current_task(loop), "workflow", None)
+    if workflow is None or creating_for.get() is workflow:
+        return None
+    context = contextvars.copy_context()
+    context.run(creating_for.set, workflow)
+    return context
 
 
 def end_now(task: TukioTask, callback: Callable[[TukioTask], Any]) -> bool:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
-from tukio.task._start import start_task
+from tukio.task._start import context_for_child, start_task
 from tukio.task.registry import TaskRegistry
 from tukio.task.states import TaskExecState
 from tukio.task.task import TukioTask
@@ -15,6 +16,9 @@ from tukio.task.template import TaskTemplate
 __all__ = ["ChainedFactory", "TaskExecState", "install_factory", "new_task", "start_task", "tukio_factory"]
 
 TaskFactory = Callable[..., "asyncio.Future[Any]"]
+
+# asyncio.Task takes a `context` from Python 3.11 on.
+_OWN_CONTEXT = sys.version_info >= (3, 11)
 
 
 def new_task(
@@ -67,6 +71,11 @@ def tukio_factory(
     Accepts the keyword arguments newer Pythons pass (name, context,
     eager_start).
     """
+    context = context_for_child(loop, kwargs)
+    if context is not None and not _OWN_CONTEXT:  # 3.10: the task copies the context it is made in
+        return context.run(tukio_factory, loop, coro, **kwargs)
+    if context is not None:
+        kwargs["context"] = context
     task = _tukio_task(loop, coro, kwargs)
     return task if task is not None else asyncio.Task(coro, loop=loop, **kwargs)
 
@@ -109,6 +118,11 @@ class ChainedFactory:
     def __call__(
         self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any], **kwargs: Any
     ) -> asyncio.Future[Any]:
+        context = context_for_child(loop, kwargs)
+        if context is not None and not _OWN_CONTEXT:  # 3.10: the task copies the context it is made in
+            return context.run(self, loop, coro, **kwargs)
+        if context is not None:
+            kwargs["context"] = context
         task = _tukio_task(loop, coro, kwargs)
         return task if task is not None else self.inner(loop, coro, **kwargs)
 

@@ -22,7 +22,8 @@ from tukio._report import failure_entry
 from tukio.broker import Broker, get_broker, workflow_exec_topics
 from tukio.event import Event
 from tukio.recorder import NULL_RECORDER, WRITTEN, Recorder, Written
-from tukio.task._start import creating_for, end_now, start_bound
+from tukio.task._start import creating, creating_for, end_now, start_bound
+from tukio.task.factory import install_factory
 from tukio.task.states import TaskExecState
 from tukio.task.task import TukioTask
 from tukio.task.template import TaskTemplate
@@ -130,7 +131,10 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
         self._topics = None
         self.template = template
         self.policy = template.policy
-        self.broker = broker if broker is not None else get_broker(loop)
+        if broker is None:  # not made by an engine: install what an engine installs
+            broker = get_broker(loop)
+            install_factory(loop)  # plain tasks its tasks create know their workflow (see `current_workflow`)
+        self.broker = broker
         self.recorder = recorder if recorder is not None else NULL_RECORDER
         self.tasks_by_id: dict[str, TukioTask] = {}
         self._plan = template.plan()
@@ -232,7 +236,9 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
     @staticmethod
     def current_workflow(loop: asyncio.AbstractEventLoop | None = None) -> Workflow | None:
         """Return the workflow of the task running now, or None."""
-        wf = getattr(asyncio.current_task(), "workflow", None)
+        wf = creating()  # in a holder's __init__
+        if wf is None:
+            wf = getattr(asyncio.current_task(), "workflow", None)
         return wf if isinstance(wf, Workflow) else creating_for.get()
 
     def _move(self, new: State) -> None:
