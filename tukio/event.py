@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Event", "EventSource"]
+__all__ = ["Event", "EventSource", "data_of"]
+
+_new = object.__new__
 
 
 class EventSource:
@@ -79,7 +81,7 @@ class Event:
             EventSource.
     """
 
-    __slots__ = ("_data", "_source", "_topic")
+    __slots__ = ("_data", "_owned", "_source", "_topic")
 
     def __init__(
         self, data: dict[str, Any] | Event, topic: str | None = None, source: EventSource | None = None
@@ -91,12 +93,17 @@ class Event:
         if source is not None and not isinstance(source, EventSource):
             raise ValueError(f"event source must be an EventSource or None, not {type(source).__name__}")
         self._data = dict(data)
+        self._owned = True  # False: `_data` is still the sender's dict (see with_source_of)
         self._topic = topic
         self._source: Any = source  # an EventSource, or what makes one (see with_source_of)
 
     @property
     def data(self) -> dict[str, Any]:
         """The event's data (a dict the receiver may modify)."""
+        if not self._owned:
+            # Copied on first use (see `with_source_of`): many receivers never read it.
+            self._data = self._data.copy()
+            self._owned = True
         return self._data
 
     @property
@@ -120,9 +127,12 @@ class Event:
         """Wrap `data` (a dict) with ``origin.event_source`` as source, read when first asked for.
 
         `origin` is anything with an `event_source` property (a tukio task).
+        The data is copied when first read: until then, the caller must not
+        modify `data` (a task's outputs, which nothing modifies).
         """
-        event = cls.__new__(cls)
-        event._data = dict(data)
+        event = _new(cls)
+        event._data = data
+        event._owned = False
         event._topic = None
         event._source = origin
         return event
@@ -148,3 +158,8 @@ class Event:
 
     def __repr__(self) -> str:
         return f"Event(data={self._data!r}, topic={self._topic!r}, source={self.source!r})"
+
+
+def data_of(data: Any) -> Any:
+    """The data an `Event` carries (not copied: only to read or copy it), or `data` itself when not an Event."""
+    return data._data if isinstance(data, Event) else data

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tukio._loop import resolve_loop
-from tukio.task.registry import TaskRegistry
+from tukio.task.registry import TaskRegistry, registry_entry
 from tukio.task.task import TukioTask, bound_task
 
 if TYPE_CHECKING:
@@ -58,23 +58,31 @@ def start_task(
     the task runs its first step now (see `Engine`'s ``eager_start``). See
     `new_task` for what it raises.
     """
-    return start_bound(task_name, data, config, loop, template, workflow, eager)
+    if loop is None:
+        loop = resolve_loop(loop)
+    return start_bound(task_name, data, config, loop, template, workflow, eager, None)
 
 
 def start_bound(
     task_name: str,
     data: Any,
     config: dict[str, Any] | None,
-    loop: asyncio.AbstractEventLoop | None,
+    loop: asyncio.AbstractEventLoop,
     template: TaskTemplate | None,
     workflow: Workflow | None,
     eager: bool,
+    ended: Callable[[TukioTask], Any] | None,
 ) -> TukioTask:
-    """`start_task` with positional arguments: the path of a workflow's tasks."""
+    """`start_task` with positional arguments: the path of a workflow's tasks.
+
+    `ended` is the task's `on_ended` callback, set before the task can end
+    (not for an eager start: its caller handles an end in the first step).
+    """
     global _eager_depth, _creating
-    klass, coro_fn = TaskRegistry.get(task_name)
-    if loop is None:
-        loop = resolve_loop(loop)
+    # The registry's mapping read directly: a workflow starts one task per
+    # edge, and `TaskRegistry.get` is a call more (it raises for us when absent).
+    entry = registry_entry(task_name)
+    klass, coro_fn = entry if entry is not None else TaskRegistry.get(task_name)
     # No context variable is set here (that would cost two objects the GC
     # tracks per workflow): a task knows its workflow, a holder's __init__
     # finds it in `_creating` (it runs now, synchronously), and a plain task a
@@ -89,14 +97,13 @@ def start_bound(
         finally:
             _creating = previous
         coro = coro_fn(holder, data)
-    eager = eager and EAGER_SUPPORTED and _eager_depth < EAGER_DEPTH
+    if not eager:  # (bound_task closes `coro` if the task cannot be made)
+        return bound_task(coro, data, template, workflow, loop, holder, False, ended)
+    eager = EAGER_SUPPORTED and _eager_depth < EAGER_DEPTH
     if eager:
         _eager_depth += 1
     try:
-        return bound_task(coro, data, template, workflow, loop, holder, eager)
-    except BaseException:
-        coro.close()
-        raise
+        return bound_task(coro, data, template, workflow, loop, holder, eager, ended)
     finally:
         if eager:
             _eager_depth -= 1

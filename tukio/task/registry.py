@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from tukio.errors import UnknownTaskName
 
-__all__ = ["TaskRegistry", "UnknownTaskName", "register"]
+__all__ = ["TaskRegistry", "UnknownTaskName", "register", "registry_entry"]
 
 CoroFunction = Callable[..., Coroutine[Any, Any, Any]]
 Entry = tuple[type | None, CoroFunction]
@@ -135,3 +135,8 @@ def register(task_name: str, coro_name: str | None = None) -> Callable[[T], T]:
         return obj
 
     return decorator
+
+
+#: ``registry_entry(name)``: the entry of `name`, or None (the registry's own
+#: mapping, read without a call more: the path of every workflow task).
+registry_entry: Callable[[str], Entry | None] = TaskRegistry._entries.get

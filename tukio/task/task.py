@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from tukio._report import utc
 from tukio.broker import EXEC_TOPIC, Broker, get_broker
 from tukio.errors import SkipTask, TukioTaskError
-from tukio.event import Event, EventSource
+from tukio.event import Event, EventSource, data_of
 from tukio.task._events import receive
 from tukio.task.holder import TaskHolder
 from tukio.task.states import TaskExecState
@@ -38,6 +38,8 @@ _BEGIN, _END, _SKIP, _ERROR, _TIMEOUT = (
 log = logging.getLogger(__name__)
 
 _CREATED = inspect.CORO_CREATED
+_now = time.time
+_FINISHED = FutureState.finished
 
 
 def shallow_copy(value: Any) -> Any:
@@ -387,10 +389,11 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
         try:
             if exc is None and not self._must_cancel and not self._timed_out and not self._listening:
                 # The usual end, the one to make cheap: finished, nothing to unregister.
-                self._end = time.time()
-                self._final_state = FutureState.finished
+                self._end = _now()
+                self._final_state = _FINISHED
                 self._outputs = self._inputs if result is None else shallow_copy(result)
-                if self.listened():
+                wf = self.workflow
+                if wf.broker.listened() if wf is not None else self.listened():
                     self.emit(_END, self._outputs)
             else:
                 if exc is None and self._must_cancel:
@@ -493,6 +496,7 @@ def bound_task(
     loop: asyncio.AbstractEventLoop,
     holder: Any = None,
     eager: bool = False,
+    ended: Callable[[TukioTask], Any] | None = None,
 ) -> TukioTask:
     """Create the `TukioTask` running `coro`, bound to its template and workflow, and emit 'task-begin'.
 
@@ -500,29 +504,42 @@ def bound_task(
     field by field and asyncio's own initialiser called once, which costs a
     fraction of going through `TukioTask.__init__`. Its coroutine is wrapped
     to record its end in its last step. With `eager` (Python 3.12+), it runs
-    its first step now.
+    its first step now. `ended` is its `on_ended` callback. If the task
+    cannot be made, `coro` is closed (it will never run).
     """
     task: TukioTask = _new_task(TukioTask)
     # Set before asyncio's init: nothing may run before they exist.
-    task._end = task._final_state = task._ended = task._outputs = task._error = None
-    if holder is not None:
-        task._hold(holder)
-    task._start = time.time()
-    task.workflow = workflow
-    task._argument = data
-    inputs = data.data if isinstance(data, Event) else data
-    task._inputs = inputs.copy() if type(inputs) is dict else shallow_copy(inputs)
-    task.template = template
-    wrapped = _run_to_end(task, coro)
-    if eager:
-        # Announced first: it runs its first step now.
-        if task.listened():
+    task._end = task._final_state = task._outputs = task._error = None
+    # An eager task may end in its first step, before it is returned: its caller handles that end.
+    task._ended = None if eager else ended
+    wrapped = None
+    try:
+        if holder is not None:
+            task._hold(holder)
+        task._start = _now()
+        task.workflow = workflow
+        task._argument = data
+        inputs = data_of(data)
+        task._inputs = inputs.copy() if type(inputs) is dict else shallow_copy(inputs)
+        task.template = template
+        # Only the broker is asked (one call, not two) whether 'task-begin' is heard.
+        broker = workflow.broker if workflow is not None else None
+        wrapped = _run_to_end(task, coro)
+        if eager:
+            # Announced first: it runs its first step now.
+            if task.listened():
+                task.emit(_BEGIN, task._inputs)
+            _init_task(task, wrapped, loop=loop, eager_start=True)  # type: ignore[call-arg]
+        else:
+            _init_task(task, wrapped, loop=loop)
+        # A timeout to arm, or topics to listen to (None: every topic; [] or no template: none).
+        if template is not None and (template.timeout is not None or template.topics is None or template.topics):
+            task._arm(template)
+        if not eager and (broker.listened() if broker is not None else task.listened()):
             task.emit(_BEGIN, task._inputs)
-        _init_task(task, wrapped, loop=loop, eager_start=True)  # type: ignore[call-arg]
-    else:
-        _init_task(task, wrapped, loop=loop)
-    if template is not None and (template.timeout is not None or template.topics != []):
-        task._arm(template)
-    if not eager and task.listened():
-        task.emit(_BEGIN, task._inputs)
+    except BaseException:
+        if wrapped is not None:
+            wrapped.close()
+        coro.close()
+        raise
     return task

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 # Task end states whose outputs flow to the successors.
 _FLOWING = frozenset({FutureState.finished, FutureState.skipped, FutureState.timeout})
+# Looked up once (an enum member is a global and an attribute lookup each time).
+_FINISHED = FutureState.finished
+_RUNNING = State.RUNNING
 
 
 class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
@@ -374,7 +377,9 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
 
     def _start_task(self, template: TaskTemplate, data: Any) -> TukioTask | None:
         try:
-            task = start_bound(template.name, data, template.config, self._loop, template, self, self._eager)
+            task = start_bound(
+                template.name, data, template.config, self._loop, template, self, self._eager, _task_ended
+            )
         except Exception as exc:
             self._creation_failed(template, data, exc)
             return None
@@ -385,7 +390,8 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
         # A task started eagerly may have ended in its first step: its end is
         # handled here and now (successors, maybe the workflow's end), as it
         # would have been in its last step; past the nesting bound, next turn.
-        if not (self._eager and task.ended() and end_now(task, _task_ended)):
+        # (Started otherwise, it was given `_task_ended` at creation.)
+        if self._eager and not (task.ended() and end_now(task, _task_ended)):
             task.on_ended(_task_ended)
         return task
 
@@ -405,17 +411,19 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
             # Unlocked as the task ends, not once its end is durable (skip-until-unlock).
             self._release_lock()
         template: TaskTemplate = task.template  # type: ignore[assignment]
-        running = self._life is State.RUNNING
+        running = self._life is _RUNNING
         if running and template.retry is not None:
             exc = self._retry_error(task)
             if exc is not None:
                 self._schedule_retry(task, exc)
                 return
         if self.recorder is NULL_RECORDER:
-            if running and task._final_state is FutureState.finished and self._failures is None:
+            if running and task._final_state is _FINISHED and self._failures is None:
                 # The usual end, in one step: nothing to record, nothing to wait for.
                 self._flow(task)
-                self._close()
+                self._open -= 1  # `_close()`, inline: the path of every task
+                if not self._open:
+                    self._closed()
             else:
                 self._task_recorded(task, None)
             return
@@ -457,7 +465,12 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
     def _close(self) -> None:
         """One thing the workflow waited for is over; end it when nothing is left."""
         self._open -= 1
-        if self._open == 0 and not (self._life is State.SUSPENDED and (self._suspended or self._deferred)):
+        if self._open == 0:
+            self._closed()
+
+    def _closed(self) -> None:
+        """Nothing is left to wait for: end, unless suspended with tasks to restart."""
+        if not (self._life is State.SUSPENDED and (self._suspended or self._deferred)):
             self._finish()
 
     def _flow(self, task: TukioTask) -> None:
@@ -469,14 +482,15 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
             return
         outputs = task.outputs
         is_dict = isinstance(outputs, dict)
+        tasks, by_id = self.tasks_by_id, self._plan.by_id
         for succ in successors:
             data = Event.with_source_of(outputs, task) if is_dict else outputs
-            running = self.tasks_by_id.get(succ)
+            running = tasks.get(succ)
             if running is not None:
                 if not running.done():
                     running.queue.put_nowait(data)
             elif self._failures is None or succ not in self._failures:
-                self._start_task(self._plan.by_id[succ], data)
+                self._start_task(by_id[succ], data)
 
     # -- retries (see tukio.workflow.retries) ----------------------------------
     def will_retry(self, task: TukioTask) -> bool:
