@@ -127,3 +127,15 @@ def test_event_source_equality_and_hash() -> None:
     assert a != c
     assert a != "wt"
     assert len({a, b, c}) == 2
+
+
+def test_event_with_source_of_copies_its_data_when_first_read() -> None:
+    outputs: dict[str, Any] = {"a": 1}
+    event = Event.with_source_of(outputs, None)
+    data = event.data
+    assert data == {"a": 1}
+    assert data is not outputs
+    data["a"] = 2  # the receiver's own copy: the sender's dict is untouched
+    assert outputs == {"a": 1}
+    assert event.data is data  # copied once
+    assert Event(event).data == {"a": 2}

@@ -270,3 +270,33 @@ async def test_join_timeout_while_waiting_keeps_its_batches(
     assert j.timed_out
     assert j.outputs == {"from": "p1", "data_stash": [{"from": "p1"}, {"from": "p2"}]}
     assert join_progress(recorder)[-1] == ("timeout", ["p1", "p2"])
+
+
+async def test_join_stash_holds_copies_of_its_parents_outputs(parents: dict[str, str]) -> None:
+    wf = Workflow(wide_fan_in(3, parents["tag"]))
+    wf.run({})
+    await wf
+    stash = wf.tasks_by_id["j"].outputs["data_stash"]
+    for data in stash:
+        data["changed"] = True
+    assert all(wf.tasks_by_id[p].outputs == {"from": p} for p in ("p1", "p2", "p3"))
+
+
+async def test_join_takes_a_queued_event_before_a_later_parent(parents: dict[str, str]) -> None:
+    # An event already in the join's queue (as a rescue puts there) is taken before the
+    # data of a parent that ends after it.
+    for tid in ("p1", "p2", "p3"):
+        GATES[tid] = asyncio.Event()
+    wf = Workflow(fan_in(parents["held"]))
+    wf.run({})
+    GATES["p1"].set()
+    await until(lambda: "j" in wf.tasks_by_id)
+    j = wf.tasks_by_id["j"]
+    await until(lambda: len(j.holder.report()["tasks"]) == 1)  # type: ignore[attr-defined]
+    j.queue.put_nowait(Event({"from": "p2"}, source=wf.source("p2", None)))
+    GATES["p3"].set()
+    await asyncio.wait_for(asyncio.shield(j), 5)
+    GATES["p2"].set()  # its own data comes once the join is done: not taken
+    await asyncio.wait_for(wf, 5)
+    assert [d["from"] for d in j.outputs["data_stash"]] == ["p1", "p2", "p3"]
+    assert [t["id"] for t in j.holder.report()["tasks"]] == ["p1", "p2", "p3"]  # type: ignore[attr-defined]

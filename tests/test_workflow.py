@@ -527,3 +527,25 @@ async def test_task_is_tukio_task_with_template(names: dict[str, str]) -> None:
     assert task.workflow is wf
     assert task.template is wf.template.root()
     assert task.as_dict()["state"] == "finished"
+
+
+async def test_successors_modifying_their_event_do_not_change_their_parent(registered: Callable[..., Any]) -> None:
+    async def source(event: Event) -> dict[str, Any]:
+        return {"n": 1}
+
+    async def modify(event: Event) -> dict[str, Any]:
+        event.data["n"] += 10
+        return event.data
+
+    registered("wf-source", source)
+    registered("wf-modify", modify)
+    tmpl = template(
+        [("r", "wf-source"), ("a", "wf-modify"), ("b", "wf-modify")],
+        {"r": ["a", "b"], "a": [], "b": []},
+    )
+    wf = await run(tmpl)
+    assert wf.tasks_by_id["r"].outputs == {"n": 1}
+    assert wf.tasks_by_id["a"].inputs == {"n": 1}
+    assert wf.tasks_by_id["a"].outputs == {"n": 11}
+    assert wf.tasks_by_id["b"].inputs == {"n": 1}
+    assert wf.tasks_by_id["b"].outputs == {"n": 11}

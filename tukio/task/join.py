@@ -64,6 +64,11 @@ class JoinTask(TaskHolder):
         self._status: Literal["running", "done", "timeout"] = "running"
         # (parent id, arrival as a POSIX time): made into the report's datetimes only when asked.
         self._arrivals: list[tuple[str, float]] = []
+        # Parents handed over by the workflow (see `parent_ended`) before `execute` started:
+        # (parent id, its data, when). None once `execute` takes arrivals as they come.
+        self._early: list[tuple[str, dict[str, Any], float]] | None = []
+        self._woken = False
+        self._workflow_id: str | None = None
 
     def _progress(self) -> None:
         """Dispatch a 'task-progress' event with a snapshot of the report."""
@@ -81,9 +86,6 @@ class JoinTask(TaskHolder):
         """
         task = self._task
         listened = task is not None and task.listened()
-        arrivals = self._arrivals
-        stash = self.data_stash
-        remaining = self._remaining
         now = time.time()  # the instant the join took this batch
         for event in events:
             if not isinstance(event, Event):
@@ -91,15 +93,47 @@ class JoinTask(TaskHolder):
             exec_id, parent = event.source_ids()
             if exec_id != workflow_id or parent is None:
                 continue
-            arrivals.append((parent, now))
-            if listened:
-                task.dispatch_progress(self.report())  # type: ignore[union-attr]
-            if remaining is None:
-                self._count -= 1
-                stash.append(event.data)
-            elif parent in remaining:
-                remaining.discard(parent)
-                stash.append(event.data)
+            self._arrive(parent, event.data, now, listened)
+
+    def _arrive(self, parent: str, data: dict[str, Any], when: float, listened: bool) -> None:
+        """Count the data of `parent`, arrived at `when` (a POSIX time)."""
+        self._arrivals.append((parent, when))
+        if listened:
+            self._task.dispatch_progress(self.report())  # type: ignore[union-attr]
+        remaining = self._remaining
+        if remaining is None:
+            self._count -= 1
+            self.data_stash.append(data)
+        elif parent in remaining:
+            remaining.discard(parent)
+            self.data_stash.append(data)
+
+    def parent_ended(self, parent: str, outputs: dict[str, Any]) -> None:
+        """Take the `outputs` of `parent`, a task of the join's workflow that has just ended.
+
+        The workflow's way to deliver a parent's data to a running join: no
+        `Event` and no queue, and the join's task wakes once, when it is
+        satisfied, rather than at each arrival. `outputs` is copied (the
+        parent keeps its own). Arrivals before the join's first step are
+        taken, in order, when it starts; arrivals once it is satisfied are
+        ignored (as the ones left in its queue).
+        """
+        if self._early is not None:
+            self._early.append((parent, outputs.copy(), time.time()))
+            return
+        if self._status != "running" or self._satisfied():
+            return
+        queue = self.queue
+        if queue is not None and queue.qsize():
+            # Events queued before this arrival (a rescue's) come first.
+            self._take(_drain(queue, self._needed()), self._workflow_id)
+            if self._satisfied():
+                return
+        task = self._task
+        self._arrive(parent, outputs.copy(), time.time(), task is not None and task.listened())
+        if self._satisfied() and not self._woken and queue is not None:
+            self._woken = True
+            queue.put_nowait(_WAKE)  # type: ignore[arg-type]  # the join's task waits on its queue: wake it once
 
     def _satisfied(self) -> bool:
         return not self._remaining if self._remaining is not None else self._count <= 0
@@ -118,7 +152,14 @@ class JoinTask(TaskHolder):
         else:
             self._count = wait_for or 1
         self._base = dict(event.data) if isinstance(event, Event) else dict(event or {})
+        self._workflow_id = wf_id
         self._take([event], wf_id)
+        early, self._early = self._early or [], None  # from now on, arrivals are taken as they come
+        listened = self._task is not None and self._task.listened()
+        for parent, data, when in early:
+            if self._satisfied():
+                break
+            self._arrive(parent, data, when, listened)
         queue = self.queue
         assert queue is not None
         while not self._satisfied():
@@ -157,6 +198,10 @@ class JoinTask(TaskHolder):
             self._status = "timeout"
             self._progress()
         return self._result()
+
+
+#: Put in the join's queue to wake its task once satisfied (not an Event: `_take` skips it).
+_WAKE = object()
 
 
 def _drain(queue: asyncio.Queue[Any], most: int) -> list[Any]:

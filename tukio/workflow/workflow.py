@@ -24,6 +24,7 @@ from tukio.event import Event
 from tukio.recorder import NULL_RECORDER, WRITTEN, Recorder, Written
 from tukio.task._start import creating, creating_for, end_now, start_bound
 from tukio.task.factory import install_factory
+from tukio.task.join import JoinTask
 from tukio.task.states import TaskExecState
 from tukio.task.task import TukioTask
 from tukio.task.template import TaskTemplate
@@ -484,13 +485,16 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
         is_dict = isinstance(outputs, dict)
         tasks, by_id = self.tasks_by_id, self._plan.by_id
         for succ in successors:
-            data = Event.with_source_of(outputs, task) if is_dict else outputs
             running = tasks.get(succ)
-            if running is not None:
-                if not running.done():
-                    running.queue.put_nowait(data)
-            elif self._failures is None or succ not in self._failures:
-                self._start_task(by_id[succ], data)
+            if running is None:
+                if self._failures is None or succ not in self._failures:
+                    self._start_task(by_id[succ], Event.with_source_of(outputs, task) if is_dict else outputs)
+            elif not running.done():
+                holder = running.holder
+                if is_dict and isinstance(holder, JoinTask):
+                    holder.parent_ended(tid, outputs)  # a join takes its parents' data directly
+                else:
+                    running.queue.put_nowait(Event.with_source_of(outputs, task) if is_dict else outputs)
 
     # -- retries (see tukio.workflow.retries) ----------------------------------
     def will_retry(self, task: TukioTask) -> bool:
