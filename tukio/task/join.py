@@ -95,8 +95,8 @@ class JoinTask(TaskHolder):
                 continue
             self._arrive(parent, event.data, now, listened)
 
-    def _arrive(self, parent: str, data: dict[str, Any], when: float, listened: bool) -> None:
-        """Count the data of `parent`, arrived at `when` (a POSIX time)."""
+    def _arrive(self, parent: str, data: dict[str, Any], when: float, listened: bool) -> bool:
+        """Count the data of `parent`, arrived at `when` (a POSIX time); return True once satisfied."""
         self._arrivals.append((parent, when))
         if listened:
             self._task.dispatch_progress(self.report())  # type: ignore[union-attr]
@@ -104,9 +104,11 @@ class JoinTask(TaskHolder):
         if remaining is None:
             self._count -= 1
             self.data_stash.append(data)
-        elif parent in remaining:
+            return self._count <= 0
+        if parent in remaining:
             remaining.discard(parent)
             self.data_stash.append(data)
+        return not remaining
 
     def parent_ended(self, parent: str, outputs: dict[str, Any]) -> None:
         """Take the `outputs` of `parent`, a task of the join's workflow that has just ended.
@@ -130,8 +132,8 @@ class JoinTask(TaskHolder):
             if self._satisfied():
                 return
         task = self._task
-        self._arrive(parent, outputs.copy(), time.time(), task is not None and task.listened())
-        if self._satisfied() and not self._woken and queue is not None:
+        satisfied = self._arrive(parent, outputs.copy(), time.time(), task is not None and task.listened())
+        if satisfied and not self._woken and queue is not None:
             self._woken = True
             queue.put_nowait(_WAKE)  # type: ignore[arg-type]  # the join's task waits on its queue: wake it once
 
@@ -156,10 +158,10 @@ class JoinTask(TaskHolder):
         self._take([event], wf_id)
         early, self._early = self._early or [], None  # from now on, arrivals are taken as they come
         listened = self._task is not None and self._task.listened()
-        for parent, data, when in early:
-            if self._satisfied():
-                break
-            self._arrive(parent, data, when, listened)
+        if early and not self._satisfied():
+            for parent, data, when in early:
+                if self._arrive(parent, data, when, listened):
+                    break
         queue = self.queue
         assert queue is not None
         while not self._satisfied():
