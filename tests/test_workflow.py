@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from support import Recorder, settle, template, until
 
-from tukio import Event, FutureState, SkipTask, TaskHolder, TukioTask, TukioTaskError, Workflow
+from tukio import Event, FutureState, SkipTask, TaskHolder, TukioTask, TukioTaskError, Workflow, WorkflowTemplate
 from tukio.errors import WorkflowRootTaskError
+from tukio.task import TaskTemplate
 
 
 @pytest.fixture
@@ -549,3 +550,27 @@ async def test_successors_modifying_their_event_do_not_change_their_parent(regis
     assert wf.tasks_by_id["a"].outputs == {"n": 11}
     assert wf.tasks_by_id["b"].inputs == {"n": 1}
     assert wf.tasks_by_id["b"].outputs == {"n": 11}
+
+
+async def test_task_failing_once_scheduled_is_a_creation_error(noop: str) -> None:
+    # The successor's timeout cannot be armed: asyncio has already scheduled the
+    # task, which then runs on a closed coroutine. Only the creation error counts:
+    # the workflow neither waits for that task nor counts its end.
+    tmpl = WorkflowTemplate()
+    root, bad, last = TaskTemplate(noop, uid="root"), TaskTemplate(noop, uid="bad"), TaskTemplate(noop, uid="c")
+    bad.timeout = "soon"  # type: ignore[assignment]
+    for t in (root, bad, last):
+        tmpl.add(t)
+    tmpl.link(root, bad)
+    tmpl.link(root, last)
+    wf = Workflow(tmpl)
+    ended_at_end: list[bool] = []
+    wf.on_end(lambda _: ended_at_end.append(wf.tasks_by_id["c"].ended()))
+    wf.run({"x": 1})
+    await asyncio.wait_for(wf, 5)
+    assert ended_at_end == [True]  # it did not end early, on the closed task's end
+    assert "bad" not in wf.tasks_by_id
+    assert state(wf, "bad") == "exception"
+    assert state(wf, "c") == "finished"
+    assert wf.future_state is FutureState.finished
+    await settle()

@@ -513,6 +513,7 @@ def bound_task(
     # An eager task may end in its first step, before it is returned: its caller handles that end.
     task._ended = None if eager else ended
     wrapped = None
+    scheduled = False
     try:
         if holder is not None:
             task._hold(holder)
@@ -532,14 +533,17 @@ def bound_task(
             _init_task(task, wrapped, loop=loop, eager_start=True)  # type: ignore[call-arg]
         else:
             _init_task(task, wrapped, loop=loop)
+        scheduled = True
         # A timeout to arm, or topics to listen to (None: every topic; [] or no template: none).
         if template is not None and (template.timeout is not None or template.topics is None or template.topics):
             task._arm(template)
         if not eager and (broker.listened() if broker is not None else task.listened()):
             task.emit(_BEGIN, task._inputs)
     except BaseException:
-        if wrapped is not None:
-            wrapped.close()
+        # The caller is told the task could not be made: its end is nobody's to handle.
+        task._ended = None
+        if wrapped is not None and not scheduled:
+            wrapped.close()  # never to run (once scheduled, it runs and ends on the closed `coro`)
         coro.close()
         raise
     return task
