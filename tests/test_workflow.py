@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -312,6 +313,55 @@ async def test_current_workflow_of_a_workflow_started_by_another_ones_task(
         ("inner child", inner_wf),
         ("outer child", wf),
     ]
+
+
+def test_current_workflow_in_holders_made_at_once_in_two_threads(
+    registered: Callable[..., Any], task_name: Callable[[str], str]
+) -> None:
+    """Two loops in two threads: a holder's __init__ sees its own workflow, not the other thread's."""
+    a_inside, b_inside, a_looked = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, Any] = {}
+
+    class Holder(TaskHolder):
+        def __init__(self, config: dict[str, Any] | None) -> None:
+            super().__init__(config)
+            side = (config or {})["side"]
+            if side == "a":  # looks while b is inside its own __init__
+                a_inside.set()
+                assert b_inside.wait(5)
+                seen["a"] = Workflow.current_workflow()
+                a_looked.set()
+            else:
+                assert a_inside.wait(5)
+                b_inside.set()
+                assert a_looked.wait(5)
+                seen["b"] = Workflow.current_workflow()
+
+        async def run(self, event: Event) -> None:
+            pass
+
+    name = task_name("holder")
+    registered(name, Holder, "run")
+    made: dict[str, Workflow] = {}
+
+    def side(key: str) -> None:
+        async def main() -> None:
+            tpl = WorkflowTemplate.from_dict(
+                {"id": key, "tasks": [{"id": "t", "name": name, "config": {"side": key}}], "graph": {}}
+            )
+            wf = made[key] = Workflow(tpl)
+            wf.run({})
+            await asyncio.wait_for(wf, 5)
+            seen[key + " after"] = Workflow.current_workflow()
+
+        asyncio.run(main())
+
+    threads = [threading.Thread(target=side, args=(key,)) for key in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert seen == {"a": made["a"], "b": made["b"], "a after": None, "b after": None}
 
 
 async def test_set_next_tasks_outside_a_task_raises(names: dict[str, str]) -> None:

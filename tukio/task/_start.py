@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,10 +34,22 @@ EAGER_SUPPORTED = sys.version_info >= (3, 12)
 #: workflow whose task does the same; a task ending in its first step, whose
 #: successor does the same...); deeper ones start on the next turn.
 EAGER_DEPTH = 16
-_eager_depth = 0
 
-#: The workflow whose task's holder is being made (see `creating`).
-_creating: Workflow | None = None
+
+class _ThreadState(threading.local):
+    """What a start in progress tells the code it runs, per thread (each loop runs in its own).
+
+    A module global would be shared by loops running in other threads: one
+    thread could then see, or leave behind, another's workflow.
+    """
+
+    #: How deep eager starts nest right now (see `EAGER_DEPTH`).
+    eager_depth = 0
+    #: The workflow whose task's holder is being made (see `creating`).
+    creating: Workflow | None = None
+
+
+_state = _ThreadState()
 
 #: In the context of a task a workflow task creates: that workflow (see `context_for_child`).
 creating_for: contextvars.ContextVar[Workflow | None] = contextvars.ContextVar("tukio_creating_for", default=None)
@@ -78,40 +91,41 @@ def start_bound(
     `ended` is the task's `on_ended` callback, set before the task can end
     (not for an eager start: its caller handles an end in the first step).
     """
-    global _eager_depth, _creating
     # The registry's mapping read directly: a workflow starts one task per
     # edge, and `TaskRegistry.get` is a call more (it raises for us when absent).
     entry = registry_entry(task_name)
     klass, coro_fn = entry if entry is not None else TaskRegistry.get(task_name)
     # No context variable is set here (that would cost two objects the GC
     # tracks per workflow): a task knows its workflow, a holder's __init__
-    # finds it in `_creating` (it runs now, synchronously), and a plain task a
+    # finds it in `creating()` (it runs now, synchronously), and a plain task a
     # workflow task creates gets it in its context from the task factory.
     if klass is None:
         holder = None
         coro = coro_fn(data)
     else:
-        previous, _creating = _creating, workflow
+        state = _state
+        previous, state.creating = state.creating, workflow
         try:
             holder = klass(config)
         finally:
-            _creating = previous
+            state.creating = previous
         coro = coro_fn(holder, data)
     if not eager:  # (bound_task closes `coro` if the task cannot be made)
         return bound_task(coro, data, template, workflow, loop, holder, False, ended)
-    eager = EAGER_SUPPORTED and _eager_depth < EAGER_DEPTH
+    state = _state
+    eager = EAGER_SUPPORTED and state.eager_depth < EAGER_DEPTH
     if eager:
-        _eager_depth += 1
+        state.eager_depth += 1
     try:
         return bound_task(coro, data, template, workflow, loop, holder, eager, ended)
     finally:
         if eager:
-            _eager_depth -= 1
+            state.eager_depth -= 1
 
 
 def creating() -> Workflow | None:
-    """The workflow whose task's holder is being made right now, or None."""
-    return _creating
+    """The workflow whose task's holder is being made right now in this thread, or None."""
+    return _state.creating
 
 
 def context_for_child(loop: asyncio.AbstractEventLoop, kwargs: dict[str, Any]) -> contextvars.Context | None:
@@ -124,7 +138,9 @@ def context_for_child(loop: asyncio.AbstractEventLoop, kwargs: dict[str, Any]) -
     """
     if kwargs.get("context") is not None:
         return None
-    workflow = _creating if _creating is not None else getattr(asyncio.current_task(loop), "workflow", None)
+    workflow = _state.creating
+    if workflow is None:
+        workflow = getattr(asyncio.current_task(loop), "workflow", None)
     if workflow is None or creating_for.get() is workflow:
         return None
     context = contextvars.copy_context()
@@ -144,14 +160,14 @@ def end_now(task: TukioTask, callback: Callable[[TukioTask], Any]) -> bool:
     It never raises: as at the end of a task's last step, a failure is the
     loop's to report.
     """
-    global _eager_depth
-    if _eager_depth >= EAGER_DEPTH:
+    state = _state
+    if state.eager_depth >= EAGER_DEPTH:
         return False
-    _eager_depth += 1
+    state.eager_depth += 1
     try:
         task.get_context().run(callback, task)  # type: ignore[attr-defined]
     except Exception as error:
         task.get_loop().call_exception_handler({"message": f"{task!r}: handling its end failed", "exception": error})
     finally:
-        _eager_depth -= 1
+        state.eager_depth -= 1
     return True
