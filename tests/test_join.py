@@ -300,3 +300,32 @@ async def test_join_takes_a_queued_event_before_a_later_parent(parents: dict[str
     await asyncio.wait_for(wf, 5)
     assert [d["from"] for d in j.outputs["data_stash"]] == ["p1", "p2", "p3"]
     assert [t["id"] for t in j.holder.report()["tasks"]] == ["p1", "p2", "p3"]  # type: ignore[attr-defined]
+
+
+async def test_a_join_subclass_gets_its_other_parents_as_events_in_its_queue(
+    parents: dict[str, str], registered: Callable[..., Any]
+) -> None:
+    """Only tukio's own JoinTask is handed data directly: a subclass reading its queue sees Events."""
+    seen: list[tuple[str | None, dict[str, Any]]] = []
+
+    class Gathering(JoinTask):
+        async def execute(self, event: Any) -> dict[str, Any]:
+            seen.append((event.source.task_template_id, event.data))
+            while len(seen) < 3:
+                arrived = await self.queue.get()
+                seen.append((arrived.source.task_template_id, arrived.data))
+            return {"count": len(seen)}
+
+    registered("join-gathering", Gathering, "execute")
+    tpl = fan_in(parents["tag"])
+    for task in tpl.tasks:  # fan_in's join, run by the subclass
+        if task.uid == "j":
+            task.name = "join-gathering"
+    wf = Workflow(tpl)
+    wf.run({})
+    await asyncio.wait_for(wf, 5)
+    assert sorted(source for source, _ in seen) == ["p1", "p2", "p3"]
+    assert all(data == {"from": source} for source, data in seen)
+    assert wf.tasks_by_id["j"].outputs == {"count": 3}
+    # Its queue was its own: nothing was left in it, nothing went around it.
+    assert wf.tasks_by_id["j"].queue.empty()

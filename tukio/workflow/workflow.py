@@ -491,8 +491,10 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
                     self._start_task(by_id[succ], Event.with_source_of(outputs, task) if is_dict else outputs)
             elif not running.done():
                 holder = running.holder
-                if is_dict and isinstance(holder, JoinTask):
-                    holder.parent_ended(tid, outputs)  # a join takes its parents' data directly
+                if is_dict and type(holder) is JoinTask:
+                    # tukio's own join takes its parents' data directly; a subclass (which may
+                    # read its queue itself) gets the event in its queue, as any other task.
+                    holder.parent_ended(tid, outputs)
                 else:
                     running.queue.put_nowait(Event.with_source_of(outputs, task) if is_dict else outputs)
 
