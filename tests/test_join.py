@@ -28,9 +28,13 @@ def parents(registered: Callable[..., Any]) -> dict[str, str]:
         await gates.setdefault(tid, asyncio.Event()).wait()
         return {"from": tid}
 
+    async def never(event: Event) -> None:
+        await asyncio.Event().wait()
+
     registered("join-tag", tag)
     registered("join-held", held)
-    return {"tag": "join-tag", "held": "join-held"}
+    registered("join-never", never)
+    return {"tag": "join-tag", "held": "join-held", "never": "join-never"}
 
 
 def fan_in(parent_name: str, join_config: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
@@ -74,11 +78,7 @@ async def test_join_wait_for_count(parents: dict[str, str]) -> None:
     assert len(wf.tasks_by_id["j"].outputs["data_stash"]) == 2
 
 
-async def test_join_timeout_returns_what_it_gathered(parents: dict[str, str], registered: Callable[..., Any]) -> None:
-    async def never(event: Event) -> None:
-        await asyncio.Event().wait()
-
-    registered("join-never", never)
+async def test_join_timeout_returns_what_it_gathered(parents: dict[str, str]) -> None:
     tmpl = template(
         [
             ("r", "join-tag"),
@@ -237,13 +237,7 @@ async def test_join_builds_no_snapshot_when_nobody_listens(
     assert len(wf.tasks_by_id["j"].outputs["data_stash"]) == 5
 
 
-async def test_join_timeout_while_waiting_keeps_its_batches(
-    parents: dict[str, str], registered: Callable[..., Any]
-) -> None:
-    async def never(event: Event) -> None:
-        await asyncio.Event().wait()
-
-    registered("join-never", never)
+async def test_join_timeout_while_waiting_keeps_its_batches(parents: dict[str, str]) -> None:
     tmpl = template(
         [
             ("r", "join-tag"),
