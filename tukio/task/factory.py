@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 from tukio.task._start import context_for_child, start_task
 from tukio.task.registry import TaskRegistry
 from tukio.task.states import TaskExecState
-from tukio.task.task import TukioTask
+from tukio.task.task import _OWN_CONTEXT, TukioTask
 from tukio.task.template import TaskTemplate
 
 __all__ = ["ChainedFactory", "TaskExecState", "install_factory", "new_task", "start_task", "tukio_factory"]
 
 TaskFactory = Callable[..., "asyncio.Future[Any]"]
-
-# asyncio.Task takes a `context` from Python 3.11 on.
-_OWN_CONTEXT = sys.version_info >= (3, 11)
 
 
 def new_task(
@@ -71,13 +67,28 @@ def tukio_factory(
     Accepts the keyword arguments newer Pythons pass (name, context,
     eager_start).
     """
+    return _create(loop, coro, kwargs, _plain_task)  # type: ignore[return-value]
+
+
+def _plain_task(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+    return asyncio.Task(coro, loop=loop, **kwargs)
+
+
+def _create(
+    loop: asyncio.AbstractEventLoop, coro: Any, kwargs: dict[str, Any], other: TaskFactory
+) -> asyncio.Future[Any]:
+    """The task for `coro`: a `TukioTask` if it is registered, else what `other` makes of it.
+
+    It is made in a context naming the workflow of the task creating it (see
+    `context_for_child`), so `Workflow.current_workflow()` works in it.
+    """
     context = context_for_child(loop, kwargs)
-    if context is not None and not _OWN_CONTEXT:  # 3.10: the task copies the context it is made in
-        return context.run(tukio_factory, loop, coro, **kwargs)
     if context is not None:
+        if not _OWN_CONTEXT:  # 3.10: a task copies the context it is made in
+            return context.run(_create, loop, coro, kwargs, other)
         kwargs["context"] = context
     task = _tukio_task(loop, coro, kwargs)
-    return task if task is not None else asyncio.Task(coro, loop=loop, **kwargs)
+    return task if task is not None else other(loop, coro, **kwargs)
 
 
 def _tukio_task(loop: asyncio.AbstractEventLoop, coro: Any, kwargs: dict[str, Any]) -> TukioTask | None:
@@ -118,13 +129,7 @@ class ChainedFactory:
     def __call__(
         self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any], **kwargs: Any
     ) -> asyncio.Future[Any]:
-        context = context_for_child(loop, kwargs)
-        if context is not None and not _OWN_CONTEXT:  # 3.10: the task copies the context it is made in
-            return context.run(self, loop, coro, **kwargs)
-        if context is not None:
-            kwargs["context"] = context
-        task = _tukio_task(loop, coro, kwargs)
-        return task if task is not None else self.inner(loop, coro, **kwargs)
+        return _create(loop, coro, kwargs, self.inner)
 
     def __repr__(self) -> str:
         return f"ChainedFactory({self.inner!r})"
