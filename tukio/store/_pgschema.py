@@ -273,6 +273,31 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $fn$;
     """,
+    # 5: a published event carries a key of its publisher's choosing: publishing again after a
+    # lost connection (the first commit may have happened) keeps the event once.
+    """
+    ALTER TABLE {s}.events ADD COLUMN key uuid;
+    CREATE UNIQUE INDEX events_key ON {s}.events (key);
+    DROP FUNCTION {s}.publish(text, text, bytea, boolean, integer, text);
+    CREATE FUNCTION {s}.publish(p_origin text, p_topic text, p_data bytea, p_texts boolean, p_lock integer,
+                                p_channel text, p_key uuid) RETURNS bigint LANGUAGE plpgsql AS $fn$
+    DECLARE
+        new_id bigint;
+    BEGIN
+        -- One publisher at a time: ids become visible in their order, so a
+        -- reader that saw id n never misses an id below n.
+        PERFORM pg_advisory_xact_lock(p_lock, 0);  -- (nodes hold (p_lock, their id > 0))
+        SELECT id INTO new_id FROM {s}.events WHERE key = p_key;
+        IF FOUND THEN
+            RETURN new_id;  -- published already: its commit's answer was lost with the connection
+        END IF;
+        INSERT INTO {s}.events (origin, topic, data, texts, key) VALUES (p_origin, p_topic, p_data, p_texts, p_key)
+        RETURNING id INTO new_id;
+        PERFORM pg_notify(p_channel, new_id::text);
+        RETURN new_id;
+    END
+    $fn$;
+    """,
 )
 
 
@@ -323,7 +348,7 @@ class SQL:
         )
         self.lock = "SELECT pg_try_advisory_lock($1::int4, $2::int4)"
         self.admit = f"SELECT decision, waits FROM {s}.admit({', '.join(f'${i}' for i in range(1, 15))})"
-        self.publish = f"SELECT {s}.publish($1, $2, $3, $4, $5, $6)"
+        self.publish = f"SELECT {s}.publish($1, $2, $3, $4, $5, $6, $7)"
         self.event_cursor = f"SELECT coalesce(max(id), 0) FROM {s}.events"
         self.events_after = (
             f"SELECT id, origin, topic, data, texts FROM {s}.events WHERE id > $1 AND origin IS DISTINCT FROM $2 "

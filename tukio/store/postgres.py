@@ -24,6 +24,7 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 import weakref
 import zlib
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
@@ -945,18 +946,30 @@ class PostgresStore(Store):
         """The PostgreSQL NOTIFY channel of this schema's events."""
         return f"tukio_events_{self._namespace}"
 
-    def publish(self, data: Any, topic: str | None) -> int:
+    def publish(self, data: Any, topic: str | None, *, key: str | None = None) -> int:
         """Keep `data` (on `topic`) for the other nodes and wake them up.
+
+        The event is kept once, whatever the connection does: it carries a
+        key, and publishing again after a lost connection (whose commit may
+        have happened) returns the event kept already.
+
+        Args:
+            data: what the listening tasks get.
+            topic: its topic.
+            key: the event's key (a UUID string; a new one when None): the
+                same key publishes once.
 
         Returns:
             The event's id (ids grow in the order events are published).
 
         Raises:
             Exception: the serializer cannot encode `data`.
+            ValueError: `key` is not a UUID.
         """
         blob, texts = _blob(self.serializer.dumps(data))
         query = self.sql.publish
-        args = (self.node, topic, blob, texts, self._namespace, self.channel)
+        event_key = uuid.uuid4() if key is None else uuid.UUID(key)
+        args = (self.node, topic, blob, texts, self._namespace, self.channel, event_key)
         return int(self._run(self._writer.call(lambda c: c.fetchval(query, *args))))
 
     def event_cursor(self) -> int:

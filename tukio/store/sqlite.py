@@ -1184,9 +1184,11 @@ class SQLiteStore(Store):
 
         SQLite cannot wake the other processes up: each reads the new events
         every `event_poll` seconds while a task of it listens (see `tukio.cluster`).
-        While no other node is alive on the file (one process alone), nothing
+        While no other node is known on the file (one process alone), nothing
         is kept: a node joins before its first workflow begins, so its tasks
-        never miss an event.
+        never miss an event. Whether the others are known does not depend on
+        this process's clock (one that runs ahead would see every lease
+        expired and keep nothing): a node counts until it is pruned.
 
         Returns:
             The event's id (ids grow in the order events are published, and
@@ -1197,9 +1199,7 @@ class SQLiteStore(Store):
         """
         blob = self.serializer.dumps(data)
         with self._lock:
-            others = self._conn().execute(
-                "SELECT 1 FROM nodes WHERE name IS NOT ? AND expires >= ? LIMIT 1", (self.node, time.time())
-            )
+            others = self._conn().execute("SELECT 1 FROM nodes WHERE name IS NOT ? LIMIT 1", (self.node,))
             if not others.fetchall():
                 return 0
             cursor = self._conn().execute(
