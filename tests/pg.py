@@ -116,9 +116,9 @@ class PrivateServer:
         assert self.pg_ctl is not None
         self._run(self.pg_ctl, "-D", f"{self.dir}/data", "-w", "-t", "30", *options, action)
 
-    def restart(self) -> None:
-        """Stop the server (fast: sessions are cut) and start it again."""
-        self._ctl("restart", "-m", "fast", "-l", f"{self.dir}/log")
+    def restart(self, mode: str = "fast") -> None:
+        """Stop the server (fast: sessions are cut; immediate: as a crash would) and start it again."""
+        self._ctl("restart", "-m", mode, "-l", f"{self.dir}/log")
 
     def close(self) -> None:
         import shutil
