@@ -51,6 +51,22 @@ class Window:
     end: float
 
 
+@dataclass
+class Faults:
+    """What the harness did: fault windows, the nodes cut off (killed, paused, cut from the
+    database: their listening tasks may miss events), and the processes killed."""
+
+    windows: list[Window] = field(default_factory=list)
+    cut_off: set[str] = field(default_factory=set)
+    killed: set[int] = field(default_factory=set)
+
+    def exempt(self, run: Run, start: float, end: float) -> bool:
+        """Whether `run` may misbehave between `start` and `end`: its node was faulted then, or its process killed."""
+        return run.pid in self.killed or any(
+            (w.node is None or w.node == run.node) and w.start < end and start < w.end for w in self.windows
+        )
+
+
 def read_runs(lines: Iterable[dict[str, Any]], deaths: dict[int, float]) -> tuple[list[Run], list[dict[str, Any]]]:
     """The runs of the task bodies, and the other records (acks, publications, events received).
 
@@ -73,24 +89,13 @@ def read_runs(lines: Iterable[dict[str, Any]], deaths: dict[int, float]) -> tupl
     return list(runs.values()), others
 
 
-def _faulted(node: str, start: float, end: float, windows: list[Window]) -> bool:
-    return any((w.node is None or w.node == node) and w.start < end and start < w.end for w in windows)
-
-
 def _overlap(one: Run, two: Run, horizon: float) -> tuple[float, float] | None:
     start, end = max(one.start, two.start), min(one.end or horizon, two.end or horizon)
     return (start, end) if start < end else None
 
 
-def check(
-    runs: list[Run], others: list[dict[str, Any]], journal: Journal, windows: list[Window], cut_off: set[str]
-) -> list[str]:
-    """Every violation of the suite's invariants, one line each (empty: none).
-
-    `cut_off`: the nodes that were killed, paused or cut off from the
-    database (their listening tasks may miss events; those of healthy nodes
-    may not).
-    """
+def check(runs: list[Run], others: list[dict[str, Any]], journal: Journal, faults: Faults) -> list[str]:
+    """Every violation of the suite's invariants, one line each (empty: none)."""
     horizon = max([r.end or r.start for r in runs], default=0.0) + 1.0
     by_task: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for run in runs:
@@ -98,10 +103,10 @@ def check(
     found: list[str] = []
     found += _every_execution_ends(others, journal)
     found += _committed_tasks_never_run_again(by_task, journal)
-    found += _no_body_on_two_healthy_nodes(by_task, windows, horizon)
-    found += _successors_get_committed_outputs(by_task, journal)
-    found += _one_skip_instance(runs, windows, horizon)
-    found += _events_reach_listeners_once(others, journal, cut_off)
+    found += _no_body_on_two_healthy_nodes(by_task, faults, horizon)
+    found += _successors_get_committed_outputs(by_task, journal, faults, horizon)
+    found += _one_skip_instance(runs, faults, horizon)
+    found += _events_reach_listeners_once(others, journal, faults.cut_off)
     return found
 
 
@@ -131,7 +136,7 @@ def _committed_tasks_never_run_again(by_task: dict[tuple[str, str], list[Run]], 
 
 
 def _no_body_on_two_healthy_nodes(
-    by_task: dict[tuple[str, str], list[Run]], windows: list[Window], horizon: float
+    by_task: dict[tuple[str, str], list[Run]], faults: Faults, horizon: float
 ) -> list[str]:
     found = []
     for key, runs in by_task.items():
@@ -139,7 +144,7 @@ def _no_body_on_two_healthy_nodes(
             both = _overlap(one, two, horizon)
             if one.pid == two.pid or both is None:
                 continue
-            if not _faulted(one.node, *both, windows) and not _faulted(two.node, *both, windows):
+            if not faults.exempt(one, *both) and not faults.exempt(two, *both):
                 found.append(
                     f"twice at once: {key[0]} task {key[1]} on {one.node} and {two.node} "
                     f"for {both[1] - both[0]:.3f}s from {both[0]:.3f}"
@@ -147,7 +152,14 @@ def _no_body_on_two_healthy_nodes(
     return found
 
 
-def _successors_get_committed_outputs(by_task: dict[tuple[str, str], list[Run]], journal: Journal) -> list[str]:
+def _successors_get_committed_outputs(
+    by_task: dict[tuple[str, str], list[Run]], journal: Journal, faults: Faults, horizon: float
+) -> list[str]:
+    """The committed run of a successor, and every run on a healthy node, got its parents' committed outputs.
+
+    (A run on a node lost meanwhile may have started on a parent's output
+    that its node never committed: it is in flight, at least once.)
+    """
     found = []
     for (exec_id, task), runs in by_task.items():
         parents = PARENTS.get(task)
@@ -155,22 +167,24 @@ def _successors_get_committed_outputs(by_task: dict[tuple[str, str], list[Run]],
             continue
         wanted = [journal.outputs.get((exec_id, p)) for p in parents]
         expected: Any = wanted[0] if len(wanted) == 1 else wanted
+        committed = (journal.outputs.get((exec_id, task)) or {}).get("run")
         found += [
             f"inputs: {exec_id} task {task} on {run.node} got {run.inputs}, parents committed {expected}"
             for run in runs
             if run.inputs != expected
+            and (run.run == committed or not faults.exempt(run, run.start, run.end or horizon))
         ]
     return found
 
 
-def _one_skip_instance(runs: list[Run], windows: list[Window], horizon: float) -> list[str]:
+def _one_skip_instance(runs: list[Run], faults: Faults, horizon: float) -> list[str]:
     skips = [r for r in runs if r.task == "s"]
     found = []
     for one, two in itertools.combinations(skips, 2):
         both = _overlap(one, two, horizon)
         if one.exec_id == two.exec_id or both is None:
             continue
-        if not _faulted(one.node, *both, windows) and not _faulted(two.node, *both, windows):
+        if not faults.exempt(one, *both) and not faults.exempt(two, *both):
             found.append(
                 f"skip: instances {one.exec_id} ({one.node}) and {two.exec_id} ({two.node}) "
                 f"ran together for {both[1] - both[0]:.3f}s"

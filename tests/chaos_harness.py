@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from chaos_check import Journal, Window, check, read_runs
+from chaos_check import Faults, Journal, Window, check, read_runs
 
 HERE = Path(__file__).resolve().parent
 FAULTS = ("none", "kill", "stop", "conn", "proxy", "restart", "clock")
@@ -103,8 +103,7 @@ class _Fleet:
     env: dict[str, dict[str, str]]
     nodes: dict[str, _Node] = field(default_factory=dict)
     deaths: dict[int, float] = field(default_factory=dict)
-    windows: list[Window] = field(default_factory=list)
-    cut_off: set[str] = field(default_factory=set)
+    done: Faults = field(default_factory=Faults)
     faults: int = 0
     every: list[asyncio.subprocess.Process] = field(default_factory=list)
 
@@ -155,6 +154,8 @@ class _Fleet:
         node = self.nodes.pop(name)
         node.proc.send_signal(signal.SIGKILL)
         self.deaths[node.proc.pid] = now()
+        self.done.killed.add(node.proc.pid)
+        self.done.cut_off.add(name)
         await node.proc.wait()
 
     def pause(self, name: str, paused: bool) -> None:
@@ -321,7 +322,6 @@ async def _inject(scenario: Scenario, fleet: _Fleet, database: _Database, rng: r
             await at(rng.uniform(0.2, 0.35) + 0.4 * k)
             victim = rng.choice(sorted(fleet.live()))
             await fleet.kill(victim)
-            fleet.cut_off.add(victim)
             await asyncio.sleep(rng.uniform(0.2, 0.6))
             await fleet.start(victim if k == 0 else f"{victim}-r")  # same name first, then a new one
             fleet.faults += 1
@@ -332,8 +332,8 @@ async def _inject(scenario: Scenario, fleet: _Fleet, database: _Database, rng: r
         fleet.pause(victim, True)
         await asyncio.sleep(lease * rng.uniform(1.5, 2.5))
         fleet.pause(victim, False)
-        fleet.windows.append(Window(victim, paused, now() + lease))
-        fleet.cut_off.add(victim)
+        fleet.done.windows.append(Window(victim, paused, now() + lease))
+        fleet.done.cut_off.add(victim)
         fleet.faults += 1
     elif scenario.fault == "conn":
         await _kill_sessions(fleet, database, rng, start + feed)
@@ -343,7 +343,7 @@ async def _inject(scenario: Scenario, fleet: _Fleet, database: _Database, rng: r
         await at(rng.uniform(0.3, 0.5))
         began = now()
         await asyncio.to_thread(database.server.restart, "immediate")
-        fleet.windows.append(Window(None, began, now() + lease))
+        fleet.done.windows.append(Window(None, began, now() + lease))
         fleet.faults += 1
 
 
@@ -379,8 +379,8 @@ async def _misbehave(fleet: _Fleet, proxy: Any, rng: random.Random, lease: float
     obey("drop")
     await asyncio.sleep(lease * rng.uniform(1.5, 2.0))
     obey("reset")  # the silent connections end; new ones go through
-    fleet.windows.append(Window(victim, dropped, now() + lease))
-    fleet.cut_off.add(victim)
+    fleet.done.windows.append(Window(victim, dropped, now() + lease))
+    fleet.done.cut_off.add(victim)
 
 
 async def _settle(fleet: _Fleet, database: _Database) -> None:
@@ -403,5 +403,5 @@ def _judge(workdir: Path, fleet: _Fleet, database: _Database, events: int) -> Ou
         lines += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     runs, others = read_runs(lines, fleet.deaths)
     journal = database.journal()
-    violations = check(runs, others, journal, fleet.windows, fleet.cut_off)
+    violations = check(runs, others, journal, fleet.done)
     return Outcome(violations, len(journal.states), len(runs), events, fleet.faults)
