@@ -44,6 +44,9 @@ HERE = Path(__file__).resolve().parent
 FAULTS = ("none", "kill", "stop", "conn", "proxy", "restart", "clock")
 #: Faults only PostgreSQL has (sessions, a server, a network path).
 PG_ONLY = frozenset({"conn", "proxy", "restart"})
+#: The lease of the fault kinds that need another than 1 s: a restarted server is back within it
+#: (so no node may be taken for dead meanwhile).
+LEASES = {"restart": 6.0}
 #: Seconds the harness waits for a worker to start or listen before giving up.
 PATIENCE = 30.0
 
@@ -57,7 +60,8 @@ class Scenario:
     seed: int
     nodes: int = 3
     feed: float = 2.5
-    lease: float = 1.0
+    #: The nodes' lease (0: the fault kind's own, `LEASES`).
+    lease: float = 0.0
     rate: float = 30.0
     #: Seconds the executions have to end once the faults stopped (what has not ended then is a violation).
     settle: float = 8.0
@@ -69,6 +73,8 @@ class Scenario:
             raise ValueError(f"fault must be one of {', '.join(FAULTS)}, got {self.fault!r}")
         if self.store == "sqlite" and self.fault in PG_ONLY:
             raise ValueError(f"fault {self.fault!r} needs PostgreSQL")
+        if not self.lease:
+            object.__setattr__(self, "lease", LEASES.get(self.fault, 1.0))
 
 
 @dataclass
@@ -318,12 +324,13 @@ async def _inject(scenario: Scenario, fleet: _Fleet, database: _Database, rng: r
 
     victims = sorted(fleet.nodes)
     if scenario.fault == "kill":
-        for k in range(2):
-            await at(rng.uniform(0.2, 0.35) + 0.4 * k)
+        kills = max(2, round(feed / 1.25))
+        for k in range(kills):
+            await at((k + rng.uniform(0.1, 0.5)) / kills)
             victim = rng.choice(sorted(fleet.live()))
             await fleet.kill(victim)
             await asyncio.sleep(rng.uniform(0.2, 0.6))
-            await fleet.start(victim if k == 0 else f"{victim}-r")  # same name first, then a new one
+            await fleet.start(victim if k % 2 == 0 else f"{victim}-r{k}")  # the same name, then a new one
             fleet.faults += 1
     elif scenario.fault == "stop":
         await at(rng.uniform(0.1, 0.3))
@@ -343,7 +350,9 @@ async def _inject(scenario: Scenario, fleet: _Fleet, database: _Database, rng: r
         await at(rng.uniform(0.3, 0.5))
         began = now()
         await asyncio.to_thread(database.server.restart, "immediate")
-        fleet.done.windows.append(Window(None, began, now() + lease))
+        if now() - began > lease * 2 / 3:  # slower than a renewed lease lasts: leases may have run out
+            fleet.done.windows.append(Window(None, began, now() + lease))
+            fleet.done.cut_off.update(fleet.nodes)
         fleet.faults += 1
 
 
