@@ -305,7 +305,7 @@ async def _feed(scenario: Scenario, fleet: _Fleet, rng: random.Random) -> int:
         live = fleet.live()
         if live:
             target, roll, n = rng.choice(live), rng.random(), n + 1
-            if roll < 0.6:
+            if roll < 0.5:
                 fleet.send(target, f"dag {n}")
             elif roll < 0.8:
                 fleet.send(target, f"skip {n}")
@@ -333,15 +333,17 @@ async def _inject(scenario: Scenario, fleet: _Fleet, database: _Database, rng: r
             await fleet.start(victim if k % 2 == 0 else f"{victim}-r{k}")  # the same name, then a new one
             fleet.faults += 1
     elif scenario.fault == "stop":
-        await at(rng.uniform(0.1, 0.3))
-        victim = rng.choice(victims)
-        paused = now()
-        fleet.pause(victim, True)
-        await asyncio.sleep(lease * rng.uniform(1.5, 2.5))
-        fleet.pause(victim, False)
-        fleet.done.windows.append(Window(victim, paused, now() + lease))
-        fleet.done.cut_off.add(victim)
-        fleet.faults += 1
+        pauses = max(1, round(feed / 2.5))
+        for k in range(pauses):
+            await at((k + rng.uniform(0.05, 0.2)) / pauses)
+            victim = rng.choice(victims)
+            paused = now()
+            fleet.pause(victim, True)
+            await asyncio.sleep(lease * rng.uniform(1.5, 2.5))
+            fleet.pause(victim, False)
+            fleet.done.windows.append(Window(victim, paused, now() + lease))
+            fleet.done.cut_off.add(victim)
+            fleet.faults += 1
     elif scenario.fault == "conn":
         await _kill_sessions(fleet, database, rng, start + feed)
     elif scenario.fault == "proxy":

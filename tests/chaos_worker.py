@@ -115,7 +115,7 @@ async def step(event: Event) -> dict[str, Any]:
     exec_id, tid, uid, run = _running()
     slow = bool((asyncio.current_task().template.config or {}).get("slow"))  # type: ignore[union-attr]
     with tracked(exec_id, tid, uid, run, event.data):
-        await asyncio.sleep(random.Random(run).uniform(0.2, 0.4) if slow else random.Random(run).uniform(0.01, 0.1))
+        await asyncio.sleep(random.Random(run).uniform(0.2, 0.4) if slow else random.Random(run).uniform(0.05, 0.25))
     outputs = {"run": run, "task": tid}
     record("end", exec=exec_id, task=tid, uid=uid, run=run, outputs=outputs)
     return outputs
@@ -131,7 +131,7 @@ async def join(event: Event) -> dict[str, Any]:
         inputs.append((await queue.get()).data)
     inputs.sort(key=lambda data: str(data.get("task")))
     with tracked(exec_id, tid, uid, run, inputs):
-        await asyncio.sleep(random.Random(run).uniform(0.01, 0.1))
+        await asyncio.sleep(random.Random(run).uniform(0.05, 0.25))
     outputs = {"run": run, "task": tid}
     record("end", exec=exec_id, task=tid, uid=uid, run=run, outputs=outputs)
     return outputs

@@ -126,7 +126,13 @@ CI_SCENARIOS = [
     pytest.param("pg", "conn", 1, id="pg-conn"),
     pytest.param("pg", "proxy", 1, id="pg-proxy"),
     pytest.param("pg", "restart", 1, id="pg-restart"),
-    pytest.param("sqlite", "clock", 1, id="sqlite-clock"),
+    pytest.param(
+        "sqlite",
+        "clock",
+        1,
+        id="sqlite-clock",
+        marks=known(5, "SQLite leases follow time.time(): a node 10 s off takes the others' work or is taken for dead"),
+    ),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -82,7 +83,7 @@ async def test_events_reach_a_listener_once_while_the_sessions_are_killed(
     dsn, _ = pg_schema
     tag = uuid.uuid4().hex[:8]
     names = {"listener": f"ev-l-{tag}", "publisher": f"ev-p-{tag}"}
-    total = 40
+    total = 30
     got: list[int] = []
     ready = asyncio.Event()
 
@@ -104,26 +105,19 @@ async def test_events_reach_a_listener_once_while_the_sessions_are_killed(
     import asyncpg
 
     killer = await asyncpg.connect(dsn, timeout=5)
-    done = asyncio.Event()
-
-    async def kill_sessions() -> int:
-        query = (
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = ANY($1) AND pid <> pg_backend_pid()"
-        )
-        killed = 0
-        while not done.is_set():
-            killed += await killer.fetchval(query, list(names.values()))
-            await asyncio.sleep(0.02)
-        return killed
-
-    killing = asyncio.ensure_future(kill_sessions())
+    query = (
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE application_name = ANY($1) AND pid <> pg_backend_pid()"
+    )
+    killed = 0
     try:
         for n in range(total):
+            # The listener's sessions before every other event, the publisher's too before every sixth.
+            victims = [names["listener"], names["publisher"]] if n % 6 == 0 else [names["listener"]]
+            if n % 2 == 0:
+                killed += await killer.fetchval(query, victims)
             await asyncio.to_thread(publisher.publish, {"n": n}, "news")
     finally:
-        done.set()
-        killed = await killing
         await killer.close()
     await asyncio.wait_for(workflow, 30)
     assert killed > 0
@@ -147,3 +141,26 @@ def test_a_process_whose_clock_runs_ahead_keeps_its_events_for_the_others(
         monkeypatch.undo()
         assert [(i, data) for i, _, _, data in other.events_after(0)] == [(first, {"n": 1})]
         assert [(i, data) for i, _, _, data in ahead.events_after(first)] == [(first + 1, {"n": 2})]
+
+
+async def test_a_lost_listening_connection_wakes_the_listener(
+    pg_schema: Schema, stores: Callable[..., PostgresStore]
+) -> None:
+    import asyncpg
+
+    dsn, _ = pg_schema
+    name = f"ev-wake-{uuid.uuid4().hex[:8]}"
+    store = stores(server_settings={"application_name": name})
+    store.attach(name, lease=30)
+    woken = threading.Event()
+    assert await asyncio.to_thread(store.listen, woken.set) is True
+    assert await asyncio.to_thread(store.listen, woken.set) is False  # listening already
+    killer = await asyncpg.connect(dsn, timeout=5)
+    try:
+        query = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1"
+        assert await killer.fetchval(query, name) >= 1
+    finally:
+        await killer.close()
+    # No event was published: the lost connection itself wakes the listener, which listens again at once.
+    assert await asyncio.to_thread(woken.wait, 10)
+    assert await asyncio.to_thread(store.listen, woken.set) is True  # on a new connection

@@ -989,6 +989,10 @@ class PostgresStore(Store):
     def listen(self, wake: Callable[[], None]) -> bool:
         """Call `wake` (from the store's thread) whenever an event is published.
 
+        `wake` is called too when the listening connection is lost: the
+        caller listens again at once (on a new connection) and reads the
+        events published meanwhile from its cursor.
+
         Returns:
             True when listening (again); False when already listening.
         """
@@ -997,6 +1001,7 @@ class PostgresStore(Store):
             if self._listening is conn:
                 return False
             await conn.add_listener(self.channel, lambda *_: wake())
+            conn.add_termination_listener(lambda *_: wake())
             self._listening = conn
             return True
 
