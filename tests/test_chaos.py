@@ -141,7 +141,7 @@ CI_SCENARIOS = [
 @pytest.mark.parametrize(("store", "fault", "seed"), CI_SCENARIOS)
 def test_no_invariant_breaks_under_faults(store: str, fault: str, seed: int, tmp_path: Path) -> None:
     dsn = need_postgres() if store == "pg" else None
-    outcome = run(Scenario(store, fault, seed, feed=2.0), tmp_path, dsn)
+    outcome = run(Scenario(store, fault, seed, feed=1.5), tmp_path, dsn)
     assert outcome.executions > 10  # the run did work
     assert outcome.runs > 30
     assert outcome.events > 0
