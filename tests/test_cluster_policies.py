@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import template
+from support import template, until
 
 import tukio.cluster
 from tukio import Engine, Event, Workflow, WorkflowTemplate
 from tukio.policy import Decision, OverrunPolicy
-from tukio.store import SQLiteStore
+from tukio.store import MemoryStore, SQLiteStore
 from tukio.store._gate import Running, rule
 from tukio.store.base import ExecutionRecord, Store
 from tukio.store.postgres import PostgresStore
@@ -305,6 +305,54 @@ async def test_skip_until_unlock_holds_across_nodes_until_the_unlock_task_ends(
     await parked_on("a")
     assert await b.trigger("pol", {}) is None  # the new one is locked
     await stop(a, b)
+
+
+async def test_skip_until_unlock_counts_this_nodes_unlock_as_the_body_ends(
+    shared: Callable[[], Any], parked: Callable[[str, str], WorkflowTemplate]
+) -> None:
+    """A node's own unlock counts at once, not once the store has it; another node sees it late, never early."""
+    a, b = await engines(shared, parked, "skip-until-unlock", "a", "b")
+    store = a.store
+    assert store is not None
+    recorded = threading.Event()
+    record = store.unlock  # type: ignore[attr-defined]
+
+    def held(exec_ids: list[str]) -> None:  # the store learns of unlocks only once the test says so
+        assert recorded.wait(10)
+        record(exec_ids)
+
+    store.unlock = held  # type: ignore[attr-defined]
+    try:
+        for n in range(20):
+            workflow = await a.trigger("pol", {"unlock": True})
+            assert workflow is not None, f"trigger {n}, made once the previous one unlocked, was skipped"
+            await until(lambda w=workflow: not w.locked())  # type: ignore[misc]
+            assert await b.trigger("pol", {}) is None  # b sees only what the store has: still locked
+    finally:
+        recorded.set()
+    started = None
+    for _ in range(1000):  # once recorded, b sees the unlocks
+        started = await b.trigger("pol", {})
+        if started is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert started is not None
+    await stop(a, b)
+
+
+async def test_skip_until_unlock_with_a_memory_store_counts_the_unlock_as_the_body_ends(
+    parked: Callable[[str, str], WorkflowTemplate],
+) -> None:
+    engine = Engine(store=MemoryStore())
+    await engine.load(parked("m", "skip-until-unlock"))
+    for n in range(20):
+        workflow = await engine.trigger("pol", {"unlock": True})
+        assert workflow is not None, f"trigger {n}, made once the previous one unlocked, was skipped"
+        await until(lambda w=workflow: not w.locked())  # type: ignore[misc]
+    locked = await engine.trigger("pol", {})
+    assert locked is not None
+    assert await engine.trigger("pol", {}) is None
+    await stop(engine)
 
 
 # -- what stays as it was ------------------------------------------------------------------------------

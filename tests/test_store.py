@@ -122,9 +122,14 @@ async def test_journal_matches_the_report(step: str, store: Store) -> None:
 
 async def test_successors_start_after_the_parent_end_is_durable(step: str, store: Store) -> None:
     engine = Engine(store=store)
+
+    def probe() -> dict[str, str | None]:  # what the store holds of the one execution
+        [info] = store.executions()
+        return states(store.load(info.exec_id))
+
+    SEEN["probe"] = probe
     wf = await engine.run_once(chain(step), {"v": 0})
     assert wf is not None
-    SEEN["probe"] = lambda: states(store.load(wf.uid))
     await asyncio.wait_for(wf, 5)
     await engine.stop()
     assert SEEN["b"]["a"] == "finished"

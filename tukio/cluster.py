@@ -339,7 +339,9 @@ class Cluster:
         Args:
             workflow: the new workflow.
             data: its triggering data.
-            running: the ids of the instances of its template running on this node.
+            running: the ids of the instances of its template running on this
+                node that its policy counts (under 'skip-until-unlock', the
+                locked ones: an unlock counts here before the store has it).
 
         Returns:
             None when the policy says skip; else what the workflow waits

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -16,7 +17,7 @@ from tukio.cluster import Cluster, LeasedStore
 from tukio.errors import DamagedRecordError, RescueError
 from tukio.event import Event
 from tukio.policy import OverrunPolicy
-from tukio.recorder import NULL_RECORDER, Recorder
+from tukio.recorder import NULL_RECORDER, Recorder, Written
 from tukio.selector import WorkflowSelector
 from tukio.store.journal import Journal
 from tukio.task._start import EAGER_SUPPORTED
@@ -37,6 +38,18 @@ log = logging.getLogger(__name__)
 def _check_template(template: object) -> None:
     if not isinstance(template, WorkflowTemplate):
         raise TypeError(f"expected a WorkflowTemplate or its dict, got {type(template).__name__}")
+
+
+async def _committed(begun: list[Written]) -> None:
+    """Wait until each of `begun` (workflows' begin records) is committed.
+
+    A begin that could not be stored (its data cannot be serialized) fails
+    its workflow, not the caller: its error is not raised here.
+    """
+    for written in begun:
+        if not written.done():
+            with contextlib.suppress(Exception):
+                await written
 
 
 class _Running:
@@ -97,6 +110,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
     _journal: Journal | None = None
     _cluster: Cluster | None = None
     _recorder: Recorder = NULL_RECORDER
+    # Set by `cancel()`: (its message,); the future ends cancelled once the engine has stopped.
+    _cancel_asked: tuple[Any] | None = None
 
     def __init__(
         self,
@@ -221,6 +236,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             log.debug("engine stopping: data on topic %s dispatched, no workflow started", topic)
             return None
         started = []
+        begun: list[Written] = []
         for template in self.selector.select(topic):
             if event is None:
                 trigger = Event(data, topic=topic)
@@ -229,9 +245,10 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             if self._cluster is not None and template.policy is not OverrunPolicy.START_NEW:
                 workflow = await self._start_shared(template, trigger)
             else:
-                workflow = self._start(template, trigger)
+                workflow = self._start(template, trigger, begun=begun)
             if workflow is not None:
                 started.append(workflow)
+        await _committed(begun)
         return started
 
     async def trigger(
@@ -258,7 +275,10 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             return None
         if self._cluster is not None and template.policy is not OverrunPolicy.START_NEW:
             return await self._start_shared(template, Event(data), timeout)
-        return self._start(template, Event(data), timeout)
+        begun: list[Written] = []
+        workflow = self._start(template, Event(data), timeout, begun)
+        await _committed(begun)
+        return workflow
 
     async def run_once(
         self, template: WorkflowTemplate, data: dict[str, Any] | Event, timeout: float | None = None
@@ -282,7 +302,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         template.validate()
         workflow = self._new(template)
         self._track(workflow)
-        self._run(workflow, Event(data), timeout)
+        await _committed([self._run(workflow, Event(data), timeout)])
         return workflow
 
     async def rescue(self, template: WorkflowTemplate, report: dict[str, Any]) -> Workflow | None:
@@ -457,12 +477,21 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             workflow.run(Event(event) if isinstance(event, dict) else event)
         return workflow
 
-    def _run(self, workflow: Workflow, event: Event, timeout: float | None) -> None:
+    def _run(self, workflow: Workflow, event: Event, timeout: float | None) -> Written:
+        """Run `workflow`; return what resolves once its begin record is committed."""
         workflow.run(event)
         if timeout:
             TimeoutHandle(workflow, timeout).start()
+        return workflow.begin_recorded
 
-    def _start(self, template: WorkflowTemplate, event: Event, timeout: float | None = None) -> Workflow | None:
+    def _start(
+        self,
+        template: WorkflowTemplate,
+        event: Event,
+        timeout: float | None = None,
+        begun: list[Written] | None = None,
+    ) -> Workflow | None:
+        """Start `template` under its policy, as this engine sees it; add what commits its begin to `begun`."""
         group = self._running.get(template.uid)
         if group is None:
             workflow = admit(template, 0, 0, (), self._new)
@@ -472,7 +501,9 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             log.debug("template %s: skipped by policy %s", template.uid, template.policy.value)
             return None
         self._track(workflow)
-        self._run(workflow, event, timeout)
+        written = self._run(workflow, event, timeout)
+        if begun is not None and not written.done():
+            begun.append(written)
         return workflow
 
     async def _start_shared(
@@ -482,8 +513,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         assert self._cluster is not None
         workflow = self._new(template)
         try:
-            group = self._running.get(template.uid)
-            previous = await self._cluster.admit(workflow, event.data, group.instances if group is not None else ())
+            previous = await self._cluster.admit(workflow, event.data, self._counted(template))
         except Exception as exc:  # the store retried what it could: this trigger is lost, not the others
             log.error("template %s: not started, the store could not apply its policy: %s", template.uid, exc)
             return None
@@ -500,6 +530,20 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             workflow.run_after(previous)
         self._run(workflow, event, timeout)
         return workflow
+
+    def _counted(self, template: WorkflowTemplate) -> list[str]:
+        """The ids of this engine's instances of `template` that its policy counts.
+
+        Under 'skip-until-unlock' only the locked ones: an unlock here counts
+        as the unlocking task's body ends, before the store records it (the
+        other nodes see it once recorded: late, never early).
+        """
+        group = self._running.get(template.uid)
+        if group is None:
+            return []
+        if template.policy is OverrunPolicy.SKIP_UNTIL_UNLOCK:
+            return [uid for uid, workflow in group.instances.items() if workflow.locked()]
+        return list(group.instances)
 
     def _flush_end(self, _: object) -> None:
         """Commit a workflow's end now: the other nodes count it as running until then."""
@@ -554,6 +598,27 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         self._check_stopped()
         return self
 
+    def cancel(self, msg: Any = None) -> bool:
+        """Stop the engine as ``stop(force=True)`` does; the future ends cancelled once it has stopped.
+
+        As with an `asyncio.Task`, cancelling asks the engine to stop: its
+        workflows are cancelled, their last records written, its cluster
+        closed (heartbeat and listeners end, the lease is given back), and
+        only then is the future cancelled. So ``asyncio.wait_for(engine, t)``
+        timing out stops the engine cleanly before it raises `TimeoutError`.
+
+        Args:
+            msg: the message of the `CancelledError` raised by awaiting the engine.
+
+        Returns:
+            False when the engine had already stopped, else True.
+        """
+        if self.done():
+            return False
+        self._cancel_asked = (msg,)
+        self.stop(force=True)
+        return True
+
     def _check_stopped(self) -> None:
         if self._stopping and not self._instances and not self.done():
             # The last records (workflow ends) are written before the engine is done.
@@ -563,4 +628,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         if not self.done() and not self._instances:
             if self._cluster is not None:
                 self._cluster.close()
-            self.set_result(None)
+            if self._cancel_asked is None:
+                self.set_result(None)
+            else:
+                super().cancel(self._cancel_asked[0])

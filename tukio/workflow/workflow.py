@@ -69,6 +69,7 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
 
     # Slots, no instance dict: a workflow is the one object every trigger makes.
     __slots__ = (
+        "_begin",
         "_deferred",
         "_eager",
         "_end",
@@ -112,6 +113,7 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
     _retries: Retries | None
     _waiting_for: int  # workflows aborted for this one, not ended yet (abort-running)
     _run_later: tuple[Any, Written] | None
+    _begin: Written | None  # what resolves once the begin is recorded
     # The lock is made on first use (see `lock`): most workflows only need to know
     # whether they unlocked, and whom to tell (the engine) when they do.
     _lock: WorkflowLock | None
@@ -150,7 +152,7 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
         self.committed = False
         self._end = self._error = self._timeout = self._unlock_task = self._next = None
         self._suspended = self._deferred = self._failures = self._kept = self._retries = None
-        self._run_later = self._lock = self._unlock_callback = self._on_end = None
+        self._run_later = self._lock = self._unlock_callback = self._on_end = self._begin = None
         self._waiting_for = 0
         self._unlocked = False
 
@@ -259,7 +261,9 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
         """Start the root task with `event_or_dict`.
 
         The root starts once the recorder has recorded the triggering data
-        (at once without a store).
+        (at once without a store). A workflow that waits for aborted ones
+        (`run_after`) records its triggering data now (see `begin_recorded`),
+        and starts its root once they have all ended.
 
         Returns:
             What resolves once the root task was started (or could not be).
@@ -272,11 +276,25 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
         if self._waiting_for:
             if self._run_later is not None:
                 raise RuntimeError(f"workflow {self._uid} was already started (it waits for aborted workflows)")
+            if self.recorder is not NULL_RECORDER:  # write-ahead of the begin, whatever the wait
+                self._begin = self.recorder.workflow_begin(self, _payload(event_or_dict))
             self._run_later = (event_or_dict, Written())
             return self._run_later[1]
+        return self._go(event_or_dict)
+
+    @property
+    def begin_recorded(self) -> Written:
+        """What resolves once `run()` had the triggering data recorded (durable with a store).
+
+        Already resolved before `run()` and when nothing records the workflow.
+        """
+        return self._begin if self._begin is not None else WRITTEN
+
+    def _go(self, event_or_dict: Event | dict[str, Any] | Any) -> Written:
+        """Start the root once the begin is recorded (recorded now unless `run()` recorded it already)."""
         self._start = time.time()
         data = Event(event_or_dict) if isinstance(event_or_dict, dict) else event_or_dict
-        payload = data.data if isinstance(data, Event) else data
+        payload = _payload(data)
         self._emit(WorkflowExecState.begin, payload)
         if self._plan.root is None:
             self._error = self._plan.error
@@ -293,7 +311,9 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
         if self.recorder is NULL_RECORDER:  # nothing to record: start the root now
             self._begun(data, None)
             return WRITTEN
-        begun = self.recorder.workflow_begin(self, payload)
+        begun = self._begin
+        if begun is None:
+            begun = self._begin = self.recorder.workflow_begin(self, payload)
         begun.then(self._begun, data)
         return begun
 
@@ -315,7 +335,7 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
         data, written = self._run_later
         self._run_later = None
         if self._life is State.CREATED:
-            self.run(data).then(_resolve, written)
+            self._go(data).then(_resolve, written)
         else:  # cancelled meanwhile
             written.resolve()
 
@@ -585,6 +605,11 @@ class Workflow(Control, Observed, asyncio.Future):  # type: ignore[type-arg]
 
 def _resolve(written: Written, error: BaseException | None) -> None:
     written.resolve(error)
+
+
+def _payload(data: Any) -> Any:
+    """What the recorder keeps of the triggering data (an Event's data)."""
+    return data.data if isinstance(data, Event) else data
 
 
 def _task_recorded(task: TukioTask, error: BaseException | None) -> None:
