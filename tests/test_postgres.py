@@ -267,20 +267,6 @@ def test_ownership_and_fencing(pg_schema: Schema) -> None:
         b.close()
 
 
-def test_a_crashed_node_is_dead_once_its_session_is_gone(pg_schema: Schema) -> None:
-    dsn, schema = pg_schema
-    with PostgresStore(dsn, schema=schema) as b:
-        a = PostgresStore(dsn, schema=schema, server_settings={"application_name": schema + "-a"})
-        a.attach("a", lease=60)
-        a.write([begin("e1")])
-        psql(f"UPDATE \"{schema}\".nodes SET beat = now() - interval '2 seconds' WHERE name = 'a'")
-        b.attach("b", lease=60)
-        assert b.claim(["t"]) == []  # a's presence lock is held: alive despite the old heartbeat
-        terminate(schema + "-a")
-        assert [i.exec_id for i in b.claim(["t"])] == ["e1"]  # its session died: dead at once
-        a.close()
-
-
 def test_concurrent_claims_take_each_execution_once(pg_schema: Schema) -> None:
     dsn, schema = pg_schema
     with PostgresStore(dsn, schema=schema) as seed:
