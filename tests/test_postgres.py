@@ -506,7 +506,7 @@ async def test_a_loop_write_the_database_refuses_fails_that_batch_only(
         assert isinstance(await asyncio.wait_for(bad, 10), Exception)
         assert store.write_soon([begin("e1")], good.set_result)
         assert await asyncio.wait_for(good, 10) is None
-    assert "writing 1 record(s)" in caplog.text
+    assert "writing its parts alone" in caplog.text
 
 
 def test_a_call_waiting_when_the_store_closes_fails_instead_of_waiting_forever(pg_schema: Schema) -> None:

@@ -49,6 +49,7 @@ from tukio.store.base import (
     parse_time,
     task_events,
 )
+from tukio.store.journal import shrink
 
 if TYPE_CHECKING:
     import asyncpg
@@ -219,11 +220,43 @@ class _Soon:
                 except asyncio.CancelledError:
                     _fail(batch)
                     raise
-                except Exception as exc:
-                    log.exception("journal: writing %d record(s) to %r failed", len(records), store)
+                except ConnectionError as exc:  # unreachable past `retry_for`: nothing was written
+                    log.error("journal: writing %d record(s) to %r failed: %s", len(records), store, exc)
                     error = exc
+                except Exception as exc:
+                    # One bad record must not fail the others: each batch again alone, record by record.
+                    log.warning("journal: a group commit to %r failed (%s); writing its parts alone", store, exc)
+                    for part, done in batch:
+                        done(await self._alone(part))
+                    continue
             for _, done in batch:
                 done(error)
+
+    async def _alone(self, records: Sequence[Record]) -> BaseException | None:
+        """Write one journal batch, record by record where it must; the error of a record refused whole."""
+        try:
+            await self.store.write_on(self.link, records)
+            return None
+        except Exception as exc:
+            if isinstance(exc, ConnectionError) or not records:
+                return exc
+        empty = self.store.serializer.dumps({})
+        for record in records:
+            steps = shrink(record, empty)
+            attempt = next(steps)
+            while True:
+                try:
+                    await self.store.write_on(self.link, [attempt])
+                    error: BaseException | None = None
+                except Exception as exc:
+                    error = exc
+                try:
+                    attempt = steps.send(error)
+                except StopIteration as stop:
+                    if not stop.value:
+                        return error
+                    break
+        return None
 
     async def close(self) -> None:
         """Stop the task (what it did not commit fails) and close the connection."""
