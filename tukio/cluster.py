@@ -45,7 +45,7 @@ from tukio.store._lease import LEASE_MARGIN, Beat, Clock
 from tukio.store.base import UNFINISHED, ExecutionRecord
 
 if TYPE_CHECKING:
-    from tukio.store.base import ExecutionInfo
+    from tukio.store.base import ExecutionInfo, Serializer
     from tukio.workflow.workflow import Workflow
 
 __all__ = ["DEFAULT_LEASE", "Cluster", "LeasedStore", "default_node_name"]
@@ -86,11 +86,20 @@ def default_node_name() -> str:
 
 @runtime_checkable
 class LeasedStore(Protocol):
-    """What a store offers to be shared by several nodes (see `PostgresStore`)."""
+    """What a store offers to be shared by several nodes (`SQLiteStore`, `PostgresStore`).
+
+    Beside the calls, two capabilities: `shares_events` (data one node
+    receives reaches the listening tasks of the others) and `event_poll`
+    (None: the store wakes the nodes up when an event or a cancel request
+    comes, PostgreSQL's LISTEN; else the seconds between two reads, SQLite).
+    """
 
     node: str | None
     on_fenced: Callable[[list[str]], None] | None
     ephemeral: bool
+    serializer: Serializer
+    shares_events: bool
+    event_poll: float | None
     #: The clock of the node's own lease deadline (see `tukio.store._lease`).
     clock: Clock
 
@@ -132,6 +141,17 @@ class LeasedStore(Protocol):
 
     def admit(self, policy: OverrunPolicy, begin: ExecutionRecord, here: Collection[str]) -> tuple[Decision, list[str]]:
         """Apply an overrun policy across the nodes; unless it skips, record the begin (see `tukio.store._gate`)."""
+
+    def admit_soon(
+        self, policy: OverrunPolicy, begin: ExecutionRecord, here: Collection[str]
+    ) -> concurrent.futures.Future[tuple[Decision, list[str]]] | None:
+        """Start `admit` without a thread of the caller's; None when the store cannot (then call `admit`)."""
+
+    def listen_cancels(self, wake: Callable[[], None]) -> bool:
+        """Call `wake` whenever an admission asks some node to cancel executions (when `event_poll` is None)."""
+
+    def stranded(self, template_ids: Iterable[str]) -> list[ExecutionInfo]:
+        """Unfinished executions of dead nodes whose template is not among `template_ids`."""
 
     def cancel_requests(self) -> list[str]:
         """Settle the cancel requests no live node will act on; return this node's."""
@@ -207,9 +227,9 @@ class Cluster:
         self._wake = asyncio.Event()
         self._closed = False
         # A store may keep ownership without sharing events: then none are published.
-        self._shares = bool(getattr(store, "shares_events", True))
+        self._shares = store.shares_events
         # A store that cannot wake the nodes up (`SQLiteStore`) is read every `event_poll` seconds.
-        self._poll: float | None = getattr(store, "event_poll", None)
+        self._poll = store.event_poll
         # Claims of dead nodes' work start one lease after the start: a crashed process
         # may be known dead at once (`SQLiteStore`), and `recover()` right after the engine's start
         # resumes (and returns) what it left.
@@ -243,7 +263,7 @@ class Cluster:
             self._beating = self._loop.create_task(self._beat_forever(), name=f"tukio-heartbeat-{self.node}")
             self._claiming = self._loop.create_task(self._claim_forever(), name=f"tukio-claims-{self.node}")
             self._listen()
-            if hasattr(self.store, "listen_cancels"):
+            if self._poll is None:  # the store signals cancel requests
                 self._cancelling = self._loop.create_task(self._cancels_forever(), name=f"tukio-cancels-{self.node}")
 
     def _listen(self) -> None:
@@ -282,8 +302,7 @@ class Cluster:
         self._cancel(requested, "another node aborted it (abort-running)")
         claimed = await self._claim_all()
         # What no node can take (its template is not loaded here): listed, so the engine says why.
-        stranded = getattr(self.store, "stranded", None)
-        left = await asyncio.to_thread(stranded, self._templates()) if stranded is not None else []
+        left = await asyncio.to_thread(self.store.stranded, self._templates())
         return mine + claimed + left
 
     def resumed(self, exec_ids: Iterable[str]) -> None:
@@ -423,10 +442,9 @@ class Cluster:
     def _cancel_requests(self) -> list[str]:
         """(In a thread, at each look.) Listen for signalled cancel requests (again after a
         lost connection), and read this node's requests, in case a signal was missed."""
-        listen = getattr(self.store, "listen_cancels", None)
-        if listen is not None:
+        if self._poll is None:
             try:
-                listen(self._signalled)
+                self.store.listen_cancels(self._signalled)
             except Exception:
                 log.exception("node %s: cannot listen for cancel requests (read at each heartbeat)", self.node)
         return self.store.cancel_requests()
@@ -473,8 +491,7 @@ class Cluster:
         try:
             async with self._gate.admission():
                 here = [*running, *self._admitting, *self._claimed]
-                soon = getattr(self.store, "admit_soon", None)  # a store that need not block a thread
-                future = soon(policy, begin, here) if soon is not None else None
+                future = self.store.admit_soon(policy, begin, here)  # no thread when the store needs none
                 if future is not None:
                     decision, waits = await asyncio.wrap_future(future)
                 else:
@@ -494,13 +511,12 @@ class Cluster:
         return previous
 
     def _begin_record(self, workflow: Workflow, data: Any) -> ExecutionRecord:
-        dumps = self.store.serializer.dumps if hasattr(self.store, "serializer") else None
+        dumps = self.store.serializer.dumps
         template: str | bytes | None = None
         event: str | bytes | None = None
-        if dumps is not None:
-            # What cannot be serialized is left out: the journal then records the workflow as failed.
-            with contextlib.suppress(Exception):
-                template, event = _storable(dumps(workflow.template.as_dict())), _storable(dumps(data))
+        # What cannot be serialized is left out: the journal then records the workflow as failed.
+        with contextlib.suppress(Exception):
+            template, event = _storable(dumps(workflow.template.as_dict())), _storable(dumps(data))
         return ExecutionRecord(
             storable(workflow.uid),
             storable(str(workflow.template.uid)),

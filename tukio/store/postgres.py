@@ -390,6 +390,9 @@ class PostgresStore(Store):
 
     blocking = True
     keeps_events = True
+    #: Events are shared through the database, and LISTEN wakes the nodes up (nothing is polled).
+    shares_events = True
+    event_poll: float | None = None
 
     def __init__(
         self,
@@ -757,6 +760,21 @@ class PostgresStore(Store):
         ids = list(template_ids)
         rows = self._run(self._reader.call(lambda c: c.fetch(self.sql.claim, node, self.epoch, ids, limit)))
         return [_info(r) for r in rows]
+
+    def stranded(self, template_ids: Iterable[str]) -> list[ExecutionInfo]:
+        """The unfinished executions of dead nodes (or of no node) whose template is not among `template_ids`.
+
+        A `claim` leaves them alone (this node cannot run them); `recover()`
+        lists them, with the reason, in `Engine.unrecovered`.
+        """
+        self._attached()
+        ids = list(template_ids)
+        query = (
+            f"SELECT {self.sql.columns} FROM {self.sql.schema}.executions WHERE state = 'pending' "
+            "AND (template_id IS NULL OR NOT template_id = ANY($1)) "
+            f"AND (owner IS NULL OR owner NOT IN ({self.sql.alive})) ORDER BY started NULLS FIRST, exec_id"
+        )
+        return [_info(r) for r in self._run(self._reader.call(lambda c: c.fetch(query, ids)))]
 
     def lost(self, exec_ids: Iterable[str]) -> list[str]:
         """Return those of `exec_ids` that this node (and epoch) no longer owns."""

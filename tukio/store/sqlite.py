@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import logging
@@ -377,7 +378,7 @@ class SQLiteStore(Store):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
         if not event_poll > 0:
             raise ValueError(f"event_poll must be a positive number of seconds, got {event_poll!r}")
-        self.event_poll = event_poll
+        self.event_poll: float | None = event_poll
         self.path = os.fspath(path)
         self._lock = threading.Lock()
         self._written = 0  # records written since the last checkpoint
@@ -1248,6 +1249,16 @@ class SQLiteStore(Store):
     def listen(self, wake: Callable[[], None]) -> bool:
         """SQLite cannot signal other processes: never calls `wake` (they poll, see `event_poll`); returns False."""
         return False
+
+    def listen_cancels(self, wake: Callable[[], None]) -> bool:
+        """SQLite cannot signal other processes: never calls `wake` (cancel requests are read); returns False."""
+        return False
+
+    def admit_soon(
+        self, policy: OverrunPolicy, begin: ExecutionRecord, here: Collection[str]
+    ) -> concurrent.futures.Future[tuple[Decision, list[str]]] | None:
+        """None: an admission is one local transaction, made by `admit` (on a thread of the caller's)."""
+        return None
 
     def close(self) -> None:
         """Close the database and free the node's lock (idempotent); the store cannot be used afterwards."""
