@@ -3,10 +3,14 @@
 An engine whose store can share its journal (`PostgresStore`, `SQLiteStore`)
 is a *node*: every execution it starts is owned by it, under its current
 *epoch*. The node renews a lease in the database every third of it (a
-heartbeat). A node whose lease expired, or whose crashed process let go of
-its database session (PostgreSQL) or of its lock file (SQLite), is dead:
-each live node then takes over its unfinished executions (an atomic claim:
-each is taken by one node only) and resumes them as `Engine.recover` does.
+heartbeat, on the server's clock for PostgreSQL, the host's boot-time clock
+for SQLite: see `tukio.store._lease`). A node whose lease expired, or whose
+crashed process let go of its lock file (SQLite), is dead; a node whose
+lease runs is alive, whatever happens to its database connections. Each
+live node then takes over a dead node's unfinished executions (an atomic
+claim: each is taken by one node only) and resumes them as
+`Engine.recover` does; from the claim on, they count as running on it for
+the overrun policies (see `tukio._admission`).
 
 The database refuses a write for an execution unless it comes from its
 owner under the owner's current epoch (fencing). A node that comes back after
@@ -14,7 +18,9 @@ losing ownership (it was paused, or cut off, past its lease) has its copies
 of those workflows cancelled when its writes are refused, or as soon as its
 next heartbeat finds it was late. A node restarted under the same name takes
 its unfinished executions back at once, under a new epoch, which fences any
-leftover process of that name.
+leftover process of that name. Before it resumes a claimed execution, a
+node whose own lease deadline lapsed (paused, say) renews it and asks the
+store what it still owns (`Cluster.confirm`).
 
 Overrun policies hold across the nodes: with a shared store, the engine asks
 the store to admit each trigger of a template whose policy is not
@@ -33,19 +39,17 @@ import itertools
 import logging
 import os
 import socket
-import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from tukio._report import iso_from_timestamp, storable
+from tukio._admission import Admissions
 from tukio.broker import get_broker
-from tukio.policy import Decision, OverrunPolicy
-from tukio.store._lease import LEASE_MARGIN, Beat, Clock
-from tukio.store.base import UNFINISHED, ExecutionRecord
+from tukio.store._lease import LEASE_MARGIN
+from tukio.store._shared import LeasedStore
 
 if TYPE_CHECKING:
-    from tukio.store.base import ExecutionInfo, Serializer
+    from tukio.store.base import ExecutionInfo
     from tukio.workflow.workflow import Workflow
 
 __all__ = ["DEFAULT_LEASE", "Cluster", "LeasedStore", "default_node_name"]
@@ -67,8 +71,6 @@ CLAIM_BATCH = 100
 PRUNE_GRACE = 60.0
 #: Heartbeats between two prunings of dead nodes.
 PRUNE_EVERY = 30
-#: Seconds between two looks at whether executions aborted on other nodes have ended.
-WATCH_PERIOD = 0.05
 #: Longest pause between two reads of a polled store's events while no task listens (see `SQLiteStore.event_poll`).
 IDLE_POLL = 0.5
 
@@ -82,91 +84,6 @@ _listeners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Cluster] = weak
 def default_node_name() -> str:
     """A node name unique to this engine: host, process id and a counter."""
     return f"{socket.gethostname()}-{os.getpid()}-{next(_engines)}"
-
-
-@runtime_checkable
-class LeasedStore(Protocol):
-    """What a store offers to be shared by several nodes (`SQLiteStore`, `PostgresStore`).
-
-    Beside the calls, two capabilities: `shares_events` (data one node
-    receives reaches the listening tasks of the others) and `event_poll`
-    (None: the store wakes the nodes up when an event or a cancel request
-    comes, PostgreSQL's LISTEN; else the seconds between two reads, SQLite).
-    """
-
-    node: str | None
-    on_fenced: Callable[[list[str]], None] | None
-    ephemeral: bool
-    serializer: Serializer
-    shares_events: bool
-    event_poll: float | None
-    #: The clock of the node's own lease deadline (see `tukio.store._lease`).
-    clock: Clock
-
-    def attach(self, node: str | None = None, *, lease: float = DEFAULT_LEASE) -> str:
-        """Name the node this store writes for."""
-
-    def join(self) -> int:
-        """Start a new epoch of the node and take its unfinished executions back; return the epoch."""
-
-    def heartbeat(self) -> Beat:
-        """Renew the node's lease; say whether it had expired or the node was replaced."""
-
-    def owned(self) -> list[ExecutionInfo]:
-        """The unfinished executions the node owns."""
-
-    def claim(self, template_ids: Iterable[str], *, limit: int = CLAIM_BATCH) -> list[ExecutionInfo]:
-        """Take over unfinished executions of dead nodes."""
-
-    def lost(self, exec_ids: Iterable[str]) -> list[str]:
-        """Those of `exec_ids` the node no longer owns."""
-
-    def leave(self) -> None:
-        """End the node's lease now."""
-
-    def publish(self, data: Any, topic: str | None) -> int:
-        """Keep an event for the other nodes; return its id."""
-
-    def event_cursor(self) -> int:
-        """The id of the last event published so far."""
-
-    def events_after(self, cursor: int) -> list[tuple[int, str | None, str | None, Any]]:
-        """Events other nodes published after `cursor`: ``(id, origin, topic, data)``."""
-
-    def prune_events(self, older_than: float) -> int:
-        """Delete old events."""
-
-    def listen(self, wake: Callable[[], None]) -> bool:
-        """Call `wake` whenever an event is published."""
-
-    def admit(self, policy: OverrunPolicy, begin: ExecutionRecord, here: Collection[str]) -> tuple[Decision, list[str]]:
-        """Apply an overrun policy across the nodes; unless it skips, record the begin (see `tukio.store._gate`)."""
-
-    def admit_soon(
-        self, policy: OverrunPolicy, begin: ExecutionRecord, here: Collection[str]
-    ) -> concurrent.futures.Future[tuple[Decision, list[str]]] | None:
-        """Start `admit` without a thread of the caller's; None when the store cannot (then call `admit`)."""
-
-    def listen_cancels(self, wake: Callable[[], None]) -> bool:
-        """Call `wake` whenever an admission asks some node to cancel executions (when `event_poll` is None)."""
-
-    def stranded(self, template_ids: Iterable[str]) -> list[ExecutionInfo]:
-        """Unfinished executions of dead nodes whose template is not among `template_ids`."""
-
-    def cancel_requests(self) -> list[str]:
-        """Settle the cancel requests no live node will act on; return this node's."""
-
-    def mark_cancelled(self, exec_ids: Iterable[str]) -> None:
-        """Record unfinished executions of this node as cancelled."""
-
-    def unfinished_among(self, exec_ids: Iterable[str]) -> list[str]:
-        """Those of `exec_ids` that have not ended."""
-
-    def unlock(self, exec_ids: Iterable[str]) -> None:
-        """Record that executions of this node unlocked."""
-
-    def prune_nodes(self, grace: float) -> list[str]:
-        """Delete dead nodes with a default name that own nothing unfinished."""
 
 
 class Cluster:
@@ -237,16 +154,10 @@ class Cluster:
         #: Seconds a dead node with a default name is kept after its lease expired.
         self.prune_grace = PRUNE_GRACE
         self._beats = 0
-        self._admitting: set[str] = set()  # executions admitted by the store, not yet running here
-        # Executions this node owns that do not run here yet (claimed or taken back, being resumed):
-        # they count as running for the overrun policies from the moment they are owned.
-        self._claimed: set[str] = set()
-        self._gate = _ClaimGate()
-        self._aborted: set[str] = set()  # claimed executions aborted (abort-running) before they resumed
-        self._unlocked: list[str] = []  # executions that unlocked, to record
-        self._unlocking: asyncio.Task[None] | None = None
-        self._watched: dict[str, asyncio.Future[None]] = {}  # executions aborted on other nodes
-        self._watching: asyncio.Task[None] | None = None
+        self._policies = Admissions(store, self.node, loop, instances)
+        # Executions this node owns that do not run here yet (claimed, being resumed): they count
+        # as running for the overrun policies from the moment they are owned.
+        self._claimed = self._policies.claimed
         self._resuming: set[asyncio.Task[None]] = set()
         # A store that signals cancel requests (PostgreSQL NOTIFY): they are acted on at once,
         # not at the next look.
@@ -290,7 +201,7 @@ class Cluster:
         self.start()
         # What another node asked to cancel (abort-running) is not resumed: it ends cancelled here.
         requested = set(await asyncio.to_thread(self.store.cancel_requests))
-        async with self._gate.claim():
+        async with self._policies.claiming():
             mine = await asyncio.to_thread(self.store.owned)
             self._claimed.update(i.exec_id for i in mine if i.exec_id not in self._instances)
         dropped = [i.exec_id for i in mine if i.exec_id in requested and i.exec_id not in self._instances]
@@ -314,7 +225,7 @@ class Cluster:
         claimed: list[ExecutionInfo] = []
         while templates:
             # No admission runs meanwhile: each one counts what this claim takes, or ran before it.
-            async with self._gate.claim():
+            async with self._policies.claiming():
                 batch = await asyncio.to_thread(self.store.claim, templates, limit=CLAIM_BATCH)
                 self._claimed.update(i.exec_id for i in batch)
             claimed.extend(batch)
@@ -395,9 +306,8 @@ class Cluster:
                 self._claimed.difference_update(gone)
                 self._cancel(gone, "taken over by another node while this one missed its lease")
                 log.warning("node %s: %d execution(s) taken over while it was late: not resumed", self.node, len(gone))
-        aborted = [i for i in exec_ids if i in self._aborted and i not in gone]
+        aborted = self._policies.take_aborted(i for i in exec_ids if i not in gone)
         if aborted:  # an admission aborted them before they were resumed: they end here, cancelled
-            self._aborted.difference_update(aborted)
             await asyncio.to_thread(self.store.mark_cancelled, aborted)
             log.warning("node %s: %d claimed execution(s) aborted before they resumed", self.node, len(aborted))
         return [i for i in exec_ids if i not in gone and i not in aborted]
@@ -466,109 +376,26 @@ class Cluster:
                 continue
             self._cancel(requested, "another node aborted it (abort-running)")
 
-    # -- overrun policies across the nodes ------------------------------------------------------------
+    # -- overrun policies across the nodes (see `tukio._admission`) ----------------------------------
+    @property
+    def policies(self) -> Admissions:
+        """This node's side of the overrun policies across the nodes."""
+        return self._policies
+
     async def admit(self, workflow: Workflow, data: Any, running: Iterable[str] = ()) -> list[Any] | None:
         """Ask the store to admit `workflow` (not started yet) under its template's policy.
 
-        Unless the policy says skip, the store has recorded the workflow's
-        begin (owned by this node) when this returns. What this node claimed
-        from dead nodes and has not resumed yet counts as running here.
-
-        Args:
-            workflow: the new workflow.
-            data: its triggering data.
-            running: the ids of the instances of its template running on this node.
+        See `Admissions.admit`: what this node claimed and has not resumed
+        yet counts as running here.
 
         Returns:
-            None when the policy says skip; else what the workflow waits
-            for before it starts (abort-running): this node's instances, and
-            stand-ins that end when the instances of other nodes have ended.
+            None when the policy says skip; else what the workflow waits for before it starts.
         """
-        policy = workflow.template.policy
-        begin = self._begin_record(workflow, data)
-        uid = workflow.uid
-        self._admitting.add(uid)
-        try:
-            async with self._gate.admission():
-                here = [*running, *self._admitting, *self._claimed]
-                future = self.store.admit_soon(policy, begin, here)  # no thread when the store needs none
-                if future is not None:
-                    decision, waits = await asyncio.wrap_future(future)
-                else:
-                    decision, waits = await asyncio.to_thread(self.store.admit, policy, begin, here)
-        finally:
-            self._admitting.discard(uid)
-        if decision is Decision.skip:
-            return None
-        previous: list[Any] = []
-        for exec_id in waits:
-            local = self._instances.get(exec_id)
-            if local is None and exec_id in self._claimed:
-                self._aborted.add(exec_id)  # claimed, not resumed yet: it will not be (see `confirm`)
-            previous.append(local if local is not None else self._watch(exec_id))
-        if previous:
-            log.info("[%s] waits for %d aborted execution(s) to end (abort-running)", uid, len(previous))
-        return previous
-
-    def _begin_record(self, workflow: Workflow, data: Any) -> ExecutionRecord:
-        dumps = self.store.serializer.dumps
-        template: str | bytes | None = None
-        event: str | bytes | None = None
-        # What cannot be serialized is left out: the journal then records the workflow as failed.
-        with contextlib.suppress(Exception):
-            template, event = _storable(dumps(workflow.template.as_dict())), _storable(dumps(data))
-        return ExecutionRecord(
-            storable(workflow.uid),
-            storable(str(workflow.template.uid)),
-            UNFINISHED,
-            iso_from_timestamp(time.time()),
-            template=template,
-            event=event,
-        )
+        return await self._policies.admit(workflow, data, running)
 
     def unlocked(self, workflow: Workflow) -> None:
         """`workflow` unlocked while it runs: record it, so other nodes no longer skip for it."""
-        if workflow.done() or self._closed:
-            return  # an ended execution does not count
-        self._unlocked.append(workflow.uid)
-        if self._unlocking is None:
-            self._unlocking = self._loop.create_task(self._record_unlocks(), name=f"tukio-unlock-{self.node}")
-
-    async def _record_unlocks(self) -> None:
-        try:
-            while self._unlocked:
-                ids, self._unlocked = self._unlocked, []
-                try:
-                    await asyncio.to_thread(self.store.unlock, ids)
-                except Exception:
-                    log.exception("node %s: could not record that %d execution(s) unlocked", self.node, len(ids))
-        finally:
-            self._unlocking = None
-
-    def _watch(self, exec_id: str) -> asyncio.Future[None]:
-        """A stand-in for an execution of another node: it ends once the store has the execution ended."""
-        ended = self._watched.get(exec_id)
-        if ended is None:
-            ended = self._watched[exec_id] = _Elsewhere(loop=self._loop)
-        if self._watching is None:
-            self._watching = self._loop.create_task(self._watch_forever(), name=f"tukio-watch-{self.node}")
-        return ended
-
-    async def _watch_forever(self) -> None:
-        try:
-            while self._watched:
-                await asyncio.sleep(WATCH_PERIOD)
-                try:
-                    left = set(await asyncio.to_thread(self.store.unfinished_among, list(self._watched)))
-                except Exception:
-                    log.exception("node %s: could not check aborted executions of other nodes", self.node)
-                    continue
-                for exec_id in [i for i in self._watched if i not in left]:
-                    ended = self._watched.pop(exec_id)
-                    if not ended.done():
-                        ended.set_result(None)
-        finally:
-            self._watching = None
+        self._policies.unlocked(workflow)
 
     # -- events shared by the nodes ------------------------------------------------------------
     async def publish(self, data: Any, topic: str | None) -> None:
@@ -655,7 +482,8 @@ class Cluster:
         _local_nodes.get(self._loop, set()).discard(self.node)
         if _listeners.get(self._loop) is self:
             del _listeners[self._loop]
-        for task in (self._beating, self._claiming, self._listening, self._watching, self._cancelling, *self._resuming):
+        self._policies.close()
+        for task in (self._beating, self._claiming, self._listening, self._cancelling, *self._resuming):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
         if leave:
@@ -674,62 +502,6 @@ class Cluster:
             log.exception("node %s: could not end its lease (it expires by itself)", self.node)
 
 
-class _ClaimGate:
-    """Claims and admissions, never at once: an admission counts what a claim took, or runs before it.
-
-    Admissions run side by side; a claim waits for those in flight, and new
-    ones wait for the claim (so that claims are never starved).
-    """
-
-    def __init__(self) -> None:
-        self._admissions = 0
-        self._drained = asyncio.Event()
-        self._drained.set()
-        self._claim: asyncio.Future[None] | None = None
-
-    @contextlib.asynccontextmanager
-    async def admission(self) -> AsyncIterator[None]:
-        """Hold the gate for one admission."""
-        while self._claim is not None:
-            await asyncio.shield(self._claim)
-        self._admissions += 1
-        self._drained.clear()
-        try:
-            yield
-        finally:
-            self._admissions -= 1
-            if not self._admissions:
-                self._drained.set()
-
-    @contextlib.asynccontextmanager
-    async def claim(self) -> AsyncIterator[None]:
-        """Hold the gate for one claim (alone)."""
-        while self._claim is not None:
-            await asyncio.shield(self._claim)
-        self._claim = claim = asyncio.get_running_loop().create_future()
-        try:
-            await self._drained.wait()
-            yield
-        finally:
-            self._claim = None
-            claim.set_result(None)
-
-
-class _Elsewhere(asyncio.Future):  # type: ignore[type-arg]
-    """An execution of another node that a new workflow waits for (abort-running).
-
-    Its cancel request is in the store already: `cancel()` does nothing here;
-    the stand-in ends when the execution has ended, wherever it ran.
-    """
-
-    def cancel(self, msg: Any = None) -> bool:
-        return False
-
-
 def _settle(future: asyncio.Future[None], _: object) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _storable(blob: str | bytes) -> str | bytes:
-    return storable(blob) if isinstance(blob, str) else blob
