@@ -414,7 +414,7 @@ async def test_failures_to_record_an_unlock_or_to_watch_are_logged(
     unlocking = await a.trigger("pol", {"unlock": True})
     assert unlocking is not None
     await parked_on("a")
-    elsewhere = cluster._watch("somewhere-else")
+    elsewhere = cluster.policies.watch("somewhere-else")
     assert not elsewhere.cancel()  # a stand-in: its cancel request is in the store
     for _ in range(1000):
         if "could not record that 1 execution(s) unlocked" in caplog.text and "could not check" in caplog.text:

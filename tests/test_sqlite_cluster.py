@@ -100,22 +100,6 @@ def test_a_store_is_a_leased_store_that_shares_events_through_the_file(stores: C
         SQLiteStore(store.path, event_poll=0)
 
 
-def test_bad_attach_and_calls_before_attach(stores: Callable[[], SQLiteStore]) -> None:
-    store = stores()
-    with pytest.raises(ValueError, match="lease must be a positive"):
-        store.attach("a", lease=0)
-    with pytest.raises(ValueError, match="node must not be empty"):
-        store.attach("")
-    with pytest.raises(RuntimeError, match="no node attached"):
-        store.join()
-    with pytest.raises(RuntimeError, match="no node attached"):
-        store.owned()
-    store.leave()  # nothing to end
-    assert store.attach(lease=1.0).startswith("node-")
-    with pytest.raises(RuntimeError, match="already writes for node"):
-        store.attach("other")
-
-
 def test_a_live_node_keeps_its_executions_and_a_closed_one_is_dead_at_once(stores: Callable[[], SQLiteStore]) -> None:
     a, b = stores(), stores()
     node(a, "a")
@@ -155,39 +139,6 @@ def test_a_paused_node_loses_to_its_lease_and_its_writes_are_fenced(
     assert b.claim(["tpl"]) == []  # a is alive again, and keeps e2
 
 
-def test_a_write_after_the_local_lease_ran_out_asks_what_was_lost(
-    stores: Callable[[], SQLiteStore], caplog: pytest.LogCaptureFixture
-) -> None:
-    a, b = stores(), stores()
-    refused = node(a, "a", lease=30)
-    a.write([begin("e1")])
-    node(b, "b")
-    rows(b_path(b), "UPDATE nodes SET expires = 0 WHERE name = 'a'")
-    assert [i.exec_id for i in b.claim(["tpl"])] == ["e1"]
-    a.write([begin("e3")])
-    assert refused == []  # its lease runs by its own clock: nothing asked
-    a._lease_until = 0.0  # as after a pause of the process
-    assert a.lease_expired()
-    a.write([begin("e3"), ExecutionRecord("e1", "tpl", "pending", NOW)])
-    assert refused == ["e1"]  # refused by the database, and not asked for again
-    assert "node a no longer owns 1 execution(s)" in caplog.text
-
-
-def test_a_restarted_node_takes_its_executions_back_and_fences_the_old_one(stores: Callable[[], SQLiteStore]) -> None:
-    old = stores()
-    refused = node(old, "r")
-    old.write([begin("e1")])
-    old.leave()  # frees its lock too
-    new = stores()
-    node(new, "r")
-    assert new.epoch == 2
-    assert [i.exec_id for i in new.owned()] == ["e1"]
-    assert old.heartbeat() == "replaced"
-    old.write([task_end("e1"), begin("e2")])  # neither an execution it had, nor a new one
-    assert sorted(refused) == ["e1", "e2"]
-    assert rows(b_path(new), "SELECT exec_id FROM executions") == [("e1",)]
-
-
 def test_a_name_still_locked_by_a_leftover_process_joins_after_a_while(
     stores: Callable[[], SQLiteStore], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -202,53 +153,6 @@ def test_a_name_still_locked_by_a_leftover_process_joins_after_a_while(
     third.join()
     assert third._locked("r")
     assert not third._locked("nobody")
-
-
-def test_claims_are_atomic(stores: Callable[[], SQLiteStore]) -> None:
-    dead = stores()
-    node(dead, "dead")
-    dead.write([begin(f"e{n:03}") for n in range(300)])
-    dead.close()
-    claimers = [stores() for _ in range(3)]
-    for n, store in enumerate(claimers):
-        node(store, f"c{n}")
-    barrier = threading.Barrier(3)
-    taken: list[list[str]] = [[] for _ in claimers]
-
-    def claim_all(n: int) -> None:
-        barrier.wait()
-        while batch := claimers[n].claim(["tpl"], limit=7):
-            taken[n].extend(i.exec_id for i in batch)
-
-    threads = [threading.Thread(target=claim_all, args=(n,)) for n in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    every = [e for part in taken for e in part]
-    assert sorted(every) == [f"e{n:03}" for n in range(300)]  # each one exactly once
-    assert Counter(owner for (owner,) in rows(b_path(dead), "SELECT owner FROM executions")) == Counter(
-        {f"c{n}": len(taken[n]) for n in range(3) if taken[n]}
-    )
-
-
-def test_claims_and_stranded_executions(stores: Callable[[], SQLiteStore]) -> None:
-    orphan = stores()  # executions written by no node (an older tukio, say)
-    orphan.write([begin("o1"), begin("o2", "other")])
-    gone = stores()
-    node(gone, "gone")
-    gone.write([begin("g1", "other")])
-    gone.close()
-    live = stores()
-    node(live, "live")
-    live.write([begin("l1", "other")])
-    b = stores()
-    node(b, "b")
-    assert b.claim([]) == []
-    assert sorted(i.exec_id for i in b.stranded(["tpl"])) == ["g1", "o2"]  # not l1: its node lives
-    assert [i.exec_id for i in b.claim(["tpl"])] == ["o1"]
-    assert b.lost(["o1", "o2"]) == ["o2"]
-    assert b.lost([]) == []
 
 
 # -- the schema -------------------------------------------------------------------------------

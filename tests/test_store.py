@@ -570,37 +570,46 @@ class CountingStore(MemoryStore):
         super().write(records)
 
 
-async def test_the_journal_commits_at_once_when_nothing_else_is_ready() -> None:
+async def _commits_at_once_only_when_alone() -> None:
     store = CountingStore()
     loop = asyncio.get_running_loop()
     journal = journal_module.Journal(store, loop)
-    seen: asyncio.Future[list[bool]] = loop.create_future()
-
-    def alone() -> None:
-        # Nothing else is ready: nothing could join this batch in the next turn.
-        first = journal.flush()
-        # Inside a commit, a new batch waits for the next turn (the nesting stays bounded).
-        nested: list[Any] = []
-        journal._committing = True
-        try:
-            nested.append(journal.flush())
-        finally:
-            journal._committing = False
-        seen.set_result([first.done(), nested[0].done()])
-
-    loop.call_soon(alone)
-    assert await seen == [True, False]
-    await journal.flush()
-
-    def crowded() -> None:
+    # One waiter at a time: commits run at once, but for one in every PROBE_EVERY, deferred to
+    # see whether others join it (here nobody does).
+    at_once: list[bool] = []
+    for _ in range(3 * journal_module.PROBE_EVERY):
         written = journal.flush()
-        seen2.set_result(written.done())
+        at_once.append(written.done())
+        await written
+    deferred = [i for i, done in enumerate(at_once) if not done]
+    assert len(deferred) == 3
+    assert deferred[1] - deferred[0] == deferred[2] - deferred[1] == journal_module.PROBE_EVERY
 
-    seen2: asyncio.Future[bool] = loop.create_future()
+    def crowded() -> None:  # the next probe finds a second waiter in its turn: they share its commit
+        for _ in range(journal_module.PROBE_EVERY):
+            probe = journal.flush()
+            if not probe.done():
+                break
+        seen.set_result((probe.done(), journal.flush() is probe))
+
+    seen: asyncio.Future[tuple[bool, bool]] = loop.create_future()
     loop.call_soon(crowded)
-    loop.call_soon(lambda: None)  # still to run in this turn: the commit waits for the next one
-    assert await seen2 is False
+    assert await seen == (False, True)
+    assert not journal.flush().done()  # the last deferred commit was shared: the next one waits too
     await journal.flush()
+
+
+async def test_the_journal_commits_at_once_only_when_nobody_else_waits() -> None:
+    await _commits_at_once_only_when_alone()
+
+
+def test_the_journal_commits_at_once_on_uvloop_too() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(_commits_at_once_only_when_alone())
+    finally:
+        loop.close()
 
 
 async def test_records_of_one_turn_share_a_commit(step: str) -> None:

@@ -3,10 +3,14 @@
 An engine whose store can share its journal (`PostgresStore`, `SQLiteStore`)
 is a *node*: every execution it starts is owned by it, under its current
 *epoch*. The node renews a lease in the database every third of it (a
-heartbeat). A node whose lease expired, or whose crashed process let go of
-its database session (PostgreSQL) or of its lock file (SQLite), is dead:
-each live node then takes over its unfinished executions (an atomic claim:
-each is taken by one node only) and resumes them as `Engine.recover` does.
+heartbeat, on the server's clock for PostgreSQL, the host's boot-time clock
+for SQLite: see `tukio.store._lease`). A node whose lease expired, or whose
+crashed process let go of its lock file (SQLite), is dead; a node whose
+lease runs is alive, whatever happens to its database connections. Each
+live node then takes over a dead node's unfinished executions (an atomic
+claim: each is taken by one node only) and resumes them as
+`Engine.recover` does; from the claim on, they count as running on it for
+the overrun policies (see `tukio._admission`).
 
 The database refuses a write for an execution unless it comes from its
 owner under the owner's current epoch (fencing). A node that comes back after
@@ -14,7 +18,9 @@ losing ownership (it was paused, or cut off, past its lease) has its copies
 of those workflows cancelled when its writes are refused, or as soon as its
 next heartbeat finds it was late. A node restarted under the same name takes
 its unfinished executions back at once, under a new epoch, which fences any
-leftover process of that name.
+leftover process of that name. Before it resumes a claimed execution, a
+node whose own lease deadline lapsed (paused, say) renews it and asks the
+store what it still owns (`Cluster.confirm`).
 
 Overrun policies hold across the nodes: with a shared store, the engine asks
 the store to admit each trigger of a template whose policy is not
@@ -26,20 +32,21 @@ wherever it runs (a cancel request its owner acts on at its next heartbeat).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import itertools
 import logging
 import os
 import socket
-import time
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
-from tukio._report import iso_from_timestamp, storable
+from tukio._admission import Admissions
 from tukio.broker import get_broker
-from tukio.policy import Decision, OverrunPolicy
-from tukio.store.base import UNFINISHED, ExecutionRecord
+from tukio.store._lease import LEASE_MARGIN
+from tukio.store._shared import LeasedStore
 
 if TYPE_CHECKING:
     from tukio.store.base import ExecutionInfo
@@ -55,14 +62,15 @@ DEFAULT_LEASE = 5.0
 EVENTS_KEPT = 3600.0
 #: Shortest time between two heartbeats (however short the lease).
 MIN_PERIOD = 0.05
+#: Longest time between two looks for dead nodes' work (a dead node's work is taken over within
+#: this of its lease's end).
+CLAIM_PERIOD = 0.25
 #: How many executions one claim takes at most (claims repeat until none is left).
 CLAIM_BATCH = 100
 #: Seconds a dead node with a default name stays listed after its lease expired (then it is pruned).
 PRUNE_GRACE = 60.0
 #: Heartbeats between two prunings of dead nodes.
 PRUNE_EVERY = 30
-#: Seconds between two looks at whether executions aborted on other nodes have ended.
-WATCH_PERIOD = 0.05
 #: Longest pause between two reads of a polled store's events while no task listens (see `SQLiteStore.event_poll`).
 IDLE_POLL = 0.5
 
@@ -78,74 +86,14 @@ def default_node_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{next(_engines)}"
 
 
-@runtime_checkable
-class LeasedStore(Protocol):
-    """What a store offers to be shared by several nodes (see `PostgresStore`)."""
-
-    node: str | None
-    on_fenced: Callable[[list[str]], None] | None
-    ephemeral: bool
-
-    def attach(self, node: str | None = None, *, lease: float = DEFAULT_LEASE) -> str:
-        """Name the node this store writes for."""
-
-    def join(self) -> int:
-        """Start a new epoch of the node and take its unfinished executions back; return the epoch."""
-
-    def heartbeat(self) -> Literal["alive", "late", "replaced"]:
-        """Renew the node's lease; say whether it had expired or the node was replaced."""
-
-    def owned(self) -> list[ExecutionInfo]:
-        """The unfinished executions the node owns."""
-
-    def claim(self, template_ids: Iterable[str], *, limit: int = CLAIM_BATCH) -> list[ExecutionInfo]:
-        """Take over unfinished executions of dead nodes."""
-
-    def lost(self, exec_ids: Iterable[str]) -> list[str]:
-        """Those of `exec_ids` the node no longer owns."""
-
-    def leave(self) -> None:
-        """End the node's lease now."""
-
-    def publish(self, data: Any, topic: str | None) -> int:
-        """Keep an event for the other nodes; return its id."""
-
-    def event_cursor(self) -> int:
-        """The id of the last event published so far."""
-
-    def events_after(self, cursor: int) -> list[tuple[int, str | None, str | None, Any]]:
-        """Events other nodes published after `cursor`: ``(id, origin, topic, data)``."""
-
-    def prune_events(self, older_than: float) -> int:
-        """Delete old events."""
-
-    def listen(self, wake: Callable[[], None]) -> bool:
-        """Call `wake` whenever an event is published."""
-
-    def admit(self, policy: OverrunPolicy, begin: ExecutionRecord, here: Collection[str]) -> tuple[Decision, list[str]]:
-        """Apply an overrun policy across the nodes; unless it skips, record the begin (see `tukio.store._gate`)."""
-
-    def cancel_requests(self) -> list[str]:
-        """Settle the cancel requests no live node will act on; return this node's."""
-
-    def mark_cancelled(self, exec_ids: Iterable[str]) -> None:
-        """Record unfinished executions of this node as cancelled."""
-
-    def unfinished_among(self, exec_ids: Iterable[str]) -> list[str]:
-        """Those of `exec_ids` that have not ended."""
-
-    def unlock(self, exec_ids: Iterable[str]) -> None:
-        """Record that executions of this node unlocked."""
-
-    def prune_nodes(self, grace: float) -> list[str]:
-        """Delete dead nodes with a default name that own nothing unfinished."""
-
-
 class Cluster:
     """One engine's membership of a cluster: heartbeats, takeovers and fencing.
 
-    The engine makes one when its store is a `LeasedStore`; the heartbeat
-    runs on the engine's loop (the store's calls on a thread).
+    The engine makes one when its store is a `LeasedStore`. Three tasks run
+    on the engine's loop, each on its own schedule: the heartbeat (every
+    third of the lease, on a thread of its own: nothing else the node does
+    can delay it), the look for dead nodes' work (claims, then resumes in
+    tasks of their own), and the reading of the other nodes' events.
 
     Args:
         store: the shared store.
@@ -183,41 +131,50 @@ class Cluster:
         self._instances = instances
         self._templates = templates
         self._resume = resume
+        self._clock = store.clock
+        # The node knows it owns its executions until then (its clock), without asking the store.
+        self._owned_until = -float("inf")
         self._beating: asyncio.Task[None] | None = None
+        self._claiming: asyncio.Task[None] | None = None
+        self._beat_now: asyncio.Future[None] | None = None  # the heartbeat in flight, if any
+        # Heartbeats on a thread of their own: the journal, loads and claims never delay them.
+        self._beat_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"tukio-beat-{self.node}")
         self._dispatch = dispatch
         self._listening: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._closed = False
         # A store may keep ownership without sharing events: then none are published.
-        self._shares = bool(getattr(store, "shares_events", True))
+        self._shares = store.shares_events
         # A store that cannot wake the nodes up (`SQLiteStore`) is read every `event_poll` seconds.
-        self._poll: float | None = getattr(store, "event_poll", None)
-        # Heartbeats claim dead nodes' work only from one lease after the start: a crashed process
+        self._poll = store.event_poll
+        # Claims of dead nodes' work start one lease after the start: a crashed process
         # may be known dead at once (`SQLiteStore`), and `recover()` right after the engine's start
         # resumes (and returns) what it left.
         self._claims_from = loop.time() + lease
         #: Seconds a dead node with a default name is kept after its lease expired.
         self.prune_grace = PRUNE_GRACE
         self._beats = 0
-        self._admitting: set[str] = set()  # executions admitted by the store, not yet running here
-        self._unlocked: list[str] = []  # executions that unlocked, to record
-        self._unlocking: asyncio.Task[None] | None = None
-        self._watched: dict[str, asyncio.Future[None]] = {}  # executions aborted on other nodes
-        self._watching: asyncio.Task[None] | None = None
+        self._policies = Admissions(store, self.node, loop, instances)
+        # Executions this node owns that do not run here yet (claimed, being resumed): they count
+        # as running for the overrun policies from the moment they are owned.
+        self._claimed = self._policies.claimed
+        self._resuming: set[asyncio.Task[None]] = set()
         # A store that signals cancel requests (PostgreSQL NOTIFY): they are acted on at once,
-        # not at the next heartbeat.
+        # not at the next look.
         self._cancels_wake = asyncio.Event()
         self._cancelling: asyncio.Task[None] | None = None
+        self._left: asyncio.Future[None] | None = None  # done once closed and gone
         store.on_fenced = self._fenced
         _local_nodes.setdefault(loop, set()).add(self.node)
 
     # -- start-up and recovery ------------------------------------------------------------
     def start(self) -> None:
-        """Start heartbeating (on the running loop), once."""
+        """Start heartbeating and looking for dead nodes' work (on the running loop), once."""
         if self._beating is None and not self._closed:
             self._beating = self._loop.create_task(self._beat_forever(), name=f"tukio-heartbeat-{self.node}")
+            self._claiming = self._loop.create_task(self._claim_forever(), name=f"tukio-claims-{self.node}")
             self._listen()
-            if hasattr(self.store, "listen_cancels"):
+            if self._poll is None:  # the store signals cancel requests
                 self._cancelling = self._loop.create_task(self._cancels_forever(), name=f"tukio-cancels-{self.node}")
 
     def _listen(self) -> None:
@@ -236,28 +193,41 @@ class Cluster:
         self._listening = self._loop.create_task(self._events_forever(cursor), name=f"tukio-events-{self.node}")
 
     async def recoverable(self) -> list[ExecutionInfo]:
-        """Join (once), then list what this node may resume: its own and dead nodes' unfinished executions."""
+        """Join (once), then list what this node may resume: its own and dead nodes' unfinished executions.
+
+        What is listed counts as running here (for the overrun policies)
+        until `resumed` is told of it.
+        """
         self.start()
         # What another node asked to cancel (abort-running) is not resumed: it ends cancelled here.
         requested = set(await asyncio.to_thread(self.store.cancel_requests))
-        mine = await asyncio.to_thread(self.store.owned)
+        async with self._policies.claiming():
+            mine = await asyncio.to_thread(self.store.owned)
+            self._claimed.update(i.exec_id for i in mine if i.exec_id not in self._instances)
         dropped = [i.exec_id for i in mine if i.exec_id in requested and i.exec_id not in self._instances]
         if dropped:
             await asyncio.to_thread(self.store.mark_cancelled, dropped)
+            self._claimed.difference_update(dropped)
             log.warning("node %s: %d execution(s) cancelled by other nodes, not resumed", self.node, len(dropped))
             mine = [i for i in mine if i.exec_id not in dropped]
         self._cancel(requested, "another node aborted it (abort-running)")
         claimed = await self._claim_all()
         # What no node can take (its template is not loaded here): listed, so the engine says why.
-        stranded = getattr(self.store, "stranded", None)
-        left = await asyncio.to_thread(stranded, self._templates()) if stranded is not None else []
+        left = await asyncio.to_thread(self.store.stranded, self._templates())
         return mine + claimed + left
+
+    def resumed(self, exec_ids: Iterable[str]) -> None:
+        """The engine resumed (or gave up) these executions: they count as running here only while they run."""
+        self._claimed.difference_update(exec_ids)
 
     async def _claim_all(self) -> list[ExecutionInfo]:
         templates = self._templates()
         claimed: list[ExecutionInfo] = []
         while templates:
-            batch = await asyncio.to_thread(self.store.claim, templates, limit=CLAIM_BATCH)
+            # No admission runs meanwhile: each one counts what this claim takes, or ran before it.
+            async with self._policies.claiming():
+                batch = await asyncio.to_thread(self.store.claim, templates, limit=CLAIM_BATCH)
+                self._claimed.update(i.exec_id for i in batch)
             claimed.extend(batch)
             if len(batch) < CLAIM_BATCH:
                 break
@@ -270,25 +240,92 @@ class Cluster:
         period = max(self.lease / 3, MIN_PERIOD)
         while True:
             try:
-                await self._beat()
+                await self.beat()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("node %s: heartbeat failed", self.node)
             await asyncio.sleep(period)
 
-    async def _beat(self) -> None:
-        self._listen()  # the engine that read events on this loop may have stopped
-        beat = await asyncio.to_thread(self.store.heartbeat)
+    async def beat(self) -> None:
+        """Renew the lease now (or wait for the renewal in flight), and act on what it found.
+
+        Raises:
+            Exception: the store could not be reached.
+        """
+        if self._beat_now is None:
+            self._beat_now = asyncio.ensure_future(self._renew())
+        now = self._beat_now
+        try:
+            await asyncio.shield(now)
+        finally:
+            if self._beat_now is now and now.done():
+                self._beat_now = None
+
+    async def _renew(self) -> None:
+        sent = self._clock()
+        beat = await self._loop.run_in_executor(self._beat_thread, self.store.heartbeat)
         if beat == "replaced":
+            self._owned_until = -float("inf")
             log.error("node %s was restarted elsewhere (a newer epoch): cancelling its workflows", self.node)
             self._cancel(list(self._instances), "node restarted elsewhere")
             self.close(leave=False)
             return
         if beat == "late":
             log.warning("node %s missed its lease: checking which executions it still owns", self.node)
-            gone = await asyncio.to_thread(self.store.lost, list(self._instances))
+            gone = await self._loop.run_in_executor(
+                self._beat_thread, self.store.lost, [*self._instances, *self._claimed]
+            )
+            self._claimed.difference_update(gone)
             self._cancel(gone, "taken over by another node while this one missed its lease")
+        # What the node still owns now is its own until the lease renewed at `sent` ends (less a margin).
+        self._owned_until = sent + self.lease * (1 - LEASE_MARGIN)
+
+    def owns(self) -> bool:
+        """True while the node's lease holds by its own clock (it owns its executions, without asking)."""
+        return self._clock() < self._owned_until
+
+    async def confirm(self, exec_ids: Collection[str]) -> list[str]:
+        """Those of `exec_ids` this node still owns, to start their tasks now.
+
+        No round trip while `owns()`; after the node's lease lapsed by its
+        own clock (it was paused, say), a heartbeat first, then a fenced look
+        at the store. What it lost is cancelled here.
+
+        A claimed execution that an admission aborted ('abort-running')
+        before it was resumed is recorded cancelled, and not listed.
+
+        Raises:
+            Exception: the store could not be reached.
+        """
+        gone: set[str] = set()
+        if not self.owns() and exec_ids:
+            await self.beat()
+            gone = set(await self._loop.run_in_executor(self._beat_thread, self.store.lost, list(exec_ids)))
+            if gone:
+                self._claimed.difference_update(gone)
+                self._cancel(gone, "taken over by another node while this one missed its lease")
+                log.warning("node %s: %d execution(s) taken over while it was late: not resumed", self.node, len(gone))
+        aborted = self._policies.take_aborted(i for i in exec_ids if i not in gone)
+        if aborted:  # an admission aborted them before they were resumed: they end here, cancelled
+            await asyncio.to_thread(self.store.mark_cancelled, aborted)
+            log.warning("node %s: %d claimed execution(s) aborted before they resumed", self.node, len(aborted))
+        return [i for i in exec_ids if i not in gone and i not in aborted]
+
+    # -- dead nodes' work, cancel requests ---------------------------------------------------
+    async def _claim_forever(self) -> None:
+        period = min(max(self.lease / 3, MIN_PERIOD), CLAIM_PERIOD)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self._look()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("node %s: looking for dead nodes' work failed", self.node)
+
+    async def _look(self) -> None:
+        self._listen()  # the engine that read events on this loop may have stopped
         requested = await asyncio.to_thread(self._cancel_requests)
         if requested:
             self._cancel(requested, "another node aborted it (abort-running)")
@@ -299,15 +336,25 @@ class Cluster:
             return
         claimed = await self._claim_all()
         if claimed:
+            # Resumed beside the next looks: loading many executions delays nothing else.
+            task = self._loop.create_task(self._resume_claimed(claimed), name=f"tukio-resume-{self.node}")
+            self._resuming.add(task)
+            task.add_done_callback(self._resuming.discard)
+
+    async def _resume_claimed(self, claimed: list[ExecutionInfo]) -> None:
+        try:
             await self._resume(claimed)
+        except Exception:
+            log.exception("node %s: resuming %d claimed execution(s) failed", self.node, len(claimed))
+        finally:
+            self.resumed(i.exec_id for i in claimed)
 
     def _cancel_requests(self) -> list[str]:
-        """(In a thread, at each heartbeat.) Listen for signalled cancel requests (again after a
+        """(In a thread, at each look.) Listen for signalled cancel requests (again after a
         lost connection), and read this node's requests, in case a signal was missed."""
-        listen = getattr(self.store, "listen_cancels", None)
-        if listen is not None:
+        if self._poll is None:
             try:
-                listen(self._signalled)
+                self.store.listen_cancels(self._signalled)
             except Exception:
                 log.exception("node %s: cannot listen for cancel requests (read at each heartbeat)", self.node)
         return self.store.cancel_requests()
@@ -329,12 +376,17 @@ class Cluster:
                 continue
             self._cancel(requested, "another node aborted it (abort-running)")
 
-    # -- overrun policies across the nodes ------------------------------------------------------------
+    # -- overrun policies across the nodes (see `tukio._admission`) ----------------------------------
+    @property
+    def policies(self) -> Admissions:
+        """This node's side of the overrun policies across the nodes."""
+        return self._policies
+
     async def admit(self, workflow: Workflow, data: Any, running: Iterable[str] = ()) -> list[Any] | None:
         """Ask the store to admit `workflow` (not started yet) under its template's policy.
 
-        Unless the policy says skip, the store has recorded the workflow's
-        begin (owned by this node) when this returns.
+        See `Admissions.admit`: what this node claimed and has not resumed
+        yet counts as running here.
 
         Args:
             workflow: the new workflow.
@@ -344,94 +396,13 @@ class Cluster:
                 locked ones: an unlock counts here before the store has it).
 
         Returns:
-            None when the policy says skip; else what the workflow waits
-            for before it starts (abort-running): this node's instances, and
-            stand-ins that end when the instances of other nodes have ended.
+            None when the policy says skip; else what the workflow waits for before it starts.
         """
-        policy = workflow.template.policy
-        begin = self._begin_record(workflow, data)
-        uid = workflow.uid
-        self._admitting.add(uid)
-        try:
-            here = [*running, *self._admitting]
-            soon = getattr(self.store, "admit_soon", None)  # a store that need not block a thread
-            future = soon(policy, begin, here) if soon is not None else None
-            if future is not None:
-                decision, waits = await asyncio.wrap_future(future)
-            else:
-                decision, waits = await asyncio.to_thread(self.store.admit, policy, begin, here)
-        finally:
-            self._admitting.discard(uid)
-        if decision is Decision.skip:
-            return None
-        previous: list[Any] = []
-        for exec_id in waits:
-            local = self._instances.get(exec_id)
-            previous.append(local if local is not None else self._watch(exec_id))
-        if previous:
-            log.info("[%s] waits for %d aborted execution(s) to end (abort-running)", uid, len(previous))
-        return previous
-
-    def _begin_record(self, workflow: Workflow, data: Any) -> ExecutionRecord:
-        dumps = self.store.serializer.dumps if hasattr(self.store, "serializer") else None
-        template: str | bytes | None = None
-        event: str | bytes | None = None
-        if dumps is not None:
-            # What cannot be serialized is left out: the journal then records the workflow as failed.
-            with contextlib.suppress(Exception):
-                template, event = _storable(dumps(workflow.template.as_dict())), _storable(dumps(data))
-        return ExecutionRecord(
-            storable(workflow.uid),
-            storable(str(workflow.template.uid)),
-            UNFINISHED,
-            iso_from_timestamp(time.time()),
-            template=template,
-            event=event,
-        )
+        return await self._policies.admit(workflow, data, running)
 
     def unlocked(self, workflow: Workflow) -> None:
         """`workflow` unlocked while it runs: record it, so other nodes no longer skip for it."""
-        if workflow.done() or self._closed:
-            return  # an ended execution does not count
-        self._unlocked.append(workflow.uid)
-        if self._unlocking is None:
-            self._unlocking = self._loop.create_task(self._record_unlocks(), name=f"tukio-unlock-{self.node}")
-
-    async def _record_unlocks(self) -> None:
-        try:
-            while self._unlocked:
-                ids, self._unlocked = self._unlocked, []
-                try:
-                    await asyncio.to_thread(self.store.unlock, ids)
-                except Exception:
-                    log.exception("node %s: could not record that %d execution(s) unlocked", self.node, len(ids))
-        finally:
-            self._unlocking = None
-
-    def _watch(self, exec_id: str) -> asyncio.Future[None]:
-        """A stand-in for an execution of another node: it ends once the store has the execution ended."""
-        ended = self._watched.get(exec_id)
-        if ended is None:
-            ended = self._watched[exec_id] = _Elsewhere(loop=self._loop)
-        if self._watching is None:
-            self._watching = self._loop.create_task(self._watch_forever(), name=f"tukio-watch-{self.node}")
-        return ended
-
-    async def _watch_forever(self) -> None:
-        try:
-            while self._watched:
-                await asyncio.sleep(WATCH_PERIOD)
-                try:
-                    left = set(await asyncio.to_thread(self.store.unfinished_among, list(self._watched)))
-                except Exception:
-                    log.exception("node %s: could not check aborted executions of other nodes", self.node)
-                    continue
-                for exec_id in [i for i in self._watched if i not in left]:
-                    ended = self._watched.pop(exec_id)
-                    if not ended.done():
-                        ended.set_result(None)
-        finally:
-            self._watching = None
+        self._policies.unlocked(workflow)
 
     # -- events shared by the nodes ------------------------------------------------------------
     async def publish(self, data: Any, topic: str | None) -> None:
@@ -503,34 +474,41 @@ class Cluster:
                 workflow.cancel()
 
     # -- leaving ------------------------------------------------------------------------------
-    def close(self, *, leave: bool = True) -> None:
-        """Stop heartbeating; with `leave`, end the lease now so others take over at once."""
-        if self._closed:
-            return
+    def close(self, *, leave: bool = True) -> asyncio.Future[None]:
+        """Stop heartbeating and claiming; with `leave`, end the lease now so others take over at once.
+
+        Nothing blocks the loop: the lease ends on the heartbeat's thread.
+
+        Returns:
+            What is done once the lease ended (at once without `leave`).
+        """
+        if self._left is not None:
+            return self._left
         self._closed = True
+        self._left = left = self._loop.create_future()
         _local_nodes.get(self._loop, set()).discard(self.node)
         if _listeners.get(self._loop) is self:
             del _listeners[self._loop]
-        for task in (self._beating, self._listening, self._watching, self._cancelling):
+        self._policies.close()
+        for task in (self._beating, self._claiming, self._listening, self._cancelling, *self._resuming):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
         if leave:
-            try:
-                self.store.leave()
-            except Exception:
-                log.exception("node %s: could not end its lease (it expires by itself)", self.node)
+            ended = self._loop.run_in_executor(self._beat_thread, self._leave)
+            ended.add_done_callback(functools.partial(_settle, left))
+        else:
+            left.set_result(None)
+        self._beat_thread.shutdown(wait=False)  # its last call (the goodbye) still runs
+        return left
+
+    def _leave(self) -> None:
+        """(On the heartbeat's thread.) End the lease; a node that cannot reach the store lets it run out."""
+        try:
+            self.store.leave()
+        except Exception:
+            log.exception("node %s: could not end its lease (it expires by itself)", self.node)
 
 
-class _Elsewhere(asyncio.Future):  # type: ignore[type-arg]
-    """An execution of another node that a new workflow waits for (abort-running).
-
-    Its cancel request is in the store already: `cancel()` does nothing here;
-    the stand-in ends when the execution has ended, wherever it ran.
-    """
-
-    def cancel(self, msg: Any = None) -> bool:
-        return False
-
-
-def _storable(blob: str | bytes) -> str | bytes:
-    return storable(blob) if isinstance(blob, str) else blob
+def _settle(future: asyncio.Future[None], _: object) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -411,14 +411,16 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
                 workflow, reason = await self._recover_one(store, info)
             finally:
                 self._resuming.discard(info.exec_id)
+                if self._cluster is not None:
+                    self._cluster.resumed([info.exec_id])
             if workflow is not None:
                 recovered.append(workflow)
-            else:
+            elif reason:
                 left.append(dataclasses.replace(info, problem=reason))
         return recovered, left
 
     async def _recover_one(self, store: Store, info: ExecutionInfo) -> tuple[Workflow | None, str]:
-        """Resume one execution; or log and return why it cannot be.
+        """Resume one execution; or log and return why it cannot be (no reason: another node owns it now).
 
         It never raises: one damaged row must not keep the others from being resumed.
         """
@@ -435,6 +437,9 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
                 # What its tasks had received, for those that run again.
                 events = await asyncio.to_thread(store.task_events, info.exec_id) if store.keeps_events else {}
                 if report.get("tasks"):
+                    # Its tasks start now: the node must still own it (it may have been paused since the claim).
+                    if self._cluster is not None and not await self._cluster.confirm([info.exec_id]):
+                        return None, ""
                     return self._resume_with_events(template, report, events), ""
                 reason = "the journal holds no template for it"
             except (DamagedRecordError, RescueError) as exc:
@@ -626,9 +631,15 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
 
     def _flushed(self, _: None, error: BaseException | None) -> None:
         if not self.done() and not self._instances:
-            if self._cluster is not None:
-                self._cluster.close()
-            if self._cancel_asked is None:
-                self.set_result(None)
+            if self._cluster is not None:  # done once its lease ended (off the loop)
+                self._cluster.close().add_done_callback(self._left)
             else:
-                super().cancel(self._cancel_asked[0])
+                self._left(None)
+
+    def _left(self, _: object) -> None:
+        if self.done():
+            return
+        if self._cancel_asked is None:
+            self.set_result(None)
+        else:
+            super().cancel(self._cancel_asked[0])

@@ -36,7 +36,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from tukio._report import NO_REPORT, describe_error, holder_report, iso, iso_from_timestamp, storable
@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a record that nobody waits for may stay in memory before it is written.
 LAZY_DELAY = 0.05
+#: Commits made at once (nobody else was waiting) before one is deferred again, to see if others join.
+PROBE_EVERY = 8
 #: Seconds the writer thread waits for work before it exits (it restarts on demand).
 IDLE_EXIT = 1.0
 #: First and longest wait (seconds) before writing again to a store that failed.
@@ -124,29 +126,49 @@ def write_all(store: Store, batch: list[Record], empty: str | bytes) -> None:
 
 def _write_alone(store: Store, record: Record, empty: str | bytes) -> bool:
     """Write one record (or a smaller version of it); False when the store takes nothing."""
-    try:
-        store.write([record])
-        return True
-    except Exception as exc:
-        error = exc
-    for field, smaller in _smaller(record, empty, error):
+    steps = shrink(record, empty)
+    attempt = next(steps)
+    while True:
         try:
-            store.write([smaller])
-        except Exception:
-            continue
-        try:
-            # The store writes again: was it the record, or a passing fault?
-            store.write([record])
-            return True
+            store.write([attempt])
+            error: BaseException | None = None
         except Exception as exc:
             error = exc
+        try:
+            attempt = steps.send(error)
+        except StopIteration as stop:
+            return bool(stop.value)
+
+
+def shrink(record: Record, empty: str | bytes) -> Generator[Record, BaseException | None, bool]:
+    """The writes that get one record into a store that refused it in a batch (sans I/O).
+
+    Yields the record to write next, and is sent what that write raised (None
+    when it was committed). First the record itself; refused, its ever smaller
+    versions (`_smaller`), until one is taken: then the record once more (was
+    it the record, or a passing fault?), else the smaller version stays, the
+    field it dropped logged.
+
+    Returns:
+        True once the record (or a smaller version) is written; False when
+        the store takes nothing.
+    """
+    error = yield record
+    if error is None:
+        return True
+    for field, smaller in _smaller(record, empty, error):
+        if (yield smaller) is not None:
+            continue
+        again = yield record
+        if again is None:
+            return True
         what = "its execution record" if isinstance(record, ExecutionRecord) else f"task {record.task_id}"
         log.error(
             "journal: workflow %s, %s: the %s could not be stored (%s) and was left out",
             record.exec_id,
             what,
             field,
-            describe_error(error),
+            describe_error(again),
         )
         return True
     return False
@@ -221,6 +243,11 @@ class Journal(Recorder):
         self._writer: _Writer | None = None
         self._written: Written | None = None  # resolves once the batch being made is committed
         self._committing = False  # in `_commit`: a new batch waits for the next turn
+        # Whether the last deferred commit gathered no other waiter (then commits run at once),
+        # how many waiters joined the deferred commit being made, how many commits ran at once.
+        self._alone = True
+        self._joined = 0
+        self._at_once = 0
         self._in_thread = 0  # batches handed to the writer thread, not committed yet
         self._templates: dict[str | None, tuple[Plan, str | bytes]] = {}
         # Whether the store may take batches on the loop (else no need to ask, for every batch).
@@ -246,33 +273,41 @@ class Journal(Recorder):
     def _submit(self) -> Written:
         """Commit everything recorded so far at the end of this turn; return what resolves then.
 
-        When nothing else is ready to run (the loop's ready queue is empty),
-        nothing else can add to this batch before the commit would run in the
-        next turn: the commit then runs at once, which saves that turn (one
-        poll of the selector) without losing any grouping; when the store
-        takes it on the loop, nobody has to wait and `WRITTEN` is returned
-        (no `Written` is made: a chain's every task end comes here). Not
+        A commit deferred to the end of the turn groups whatever else is
+        recorded in it. When the last deferred commit gathered nobody else
+        (one workflow at a time, a chain), nothing is gained by waiting: the
+        commit then runs at once, which saves that turn (one poll of the
+        selector); when the store takes it on the loop, nobody has to wait
+        and `WRITTEN` is returned (no `Written` is made: a chain's every
+        task end comes here). Every `PROBE_EVERY` commits made at once, one
+        is deferred again, to see whether others now join it. This needs
+        nothing private of the loop (it works on uvloop as on asyncio). Not
         from inside a commit (what it resolves may end tasks at once, with
         eager start): those wait for the next turn, so the nesting stays
         bounded.
         """
         written = self._written
-        if written is None:
-            ready = getattr(self._loop, "_ready", None)  # asyncio's queue of ready handles (a deque)
-            if ready is not None and not ready and not self._committing:
+        if written is not None:
+            self._joined += 1
+            return written
+        if self._alone and not self._committing:
+            self._at_once += 1
+            if self._at_once % PROBE_EVERY:
                 self._committing = True
                 try:
                     return self._commit_batch(None)
                 finally:
                     self._committing = False
-            written = self._written = Written()
-            self._loop.call_soon(self._commit)
+        written = self._written = Written()
+        self._joined = 0
+        self._loop.call_soon(self._commit)
         return written
 
     def _commit(self) -> None:
         written, self._written = self._written, None
         if written is None:  # committed at once by `_submit` already
             return
+        self._alone = self._joined == 0
         self._committing = True
         try:
             self._commit_batch(written)

@@ -29,10 +29,11 @@ import weakref
 import zlib
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tukio._report import iso_from_timestamp
 from tukio.policy import Decision, OverrunPolicy
+from tukio.store._lease import Beat, Clock, lease_clock
 from tukio.store._pgschema import MIGRATIONS, SQL
 from tukio.store.base import (
     ExecutionInfo,
@@ -49,6 +50,7 @@ from tukio.store.base import (
     parse_time,
     task_events,
 )
+from tukio.store.journal import shrink
 
 if TYPE_CHECKING:
     import asyncpg
@@ -58,8 +60,6 @@ __all__ = ["Beat", "PostgresStore"]
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-#: What a heartbeat found: the lease was running, had expired, or the node was replaced.
-Beat = Literal["alive", "late", "replaced"]
 #: Longest pause between two attempts to reach a database that went away.
 MAX_BACKOFF = 2.0
 #: Seconds a loop's write connection stays open with nothing to write.
@@ -221,11 +221,43 @@ class _Soon:
                 except asyncio.CancelledError:
                     _fail(batch)
                     raise
-                except Exception as exc:
-                    log.exception("journal: writing %d record(s) to %r failed", len(records), store)
+                except ConnectionError as exc:  # unreachable past `retry_for`: nothing was written
+                    log.error("journal: writing %d record(s) to %r failed: %s", len(records), store, exc)
                     error = exc
+                except Exception as exc:
+                    # One bad record must not fail the others: each batch again alone, record by record.
+                    log.warning("journal: a group commit to %r failed (%s); writing its parts alone", store, exc)
+                    for part, done in batch:
+                        done(await self._alone(part))
+                    continue
             for _, done in batch:
                 done(error)
+
+    async def _alone(self, records: Sequence[Record]) -> BaseException | None:
+        """Write one journal batch, record by record where it must; the error of a record refused whole."""
+        try:
+            await self.store.write_on(self.link, records)
+            return None
+        except Exception as exc:
+            if isinstance(exc, ConnectionError) or not records:
+                return exc
+        empty = self.store.serializer.dumps({})
+        for record in records:
+            steps = shrink(record, empty)
+            attempt = next(steps)
+            while True:
+                try:
+                    await self.store.write_on(self.link, [attempt])
+                    error: BaseException | None = None
+                except Exception as exc:
+                    error = exc
+                try:
+                    attempt = steps.send(error)
+                except StopIteration as stop:
+                    if not stop.value:
+                        return error
+                    break
+        return None
 
     async def close(self) -> None:
         """Stop the task (what it did not commit fails) and close the connection."""
@@ -359,6 +391,9 @@ class PostgresStore(Store):
 
     blocking = True
     keeps_events = True
+    #: Events are shared through the database, and LISTEN wakes the nodes up (nothing is polled).
+    shares_events = True
+    event_poll: float | None = None
 
     def __init__(
         self,
@@ -385,11 +420,12 @@ class PostgresStore(Store):
         self.node: str | None = None
         self.lease = 5.0
         self.epoch: int | None = None
+        #: The local clock of this process's own lease deadline (leases themselves are on the server's clock).
+        self.clock: Clock = lease_clock
         #: The node's name is unique to one engine (`default_node_name`): once dead, its row may be pruned.
         self.ephemeral = False
-        self._node_id = 0
         self._joining = threading.Lock()
-        self._lease_until = 0.0  # time.monotonic() when the lease runs out, as far as this process knows
+        self._lease_until = 0.0  # `lease_clock()` when the lease runs out, as far as this process knows
         # The writer of each event loop that writes (see `write_soon`).
         self._soon: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Soon] = weakref.WeakKeyDictionary()
         self._namespace = zlib.crc32(schema.encode()) & 0x7FFFFFFF
@@ -466,7 +502,7 @@ class PostgresStore(Store):
 
     def lease_expired(self) -> bool:
         """True when this node's lease ran out by the local clock (it was paused, or cut off)."""
-        return self.node is not None and time.monotonic() > self._lease_until
+        return self.node is not None and self.clock() > self._lease_until
 
     def write_soon(self, records: Sequence[Record], done: Callable[[BaseException | None], None]) -> bool:
         """Commit `records` from the running loop on a connection of that loop (see `Store.write_soon`).
@@ -661,17 +697,16 @@ class PostgresStore(Store):
 
     def _join(self, node: str) -> int:
 
-        began = time.monotonic()
+        began = self.clock()
 
         async def op(conn: asyncpg.Connection) -> list[Any]:
             async with conn.transaction():
-                epoch, node_id = await conn.fetchrow(self.sql.join, node, self.lease, self.ephemeral)
-                self.epoch, self._node_id = epoch, node_id
+                epoch = await conn.fetchval(self.sql.join, node, self.lease, self.ephemeral)
+                self.epoch = epoch
                 self._lease_until = began + self.lease
                 return list(await conn.fetch(self.sql.take_back, node, epoch))
 
         rows = self._run(self._presence.call(op))
-        self._run(self._presence.call(self._hold_presence))
         log.info(
             "PostgresStore: node %s joined (epoch %s), owning %d unfinished execution(s)", node, self.epoch, len(rows)
         )
@@ -687,11 +722,6 @@ class PostgresStore(Store):
         )
         return [_info(r) for r in self._run(self._reader.call(lambda c: c.fetch(query, node, self.epoch)))]
 
-    async def _hold_presence(self, conn: asyncpg.Connection) -> None:
-        # A session lock that lives as long as this connection: when the
-        # process dies, PostgreSQL drops it and the node is known dead.
-        await conn.fetchval(self.sql.lock, self._namespace, self._node_id)
-
     def heartbeat(self) -> Beat:
         """Renew the node's lease.
 
@@ -705,15 +735,8 @@ class PostgresStore(Store):
             RuntimeError: the node has not joined.
         """
         node = self._attached()
-        opened = self._presence.opened
-
-        async def op(conn: asyncpg.Connection) -> Any:
-            if self._presence.opened != opened:  # a new session: take the presence lock again
-                await self._hold_presence(conn)
-            return await conn.fetchval(self.sql.heartbeat, node, self.epoch)
-
-        began = time.monotonic()
-        was_alive = self._run(self._presence.call(op))
+        began = self.clock()
+        was_alive = self._run(self._presence.call(lambda c: c.fetchval(self.sql.heartbeat, node, self.epoch)))
         if was_alive is None:
             return "replaced"
         self._lease_until = began + self.lease
@@ -736,10 +759,23 @@ class PostgresStore(Store):
         """
         node = self._attached()
         ids = list(template_ids)
-        rows = self._run(
-            self._reader.call(lambda c: c.fetch(self.sql.claim, node, self.epoch, ids, limit, self._namespace))
-        )
+        rows = self._run(self._reader.call(lambda c: c.fetch(self.sql.claim, node, self.epoch, ids, limit)))
         return [_info(r) for r in rows]
+
+    def stranded(self, template_ids: Iterable[str]) -> list[ExecutionInfo]:
+        """The unfinished executions of dead nodes (or of no node) whose template is not among `template_ids`.
+
+        A `claim` leaves them alone (this node cannot run them); `recover()`
+        lists them, with the reason, in `Engine.unrecovered`.
+        """
+        self._attached()
+        ids = list(template_ids)
+        query = (
+            f"SELECT {self.sql.columns} FROM {self.sql.schema}.executions WHERE state = 'pending' "
+            "AND (template_id IS NULL OR NOT template_id = ANY($1)) "
+            f"AND (owner IS NULL OR owner NOT IN ({self.sql.alive})) ORDER BY started NULLS FIRST, exec_id"
+        )
+        return [_info(r) for r in self._run(self._reader.call(lambda c: c.fetch(query, ids)))]
 
     def lost(self, exec_ids: Iterable[str]) -> list[str]:
         """Return those of `exec_ids` that this node (and epoch) no longer owns."""
@@ -845,12 +881,11 @@ class PostgresStore(Store):
                 # The executions' rows first, in order (as admissions lock them, then the requests).
                 rows = await conn.fetch(
                     f"SELECT x.exec_id, x.owner IS NOT DISTINCT FROM $1 AND x.epoch IS NOT DISTINCT FROM $2, "
-                    f"x.owner IS NOT NULL AND x.owner IN ({self.sql.alive.replace('$5', '$3')}) "
+                    f"x.owner IS NOT NULL AND x.owner IN ({self.sql.alive}) "
                     f"FROM {s}.cancels AS c JOIN {s}.executions AS x ON x.exec_id = c.exec_id "
                     "WHERE x.state = 'pending' ORDER BY x.exec_id FOR UPDATE OF x",
                     node,
                     self.epoch,
-                    self._namespace,
                 )
                 settled = [r[0] for r in rows if not r[2]]
                 if settled:
@@ -931,11 +966,11 @@ class PostgresStore(Store):
         query = (
             f"DELETE FROM {s}.nodes AS n WHERE n.ephemeral AND n.name <> $1 "
             "AND n.expires < now() - make_interval(secs => $2) "
-            f"AND n.name NOT IN ({self.sql.alive.replace('$5', '$3')}) "
+            f"AND n.name NOT IN ({self.sql.alive}) "
             f"AND NOT EXISTS (SELECT 1 FROM {s}.executions AS x WHERE x.owner = n.name AND x.state = 'pending') "
             "RETURNING n.name"
         )
-        rows = self._run(self._reader.call(lambda c: c.fetch(query, node, float(grace), self._namespace)))
+        rows = self._run(self._reader.call(lambda c: c.fetch(query, node, float(grace))))
         if rows:
             log.info("PostgresStore: pruned %d dead node(s)", len(rows))
         return sorted(r[0] for r in rows)

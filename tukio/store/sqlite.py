@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import logging
@@ -13,7 +14,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 if sys.platform != "win32":
     import fcntl
@@ -21,6 +22,7 @@ if sys.platform != "win32":
 from tukio._report import iso_from_timestamp
 from tukio.policy import Decision, OverrunPolicy
 from tukio.store._gate import Running, rule
+from tukio.store._lease import Beat, Clock, lease_clock
 from tukio.store.base import (
     UNFINISHED,
     ExecutionInfo,
@@ -37,8 +39,6 @@ from tukio.store.base import (
     parse_states,
     task_events,
 )
-
-Beat = Literal["alive", "late", "replaced"]
 
 __all__ = ["CHECKPOINT_EVERY", "EVENT_POLL", "SCHEMA_VERSION", "WAL_SIZE_LIMIT", "SQLiteStore"]
 
@@ -349,6 +349,9 @@ class SQLiteStore(Store):
         event_poll: seconds between two reads of the events other processes
             sharing the file published (see `publish`), while a task of
             this process listens; the latency of such an event.
+        clock: the clock leases are read on (`lease_clock`: the host's boot
+            time, the same in every process and unmoved by the wall clock;
+            every process sharing the file must read the same one).
 
     Raises:
         ValueError: unknown `synchronous` value, or `event_poll` not positive.
@@ -366,13 +369,16 @@ class SQLiteStore(Store):
         synchronous: str = "NORMAL",
         write_on_loop: bool = True,
         event_poll: float = EVENT_POLL,
+        clock: Clock = lease_clock,
     ) -> None:
         super().__init__(serializer)
+        #: The clock leases are read on (see `tukio.store._lease`).
+        self.clock = clock
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
         if not event_poll > 0:
             raise ValueError(f"event_poll must be a positive number of seconds, got {event_poll!r}")
-        self.event_poll = event_poll
+        self.event_poll: float | None = event_poll
         self.path = os.fspath(path)
         self._lock = threading.Lock()
         self._written = 0  # records written since the last checkpoint
@@ -400,7 +406,7 @@ class SQLiteStore(Store):
         self.ephemeral = False
         self._owner: tuple[str, int] | None = None  # (node, epoch) once joined: writes are fenced
         self._joining = threading.Lock()
-        self._lease_until = 0.0  # time.monotonic() when the lease runs out, as far as this process knows
+        self._lease_until = 0.0  # when the lease runs out (on `clock`), as far as this process knows
         self._held: IO[bytes] | None = None  # the node's lock file, locked while the node lives
         try:
             self._db = self._connect(synchronous.upper(), timeout=10.0)
@@ -745,8 +751,7 @@ class SQLiteStore(Store):
     def _join(self, node: str) -> int:
         if not self._take_lock(node, wait=1.0):
             log.warning("SQLiteStore: node %s: another process holds its lock; that process is fenced", node)
-        began = time.monotonic()
-        now = time.time()
+        now = self.clock()
         with self._lock:
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
@@ -766,7 +771,7 @@ class SQLiteStore(Store):
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
-        self.epoch, self._owner, self._lease_until = epoch, (node, epoch), began + self.lease
+        self.epoch, self._owner, self._lease_until = epoch, (node, epoch), now + self.lease
         log.info("SQLiteStore: node %s joined (epoch %d), owning %d unfinished execution(s)", node, epoch, taken)
         return epoch
 
@@ -828,7 +833,7 @@ class SQLiteStore(Store):
 
     def lease_expired(self) -> bool:
         """True when this node's lease ran out by the local clock (it was paused, say)."""
-        return self._owner is not None and time.monotonic() > self._lease_until
+        return self._owner is not None and self.clock() > self._lease_until
 
     def heartbeat(self) -> Beat:
         """Renew the node's lease (and take its lock file if it could not yet).
@@ -840,8 +845,7 @@ class SQLiteStore(Store):
             elsewhere): every write of this one is refused.
         """
         node, epoch = self._attached()
-        began = time.monotonic()
-        now = time.time()
+        now = self.clock()
         with self._lock:
             db = self._conn()
             db.execute("BEGIN IMMEDIATE")
@@ -859,7 +863,7 @@ class SQLiteStore(Store):
             return "replaced"
         if self._held is None:  # (not before: a node pruned as dead must not make its lock file again)
             self._take_lock(node, wait=0)
-        self._lease_until = began + self.lease
+        self._lease_until = now + self.lease
         return "alive" if row[0][1] >= now else "late"
 
     def owned(self) -> list[ExecutionInfo]:
@@ -942,7 +946,7 @@ class SQLiteStore(Store):
                 f"AND (template_id IS NULL OR template_id NOT IN ({marks})) ORDER BY started",
                 (UNFINISHED, *ids),
             ).fetchall()
-            now = time.time()
+            now = self.clock()
             dead: dict[str, bool] = {}
             for row in rows:
                 if row[6] is not None and row[6] not in dead:
@@ -951,7 +955,7 @@ class SQLiteStore(Store):
 
     def _dead_owners(self, db: sqlite3.Connection, query: str, params: tuple[Any, ...]) -> list[str | None]:
         """The owners `query` lists that are dead (None: executions of no node)."""
-        now = time.time()
+        now = self.clock()
         owners = [r[0] for r in db.execute(query, params).fetchall()]
         return [o for o in owners if o is None or self._dead(db, o, now)]
 
@@ -970,7 +974,9 @@ class SQLiteStore(Store):
         if owner is None or self._db is None:
             return
         with self._lock:
-            self._conn().execute("UPDATE nodes SET expires = ? WHERE name = ? AND epoch = ?", (time.time() - 1, *owner))
+            self._conn().execute(
+                "UPDATE nodes SET expires = ? WHERE name = ? AND epoch = ?", (self.clock() - 1, *owner)
+            )
         self._release_lock()
 
     # -- overrun policies across nodes (see tukio.store._gate) --------------------------------------
@@ -1001,7 +1007,7 @@ class SQLiteStore(Store):
                 if not db.execute("SELECT 1 FROM nodes WHERE name = ? AND epoch = ?", (node, epoch)).fetchall():
                     log.warning("SQLiteStore: node %s was replaced: trigger of %s skipped", node, begin.template_id)
                     return Decision.skip, []
-                now = time.time()
+                now = self.clock()
                 alive: dict[str, bool] = {}
                 rows = []
                 for exec_id, locked, owner, owner_epoch in db.execute(
@@ -1029,7 +1035,7 @@ class SQLiteStore(Store):
                         epoch,
                     ),
                 )
-                ended = iso_from_timestamp(now)
+                ended = iso_from_timestamp(time.time())
                 db.executemany(  # made this node's: a zombie of the dead owner is fenced
                     "UPDATE executions SET state = 'cancelled', ended = ?, locked = 0, owner = ?, epoch = ? "
                     "WHERE exec_id = ? AND state = ?",
@@ -1037,7 +1043,7 @@ class SQLiteStore(Store):
                 )
                 db.executemany(
                     "INSERT OR IGNORE INTO cancels (exec_id, by_node, at) VALUES (?, ?, ?)",
-                    [(i, node, now) for i in ruled.request],
+                    [(i, node, time.time()) for i in ruled.request],
                 )
         return ruled.decision, ruled.wait
 
@@ -1062,13 +1068,13 @@ class SQLiteStore(Store):
                     "ON x.exec_id = c.exec_id WHERE x.state = ?",
                     (UNFINISHED,),
                 ).fetchall()
-                now = time.time()
+                now = self.clock()
                 settled = [r[0] for r in rows if r[1] is None or (r[1] != node and self._dead(db, r[1], now))]
                 if settled:
                     db.executemany(  # made this node's: a zombie of the dead owner is fenced
                         "UPDATE executions SET state = 'cancelled', ended = ?, locked = 0, owner = ?, epoch = ? "
                         "WHERE exec_id = ?",
-                        [(iso_from_timestamp(now), node, epoch, i) for i in settled],
+                        [(iso_from_timestamp(time.time()), node, epoch, i) for i in settled],
                     )
                     log.warning("SQLiteStore: %d execution(s) of dead nodes cancelled on request", len(settled))
                 db.execute(
@@ -1127,7 +1133,7 @@ class SQLiteStore(Store):
             The names of the nodes deleted.
         """
         node, _ = self._attached()
-        now = time.time()
+        now = self.clock()
         pruned: list[str] = []
         with self._lock:
             db = self._conn()
@@ -1243,6 +1249,16 @@ class SQLiteStore(Store):
     def listen(self, wake: Callable[[], None]) -> bool:
         """SQLite cannot signal other processes: never calls `wake` (they poll, see `event_poll`); returns False."""
         return False
+
+    def listen_cancels(self, wake: Callable[[], None]) -> bool:
+        """SQLite cannot signal other processes: never calls `wake` (cancel requests are read); returns False."""
+        return False
+
+    def admit_soon(
+        self, policy: OverrunPolicy, begin: ExecutionRecord, here: Collection[str]
+    ) -> concurrent.futures.Future[tuple[Decision, list[str]]] | None:
+        """None: an admission is one local transaction, made by `admit` (on a thread of the caller's)."""
+        return None
 
     def close(self) -> None:
         """Close the database and free the node's lock (idempotent); the store cannot be used afterwards."""
