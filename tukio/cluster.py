@@ -268,7 +268,7 @@ class Cluster:
     # -- the heartbeat ---------------------------------------------------------------------
     async def _beat_forever(self) -> None:
         period = max(self.lease / 3, MIN_PERIOD)
-        while True:
+        while not self._closed:  # a beat may close the cluster (the node was replaced)
             try:
                 await self._beat()
             except asyncio.CancelledError:
@@ -519,6 +519,12 @@ class Cluster:
                 self.store.leave()
             except Exception:
                 log.exception("node %s: could not end its lease (it expires by itself)", self.node)
+
+    async def wait_closed(self) -> None:
+        """Wait until the tasks `close()` stopped (heartbeat, listeners, watches) have ended."""
+        current = asyncio.current_task()
+        tasks = [t for t in (self._beating, self._listening, self._watching, self._cancelling) if t is not None]
+        await asyncio.gather(*(t for t in tasks if t is not current), return_exceptions=True)
 
 
 class _Elsewhere(asyncio.Future):  # type: ignore[type-arg]
