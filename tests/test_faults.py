@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import template
+from support import template, until
 
 import tukio.store.journal as journal_module
 from tukio import Engine, Event, TaskHolder, Workflow
@@ -119,9 +119,13 @@ async def test_the_lock_is_released_when_the_task_ends_not_when_its_end_is_writt
         await asyncio.sleep(0.001)
     await asyncio.wait_for(asyncio.shield(wf.tasks_by_id["a"]), 5)
     assert not wf.lock.locked()
-    again = await engine.trigger("locked", {})
-    assert again is not None  # not skipped: 'a' ended, so the first workflow is unlocked
+    # Not skipped: 'a' ended, so the first workflow is unlocked. The trigger returns once
+    # its begin is committed, behind the held end of 'a': it is running meanwhile.
+    triggering = asyncio.create_task(engine.trigger("locked", {}))
+    await until(lambda: len(engine.running("locked")) == 2)
     store.release.set()
+    again = await asyncio.wait_for(triggering, 5)
+    assert again is not None
     gate.set()
     await asyncio.wait_for(asyncio.gather(wf, again), 5)
     await asyncio.wait_for(engine.stop(), 5)
@@ -227,15 +231,18 @@ async def test_a_store_that_refuses_everything_for_a_while_loses_nothing(
 async def test_flush_waits_for_what_the_writer_thread_still_holds(noop: str) -> None:
     store = HeldStore(free=0)  # every write waits for `release`
     engine = Engine(store=store)
-    wf = await engine.run_once(template([("x", noop)], {}, id="held"), {})
-    assert wf is not None
+    # run_once() returns once the trigger's batch is committed: it waits too.
+    running = asyncio.create_task(engine.run_once(template([("x", noop)], {}, id="held"), {}))
     assert await asyncio.to_thread(store.holding.wait, 5)  # the trigger's batch is in the writer thread, held
     flushed = asyncio.ensure_future(engine.flush())
     for _ in range(5):
         await asyncio.sleep(0)
     assert not flushed.done()  # nothing new was recorded, but the held batch is not written yet
+    assert not running.done()
     store.release.set()
     await asyncio.wait_for(flushed, 5)
+    wf = await asyncio.wait_for(running, 5)
+    assert wf is not None
     assert [info.exec_id for info in store.executions()] == [wf.uid]
     await asyncio.wait_for(asyncio.gather(wf, engine.stop()), 5)
     assert store.load(wf.uid)["exec"]["state"] == "finished"

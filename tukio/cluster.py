@@ -238,7 +238,7 @@ class Cluster:
     # -- the heartbeat ---------------------------------------------------------------------
     async def _beat_forever(self) -> None:
         period = max(self.lease / 3, MIN_PERIOD)
-        while True:
+        while not self._closed:  # a beat may close the cluster (the node was replaced)
             try:
                 await self.beat()
             except asyncio.CancelledError:
@@ -490,8 +490,8 @@ class Cluster:
         if _listeners.get(self._loop) is self:
             del _listeners[self._loop]
         self._policies.close()
-        for task in (self._beating, self._claiming, self._listening, self._cancelling, *self._resuming):
-            if task is not None and task is not asyncio.current_task():
+        for task in self._tasks():
+            if task is not asyncio.current_task():
                 task.cancel()
         if leave:
             ended = self._loop.run_in_executor(self._beat_thread, self._leave)
@@ -507,6 +507,16 @@ class Cluster:
             self.store.leave()
         except Exception:
             log.exception("node %s: could not end its lease (it expires by itself)", self.node)
+
+    def _tasks(self) -> list[asyncio.Task[Any]]:
+        """The node's own tasks: heartbeat, claims, resumes, event and cancel listeners."""
+        tasks = (self._beating, self._claiming, self._listening, self._cancelling, *self._resuming)
+        return [t for t in tasks if t is not None]
+
+    async def wait_closed(self) -> None:
+        """Wait until the tasks `close()` stopped (heartbeat, claims, resumes, listeners) have ended."""
+        current = asyncio.current_task()
+        await asyncio.gather(*(t for t in self._tasks() if t is not current), return_exceptions=True)
 
 
 def _settle(future: asyncio.Future[None], _: object) -> None:

@@ -76,7 +76,15 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
     every coroutine that is not a tukio task (see `ChainedFactory`). As in the original, it
     is an `asyncio.Future`: await it (or use `done()`, `result()`,
     `add_done_callback()`, `asyncio.wait([engine])`); its result, None, is
-    set once `stop()` was called and no workflow runs any more.
+    set once `stop()` was called and no workflow runs any more (with a
+    store, once their last records are written and the node's cluster
+    tasks have ended). Cancelling it (``asyncio.wait_for(engine, t)`` timing
+    out, say) stops the engine as ``stop(force=True)`` does; the future ends
+    cancelled once the engine has stopped (see `cancel`).
+
+    With a store, `trigger()`, `data_received()` and `run_once()` return
+    once the begin record of each execution they start, with its data, is
+    committed: what they return is never lost.
 
     Args:
         selector: decides which loaded templates data triggers (a
@@ -112,6 +120,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
     _recorder: Recorder = NULL_RECORDER
     # Set by `cancel()`: (its message,); the future ends cancelled once the engine has stopped.
     _cancel_asked: tuple[Any] | None = None
+    # Waits for the cluster's tasks to end, once the engine stopped.
+    _closing: asyncio.Task[None] | None = None
 
     def __init__(
         self,
@@ -217,6 +227,9 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         the cluster guide); a template the store could not decide on is
         logged and not started.
 
+        With a store, it returns once the begin records of the workflows
+        started (with their data) are committed.
+
         Returns:
             The workflows started, or None once the engine is stopping.
 
@@ -264,7 +277,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
 
         With a store shared by several engines, the policy counts the
         instances of every engine: the store decides, in one transaction (see
-        `data_received`).
+        `data_received`). With a store, it returns once the execution's
+        begin record (with `data`) is committed.
 
         Returns:
             The workflow, or None (unknown template, policy said skip, or the
@@ -290,6 +304,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             data: the data the root task starts with.
             timeout: seconds after which this execution times out (None:
                 only the template's own `timeout`).
+
+        With a store, it returns once the execution's begin record is committed.
 
         Returns:
             The workflow, or None once the engine is stopping.
@@ -630,13 +646,23 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             self._recorder.flush().then(self._flushed, None)
 
     def _flushed(self, _: None, error: BaseException | None) -> None:
-        if not self.done() and not self._instances:
-            if self._cluster is not None:  # done once its lease ended (off the loop)
-                self._cluster.close().add_done_callback(self._left)
-            else:
-                self._left(None)
+        if self.done() or self._instances or self._closing is not None:
+            return
+        if self._cluster is None:
+            self._stopped()
+            return
+        # Done once the lease ended (off the loop) and the heartbeat and the listeners have ended
+        # too: none outlives the engine.
+        cluster = self._cluster
+        left = cluster.close()
 
-    def _left(self, _: object) -> None:
+        async def closed() -> None:
+            await asyncio.gather(left, cluster.wait_closed(), return_exceptions=True)
+
+        self._closing = self._loop.create_task(closed(), name="tukio-engine-close")
+        self._closing.add_done_callback(self._stopped)
+
+    def _stopped(self, _: object = None) -> None:
         if self.done():
             return
         if self._cancel_asked is None:
