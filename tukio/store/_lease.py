@@ -13,9 +13,11 @@ jump:
   machine sleeps (a lease runs out during a suspend, as it would on a
   server). ``time.time()`` is never used for a lease.
 
-A node also keeps its own deadline on the same local clock (`Cluster`
-measures it from the moment it sent its last renewed heartbeat, less a
-margin): while it holds, the node knows it owns its executions without asking.
+A node also keeps its own deadline on the same local clock (the store's
+`lease_expired`): from the moment it sent the last heartbeat that found its
+lease running, the lease less `LEASE_MARGIN` of it. While it holds, the
+node knows it owns its executions without asking; past it, it asks the
+store before it starts what it may have lost, and after each commit.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tukio._report import iso_from_timestamp
 from tukio.policy import Decision, OverrunPolicy
-from tukio.store._lease import Beat, Clock, lease_clock
+from tukio.store._lease import LEASE_MARGIN, Beat, Clock, lease_clock
 from tukio.store._pgschema import MIGRATIONS, SQL
 from tukio.store.base import (
     ExecutionInfo,
@@ -500,7 +500,12 @@ class PostgresStore(Store):
             self.submit(records).result()
 
     def lease_expired(self) -> bool:
-        """True when this node's lease ran out by the local clock (it was paused, or cut off)."""
+        """True when this node's lease may have run out, by its own clock (see `tukio.store._lease`).
+
+        The deadline is the moment the last heartbeat that found the lease
+        running was sent, plus the lease less `LEASE_MARGIN` of it; a
+        heartbeat that found it expired ("late") leaves it lapsed.
+        """
         return self.node is not None and self.clock() > self._lease_until
 
     def write_soon(self, records: Sequence[Record], done: Callable[[BaseException | None], None]) -> bool:
@@ -702,7 +707,7 @@ class PostgresStore(Store):
             async with conn.transaction():
                 epoch = await conn.fetchval(self.sql.join, node, self.lease, self.ephemeral)
                 self.epoch = epoch
-                self._lease_until = began + self.lease
+                self._lease_until = began + self.lease * (1 - LEASE_MARGIN)
                 return list(await conn.fetch(self.sql.take_back, node, epoch))
 
         rows = self._run(self._presence.call(op))
@@ -738,8 +743,10 @@ class PostgresStore(Store):
         was_alive = self._run(self._presence.call(lambda c: c.fetchval(self.sql.heartbeat, node, self.epoch)))
         if was_alive is None:
             return "replaced"
-        self._lease_until = began + self.lease
-        return "alive" if was_alive else "late"
+        if not was_alive:
+            return "late"  # lapsed until a heartbeat finds the lease running (after the node looked what it lost)
+        self._lease_until = began + self.lease * (1 - LEASE_MARGIN)
+        return "alive"
 
     def claim(self, template_ids: Iterable[str], *, limit: int = 100) -> list[ExecutionInfo]:
         """Take over unfinished executions of dead nodes (or of no node), at most `limit`.

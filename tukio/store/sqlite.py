@@ -22,7 +22,7 @@ if sys.platform != "win32":
 from tukio._report import iso_from_timestamp
 from tukio.policy import Decision, OverrunPolicy
 from tukio.store._gate import Running, rule
-from tukio.store._lease import Beat, Clock, lease_clock
+from tukio.store._lease import LEASE_MARGIN, Beat, Clock, lease_clock
 from tukio.store.base import (
     UNFINISHED,
     ExecutionInfo,
@@ -771,7 +771,7 @@ class SQLiteStore(Store):
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
-        self.epoch, self._owner, self._lease_until = epoch, (node, epoch), now + self.lease
+        self.epoch, self._owner, self._lease_until = epoch, (node, epoch), now + self.lease * (1 - LEASE_MARGIN)
         log.info("SQLiteStore: node %s joined (epoch %d), owning %d unfinished execution(s)", node, epoch, taken)
         return epoch
 
@@ -832,7 +832,12 @@ class SQLiteStore(Store):
         return self._owner
 
     def lease_expired(self) -> bool:
-        """True when this node's lease ran out by the local clock (it was paused, say)."""
+        """True when this node's lease may have run out, by its own clock (see `tukio.store._lease`).
+
+        The deadline is the moment the last heartbeat that found the lease
+        running began, plus the lease less `LEASE_MARGIN` of it; a heartbeat
+        that found it expired ("late") leaves it lapsed.
+        """
         return self._owner is not None and self.clock() > self._lease_until
 
     def heartbeat(self) -> Beat:
@@ -863,8 +868,10 @@ class SQLiteStore(Store):
             return "replaced"
         if self._held is None:  # (not before: a node pruned as dead must not make its lock file again)
             self._take_lock(node, wait=0)
-        self._lease_until = now + self.lease
-        return "alive" if row[0][1] >= now else "late"
+        if row[0][1] < now:
+            return "late"  # lapsed until a heartbeat finds the lease running (after the node looked what it lost)
+        self._lease_until = now + self.lease * (1 - LEASE_MARGIN)
+        return "alive"
 
     def owned(self) -> list[ExecutionInfo]:
         """List the unfinished executions this node (and epoch) owns, oldest first."""
