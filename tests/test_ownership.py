@@ -83,8 +83,9 @@ def holding(base: type[Store]) -> type[Any]:
             return super().load(exec_id)  # type: ignore[no-any-return]
 
         def heartbeat(self) -> Any:
-            self.held.beat()
-            return super().heartbeat()
+            beat = super().heartbeat()
+            self.held.beat()  # counted once made
+            return beat
 
     return HeldStore
 
@@ -300,6 +301,7 @@ async def test_a_node_late_by_its_own_clock_does_not_start_what_was_taken_over(
     await paused.load(chain("paused"))
     recovering = asyncio.ensure_future(paused.recover())
     assert await asyncio.to_thread(held.loading.wait, 10)  # claimed; then the process stops past its lease
+    await asyncio.wait_for(held.beats_reach(1), 10)  # (its first heartbeat made before the pause, not after)
     clock.now += 60
     other = Engine(store=new(), node="other", lease=30)
     await other.load(chain("other"))
