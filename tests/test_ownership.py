@@ -83,8 +83,9 @@ def holding(base: type[Store]) -> type[Any]:
             return super().load(exec_id)  # type: ignore[no-any-return]
 
         def heartbeat(self) -> Any:
-            self.held.beat()
-            return super().heartbeat()
+            beat = super().heartbeat()
+            self.held.beat()  # counted once made
+            return beat
 
     return HeldStore
 
@@ -300,6 +301,7 @@ async def test_a_node_late_by_its_own_clock_does_not_start_what_was_taken_over(
     await paused.load(chain("paused"))
     recovering = asyncio.ensure_future(paused.recover())
     assert await asyncio.to_thread(held.loading.wait, 10)  # claimed; then the process stops past its lease
+    await asyncio.wait_for(held.beats_reach(1), 10)  # (its first heartbeat made before the pause, not after)
     clock.now += 60
     other = Engine(store=new(), node="other", lease=30)
     await other.load(chain("other"))
@@ -354,11 +356,12 @@ def test_an_injected_clock_decides_sqlite_leases(tmp_path: Path) -> None:
         a.write([_begin("f-1")])
         b.attach("b", lease=5)
         b.join()
-        clock.now += 4.9
-        assert b.claim(["tpl"]) == []
+        clock.now += 3.9
         assert not a.lease_expired()
-        clock.now += 0.2
+        clock.now += 0.2  # a stops counting on its lease a margin (a fifth of it) before the others may claim
         assert a.lease_expired()
+        assert b.claim(["tpl"]) == []
+        clock.now += 1.0
         assert [i.exec_id for i in b.claim(["tpl"])] == ["f-1"]  # no real wait: the lease ran out on the clock
         assert a.heartbeat() == "late"
         assert a.lost(["f-1"]) == ["f-1"]

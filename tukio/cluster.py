@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING, Any
 
 from tukio._admission import Admissions
 from tukio.broker import get_broker
-from tukio.store._lease import LEASE_MARGIN
 from tukio.store._shared import LeasedStore
 
 if TYPE_CHECKING:
@@ -131,9 +130,6 @@ class Cluster:
         self._instances = instances
         self._templates = templates
         self._resume = resume
-        self._clock = store.clock
-        # The node knows it owns its executions until then (its clock), without asking the store.
-        self._owned_until = -float("inf")
         self._beating: asyncio.Task[None] | None = None
         self._claiming: asyncio.Task[None] | None = None
         self._beat_now: asyncio.Future[None] | None = None  # the heartbeat in flight, if any
@@ -263,10 +259,8 @@ class Cluster:
                 self._beat_now = None
 
     async def _renew(self) -> None:
-        sent = self._clock()
         beat = await self._loop.run_in_executor(self._beat_thread, self.store.heartbeat)
         if beat == "replaced":
-            self._owned_until = -float("inf")
             log.error("node %s was restarted elsewhere (a newer epoch): cancelling its workflows", self.node)
             self._cancel(list(self._instances), "node restarted elsewhere")
             self.close(leave=False)
@@ -278,12 +272,14 @@ class Cluster:
             )
             self._claimed.difference_update(gone)
             self._cancel(gone, "taken over by another node while this one missed its lease")
-        # What the node still owns now is its own until the lease renewed at `sent` ends (less a margin).
-        self._owned_until = sent + self.lease * (1 - LEASE_MARGIN)
 
     def owns(self) -> bool:
-        """True while the node's lease holds by its own clock (it owns its executions, without asking)."""
-        return self._clock() < self._owned_until
+        """True while the node's lease holds by its own clock: it owns its executions, without asking.
+
+        The deadline is the store's (`lease_expired`): renewed by each
+        heartbeat that found the lease running, less a margin.
+        """
+        return not self.store.lease_expired()
 
     async def confirm(self, exec_ids: Collection[str]) -> list[str]:
         """Those of `exec_ids` this node still owns, to start their tasks now.

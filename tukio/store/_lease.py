@@ -13,9 +13,11 @@ jump:
   machine sleeps (a lease runs out during a suspend, as it would on a
   server). ``time.time()`` is never used for a lease.
 
-A node also keeps its own deadline on the same local clock (`Cluster`
-measures it from the moment it sent its last renewed heartbeat, less a
-margin): while it holds, the node knows it owns its executions without asking.
+A node also keeps its own deadline on the same local clock (the store's
+`lease_expired`): from the moment it sent the last heartbeat that found its
+lease running, the lease less `LEASE_MARGIN` of it. While it holds, the
+node knows it owns its executions without asking; past it, it asks the
+store before it starts what it may have lost, and after each commit.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-__all__ = ["LEASE_MARGIN", "Beat", "Clock", "lease_clock"]
+from tukio.store.base import attach_name
+
+__all__ = ["LEASE_MARGIN", "Beat", "Clock", "NodeLease", "lease_clock"]
 
 #: What a heartbeat found: the lease was running, had expired, or the node was replaced.
 Beat = Literal["alive", "late", "replaced"]
@@ -46,3 +50,59 @@ def lease_clock() -> float:
     if _BOOTTIME is not None:
         return time.clock_gettime(_BOOTTIME)
     return time.monotonic()  # pragma: no cover - Linux has CLOCK_BOOTTIME
+
+
+class NodeLease:
+    """The node a shared store writes for, and its own lease deadline: a part of both shared stores.
+
+    Args:
+        clock: the local clock of the node's own deadline (`lease_clock`).
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        #: Called with the ids of executions whose writes were refused (from the thread or loop that wrote).
+        self.on_fenced: Callable[[list[str]], None] | None = None
+        self.node: str | None = None
+        self.lease = 5.0
+        self.epoch: int | None = None
+        #: The node's name is unique to one engine (`default_node_name`): once dead, its row may be pruned.
+        self.ephemeral = False
+        #: The clock of the node's own deadline (on SQLite, of the leases too).
+        self.clock = clock
+        self._lease_until = -float("inf")  # on `clock`
+
+    def attach(self, node: str | None = None, *, lease: float = 5.0) -> str:
+        """Name the node this store writes for, before it joins.
+
+        From then on, every execution written carries its owner (the node
+        and its epoch), and writes for executions another node (or a newer
+        epoch of this one) owns are refused and given to `on_fenced`.
+
+        Args:
+            node: the node's name (a new unique id when None).
+            lease: seconds a node stays alive without a heartbeat.
+
+        Returns:
+            The node's name.
+
+        Raises:
+            ValueError: `lease` is not positive, or the node name is empty.
+            RuntimeError: another node is already attached to this store.
+        """
+        name = attach_name(self, self.node, node, lease)
+        self.node, self.lease = name, lease
+        return name
+
+    def lease_expired(self) -> bool:
+        """True when this node's lease may have run out, by its own clock.
+
+        The deadline is the moment the last heartbeat that found the lease
+        running was sent (or the node joined), plus the lease less
+        `LEASE_MARGIN` of it; a heartbeat that found it expired ("late")
+        leaves it lapsed.
+        """
+        return self.epoch is not None and self.clock() > self._lease_until
+
+    def _renewed(self, sent: float) -> None:
+        """A heartbeat sent at `sent` (on `clock`) found the lease running, or the node joined then."""
+        self._lease_until = sent + self.lease * (1 - LEASE_MARGIN)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from tukio.policy import Decision, OverrunPolicy
-    from tukio.store._lease import Beat, Clock
+    from tukio.store._lease import Beat
     from tukio.store.base import ExecutionInfo, ExecutionRecord, Serializer
 
 __all__ = ["LeasedStore"]
@@ -35,8 +35,6 @@ class LeasedStore(Protocol):
     serializer: Serializer
     shares_events: bool
     event_poll: float | None
-    #: The clock of the node's own lease deadline (see `tukio.store._lease`).
-    clock: Clock
 
     def attach(self, node: str | None = None, *, lease: float = 5.0) -> str:
         """Name the node this store writes for."""
@@ -58,6 +56,9 @@ class LeasedStore(Protocol):
 
     def leave(self) -> None:
         """End the node's lease now."""
+
+    def lease_expired(self) -> bool:
+        """True when the node's lease may have run out by its own clock (see `tukio.store._lease`)."""
 
     def publish(self, data: Any, topic: str | None) -> int:
         """Keep an event for the other nodes; return its id."""

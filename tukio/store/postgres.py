@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tukio._report import iso_from_timestamp
 from tukio.policy import Decision, OverrunPolicy
-from tukio.store._lease import Beat, Clock, lease_clock
+from tukio.store._lease import Beat, NodeLease, lease_clock
 from tukio.store._pgschema import MIGRATIONS, SQL
 from tukio.store.base import (
     ExecutionInfo,
@@ -43,7 +43,6 @@ from tukio.store.base import (
     Store,
     TaskEventRecord,
     TaskRecord,
-    attach_name,
     build_report,
     iso,
     parse_states,
@@ -367,7 +366,7 @@ def _event_columns(events: Sequence[TaskEventRecord]) -> list[list[Any]]:
     return cols
 
 
-class PostgresStore(Store):
+class PostgresStore(Store, NodeLease):
     """Keeps executions in a PostgreSQL database; several engines may share it.
 
     The tables live in their own schema, created and migrated when the store
@@ -405,7 +404,7 @@ class PostgresStore(Store):
         **connect_options: Any,
     ) -> None:
         _asyncpg()
-        super().__init__(serializer)
+        Store.__init__(self, serializer)
         if not schema:
             raise ValueError("schema must not be empty")
         self.dsn = dsn
@@ -415,17 +414,8 @@ class PostgresStore(Store):
         self.closing = False
         self.sql = SQL(schema)
         self._write_task = _write_task_sql(self.sql.schema)
-        #: Called (from the thread or event loop that wrote) with the ids of executions whose writes were refused.
-        self.on_fenced: Callable[[list[str]], None] | None = None
-        self.node: str | None = None
-        self.lease = 5.0
-        self.epoch: int | None = None
-        #: The local clock of this process's own lease deadline (leases themselves are on the server's clock).
-        self.clock: Clock = lease_clock
-        #: The node's name is unique to one engine (`default_node_name`): once dead, its row may be pruned.
-        self.ephemeral = False
+        NodeLease.__init__(self, lease_clock)  # the node's own deadline (leases are on the server's clock)
         self._joining = threading.Lock()
-        self._lease_until = 0.0  # `lease_clock()` when the lease runs out, as far as this process knows
         # The writer of each event loop that writes (see `write_soon`).
         self._soon: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Soon] = weakref.WeakKeyDictionary()
         self._namespace = zlib.crc32(schema.encode()) & 0x7FFFFFFF
@@ -499,10 +489,6 @@ class PostgresStore(Store):
         """
         if records:
             self.submit(records).result()
-
-    def lease_expired(self) -> bool:
-        """True when this node's lease ran out by the local clock (it was paused, or cut off)."""
-        return self.node is not None and self.clock() > self._lease_until
 
     def write_soon(self, records: Sequence[Record], done: Callable[[BaseException | None], None]) -> bool:
         """Commit `records` from the running loop on a connection of that loop (see `Store.write_soon`).
@@ -657,24 +643,6 @@ class PostgresStore(Store):
         return self._run(self._reader.call(op))
 
     # -- ownership (see tukio.cluster) ------------------------------------------------------------
-    def attach(self, node: str | None = None, *, lease: float = 5.0) -> str:
-        """Name the node this store writes for, before it joins.
-
-        Args:
-            node: the node's name (a new unique id when None).
-            lease: seconds a node stays alive without a heartbeat.
-
-        Returns:
-            The node's name.
-
-        Raises:
-            ValueError: `lease` is not positive, or the node name is empty.
-            RuntimeError: another node is already attached to this store.
-        """
-        name = attach_name(self, self.node, node, lease)
-        self.node, self.lease = name, lease
-        return name
-
     def join(self) -> int:
         """Start a new epoch of the attached node and take its unfinished executions back.
 
@@ -703,7 +671,7 @@ class PostgresStore(Store):
             async with conn.transaction():
                 epoch = await conn.fetchval(self.sql.join, node, self.lease, self.ephemeral)
                 self.epoch = epoch
-                self._lease_until = began + self.lease
+                self._renewed(began)
                 return list(await conn.fetch(self.sql.take_back, node, epoch))
 
         rows = self._run(self._presence.call(op))
@@ -739,8 +707,10 @@ class PostgresStore(Store):
         was_alive = self._run(self._presence.call(lambda c: c.fetchval(self.sql.heartbeat, node, self.epoch)))
         if was_alive is None:
             return "replaced"
-        self._lease_until = began + self.lease
-        return "alive" if was_alive else "late"
+        if not was_alive:
+            return "late"  # lapsed until a heartbeat finds the lease running (after the node looked what it lost)
+        self._renewed(began)
+        return "alive"
 
     def claim(self, template_ids: Iterable[str], *, limit: int = 100) -> list[ExecutionInfo]:
         """Take over unfinished executions of dead nodes (or of no node), at most `limit`.

@@ -22,7 +22,7 @@ if sys.platform != "win32":
 from tukio._report import iso_from_timestamp
 from tukio.policy import Decision, OverrunPolicy
 from tukio.store._gate import Running, rule
-from tukio.store._lease import Beat, Clock, lease_clock
+from tukio.store._lease import Beat, Clock, NodeLease, lease_clock
 from tukio.store.base import (
     UNFINISHED,
     ExecutionInfo,
@@ -32,7 +32,6 @@ from tukio.store.base import (
     Store,
     TaskEventRecord,
     TaskRecord,
-    attach_name,
     build_report,
     execution_info,
     iso,
@@ -305,7 +304,7 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return code in _BUSY if code is not None else "locked" in str(exc) or "busy" in str(exc)
 
 
-class SQLiteStore(Store):
+class SQLiteStore(Store, NodeLease):
     """Keeps executions in an SQLite database file, in WAL mode.
 
     A commit is durable against a crash of the process as soon as it returns.
@@ -371,9 +370,8 @@ class SQLiteStore(Store):
         event_poll: float = EVENT_POLL,
         clock: Clock = lease_clock,
     ) -> None:
-        super().__init__(serializer)
-        #: The clock leases are read on (see `tukio.store._lease`).
-        self.clock = clock
+        Store.__init__(self, serializer)
+        NodeLease.__init__(self, clock)
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
         if not event_poll > 0:
@@ -397,16 +395,8 @@ class SQLiteStore(Store):
         self._bulk: sqlite3.Connection | None = None
         self._synchronous = synchronous.upper()
         self._closing = False
-        #: Called with the ids of executions whose writes were refused (see `attach`).
-        self.on_fenced: Callable[[list[str]], None] | None = None
-        self.node: str | None = None
-        self.lease = 5.0
-        self.epoch: int | None = None
-        #: The node's name is unique to one engine (`default_node_name`): once dead, its row may be pruned.
-        self.ephemeral = False
         self._owner: tuple[str, int] | None = None  # (node, epoch) once joined: writes are fenced
         self._joining = threading.Lock()
-        self._lease_until = 0.0  # when the lease runs out (on `clock`), as far as this process knows
         self._held: IO[bytes] | None = None  # the node's lock file, locked while the node lives
         try:
             self._db = self._connect(synchronous.upper(), timeout=10.0)
@@ -699,28 +689,6 @@ class SQLiteStore(Store):
     #: Events are shared through the file (see `publish`).
     shares_events = True
 
-    def attach(self, node: str | None = None, *, lease: float = 5.0) -> str:
-        """Name the node this store writes for, before it joins.
-
-        From then on, every execution written carries its owner (the node
-        and its epoch), and writes for executions another node (or a newer
-        epoch of this one) owns are refused and given to `on_fenced`.
-
-        Args:
-            node: the node's name (a new unique id when None).
-            lease: seconds a node stays alive without a heartbeat.
-
-        Returns:
-            The node's name.
-
-        Raises:
-            ValueError: `lease` is not positive, or the node name is empty.
-            RuntimeError: another node is already attached to this store.
-        """
-        name = attach_name(self, self.node, node, lease)
-        self.node, self.lease = name, lease
-        return name
-
     def join(self) -> int:
         """Start a new epoch of the attached node and take its unfinished executions back.
 
@@ -771,7 +739,8 @@ class SQLiteStore(Store):
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
-        self.epoch, self._owner, self._lease_until = epoch, (node, epoch), now + self.lease
+        self.epoch, self._owner = epoch, (node, epoch)
+        self._renewed(now)
         log.info("SQLiteStore: node %s joined (epoch %d), owning %d unfinished execution(s)", node, epoch, taken)
         return epoch
 
@@ -831,10 +800,6 @@ class SQLiteStore(Store):
         assert self._owner is not None
         return self._owner
 
-    def lease_expired(self) -> bool:
-        """True when this node's lease ran out by the local clock (it was paused, say)."""
-        return self._owner is not None and self.clock() > self._lease_until
-
     def heartbeat(self) -> Beat:
         """Renew the node's lease (and take its lock file if it could not yet).
 
@@ -863,8 +828,10 @@ class SQLiteStore(Store):
             return "replaced"
         if self._held is None:  # (not before: a node pruned as dead must not make its lock file again)
             self._take_lock(node, wait=0)
-        self._lease_until = now + self.lease
-        return "alive" if row[0][1] >= now else "late"
+        if row[0][1] < now:
+            return "late"  # lapsed until a heartbeat finds the lease running (after the node looked what it lost)
+        self._renewed(now)
+        return "alive"
 
     def owned(self) -> list[ExecutionInfo]:
         """List the unfinished executions this node (and epoch) owns, oldest first."""
