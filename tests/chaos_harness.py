@@ -46,7 +46,9 @@ FAULTS = ("none", "kill", "stop", "conn", "proxy", "restart", "clock")
 PG_ONLY = frozenset({"conn", "proxy", "restart"})
 #: The lease of the fault kinds that need another than 1 s: a restarted server is back within it
 #: (so no node may be taken for dead meanwhile).
-LEASES = {"restart": 6.0}
+LEASES = {"restart": 10.0}
+#: Seconds a PostgreSQL store waits at most between two attempts to reconnect (its MAX_BACKOFF).
+RECONNECT = 2.0
 #: Seconds the harness waits for a worker to start or listen before giving up.
 PATIENCE = 30.0
 
@@ -352,7 +354,9 @@ async def _inject(scenario: Scenario, fleet: _Fleet, database: _Database, rng: r
         await at(rng.uniform(0.3, 0.5))
         began = now()
         await asyncio.to_thread(database.server.restart, "immediate")
-        if now() - began > lease * 2 / 3:  # slower than a renewed lease lasts: leases may have run out
+        # A lease renewed a third of it before the restart, then a node reconnecting up to RECONNECT
+        # late: slower than that, leases may have run out meanwhile.
+        if now() - began > lease * 2 / 3 - RECONNECT - 0.5:
             fleet.done.windows.append(Window(None, began, now() + lease))
             fleet.done.cut_off.update(fleet.nodes)
         fleet.faults += 1

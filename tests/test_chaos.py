@@ -115,24 +115,13 @@ def test_a_scenario_names_what_it_cannot_run() -> None:
 
 
 # -- the suite: small seeds ------------------------------------------------------------------------
-def known(item: int, why: str) -> Any:
-    """A fault kind that breaks an invariant until issue 19's item is fixed (the lead removes the mark)."""
-    return pytest.mark.xfail(strict=True, reason=f"issue 19 item {item}: {why}")
-
-
 CI_SCENARIOS = [
     pytest.param("pg", "kill", 1, id="pg-kill"),
     pytest.param("sqlite", "stop", 1, id="sqlite-stop"),
     pytest.param("pg", "conn", 1, id="pg-conn"),
     pytest.param("pg", "proxy", 1, id="pg-proxy"),
     pytest.param("pg", "restart", 1, id="pg-restart"),
-    pytest.param(
-        "sqlite",
-        "clock",
-        1,
-        id="sqlite-clock",
-        marks=known(5, "SQLite leases follow time.time(): a node 10 s off takes the others' work or is taken for dead"),
-    ),
+    pytest.param("sqlite", "clock", 1, id="sqlite-clock"),
 ]
 
 
