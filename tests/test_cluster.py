@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -54,13 +55,29 @@ async def started(node: str) -> None:
     await asyncio.wait_for(STARTED.setdefault(node, asyncio.Event()).wait(), 10)
 
 
-@pytest.fixture
-def stores(pg_schema: Schema) -> Iterator[Callable[[], PostgresStore]]:
-    dsn, schema = pg_schema
-    made: list[PostgresStore] = []
+class PausableStore(PostgresStore):
+    """A store whose heartbeats a test can hold (as a paused process would not renew its lease)."""
 
-    def new() -> PostgresStore:
-        made.append(PostgresStore(dsn, schema=schema))
+    def __init__(self, dsn: str, schema: str) -> None:
+        super().__init__(dsn, schema=schema)
+        self.going = threading.Event()
+        self.going.set()
+        self.held = threading.Event()
+
+    def heartbeat(self) -> Any:
+        if not self.going.is_set():
+            self.held.set()
+            self.going.wait(10)
+        return super().heartbeat()
+
+
+@pytest.fixture
+def stores(pg_schema: Schema) -> Iterator[Callable[[], PausableStore]]:
+    dsn, schema = pg_schema
+    made: list[PausableStore] = []
+
+    def new() -> PausableStore:
+        made.append(PausableStore(dsn, schema))
         return made[-1]
 
     yield new
@@ -80,7 +97,7 @@ async def test_a_node_needs_a_shared_store() -> None:
 
 
 async def test_recover_never_takes_a_live_nodes_executions(
-    stores: Callable[[], PostgresStore], steps: Callable[[str], WorkflowTemplate]
+    stores: Callable[[], PausableStore], steps: Callable[[str], WorkflowTemplate]
 ) -> None:
     a = Engine(store=stores(), node="a", lease=30)
     b = Engine(store=stores(), node="b", lease=30)
@@ -115,7 +132,7 @@ async def _taken_over(exec_id: str, *engines: Engine, within: float = 10.0) -> A
 
 
 async def test_a_dead_nodes_execution_is_taken_over_once_and_its_zombie_fenced(
-    stores: Callable[[], PostgresStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
+    stores: Callable[[], PausableStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
 ) -> None:
     a_store = stores()
     a = Engine(store=a_store, node="a", lease=30)
@@ -152,7 +169,7 @@ async def test_a_dead_nodes_execution_is_taken_over_once_and_its_zombie_fenced(
 
 
 async def test_a_restarted_node_takes_its_executions_back_and_fences_the_old_one(
-    stores: Callable[[], PostgresStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
+    stores: Callable[[], PausableStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
 ) -> None:
     old = Engine(store=stores(), node="a", lease=30)
     await old.load(steps("old"))
@@ -178,7 +195,7 @@ async def test_a_restarted_node_takes_its_executions_back_and_fences_the_old_one
 
 
 async def test_heartbeats_claim_dead_nodes_work_by_themselves(
-    stores: Callable[[], PostgresStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
+    stores: Callable[[], PausableStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     seed = stores()
@@ -213,7 +230,7 @@ async def cancelled_within(wf: Any, seconds: float = 10) -> None:
 
 
 async def test_a_node_replaced_by_a_restart_cancels_its_workflows(
-    stores: Callable[[], PostgresStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
+    stores: Callable[[], PausableStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
 ) -> None:
     old = Engine(store=stores(), node="r", lease=0.3)
     await old.load(steps("old"))
@@ -232,7 +249,7 @@ async def test_a_node_replaced_by_a_restart_cancels_its_workflows(
 
 
 async def test_a_late_node_cancels_what_was_taken_over(
-    stores: Callable[[], PostgresStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
+    stores: Callable[[], PausableStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
 ) -> None:
     late_store = stores()
     late = Engine(store=late_store, node="late", lease=0.3)
@@ -244,16 +261,11 @@ async def test_a_late_node_cancels_what_was_taken_over(
     await late.flush()
     other = stores()
     other.attach("other", lease=30)
-
-    def expire_and_claim() -> list[str]:
-        for _ in range(50):  # a heartbeat of "late" may renew its lease in between: try again
-            late_store.leave()
-            claimed = [i.exec_id for i in other.claim(["cl-chain"])]
-            if claimed:
-                return claimed
-        return []
-
-    assert await asyncio.to_thread(expire_and_claim) == [wf.uid]
+    late_store.going.clear()  # "late" stops renewing its lease (its next heartbeat waits)
+    assert await asyncio.to_thread(late_store.held.wait, 10)
+    await asyncio.to_thread(late_store.leave)
+    assert [i.exec_id for i in await asyncio.to_thread(other.claim, ["cl-chain"])] == [wf.uid]
+    late_store.going.set()
     await cancelled_within(wf)  # the next heartbeat finds the lease had expired, and what is gone
     assert "node late missed its lease" in caplog.text
     assert "taken over by another node" in caplog.text
@@ -262,7 +274,7 @@ async def test_a_late_node_cancels_what_was_taken_over(
 
 
 async def test_data_received_reaches_listening_tasks_on_every_node(
-    stores: Callable[[], PostgresStore], registered: Callable[..., Any]
+    stores: Callable[[], PausableStore], registered: Callable[..., Any]
 ) -> None:
     got: list[tuple[Any, str | None]] = []
     ready = asyncio.Event()
