@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -98,8 +99,10 @@ class LeasedStore(Protocol):
     def owned(self) -> list[ExecutionInfo]:
         """The unfinished executions the node owns."""
 
-    def claim(self, template_ids: Iterable[str], *, limit: int = CLAIM_BATCH) -> list[ExecutionInfo]:
-        """Take over unfinished executions of dead nodes."""
+    def claim(
+        self, template_ids: Iterable[str], *, limit: int = CLAIM_BATCH, versions: Collection[str] | None = None
+    ) -> list[ExecutionInfo]:
+        """Take over unfinished executions of dead nodes (of `versions` only, or of no version, when given)."""
 
     def lost(self, exec_ids: Iterable[str]) -> list[str]:
         """Those of `exec_ids` the node no longer owns."""
@@ -157,6 +160,8 @@ class Cluster:
         resume: resumes claimed executions in the engine.
         dispatch: delivers ``(data, topic)`` published by another node to
             this engine's listening tasks.
+        versions: returns the template versions the engine can run (None:
+            any); a claim leaves the executions of the other versions alone.
 
     Raises:
         ValueError: `lease` is not positive or `node` is empty.
@@ -173,6 +178,7 @@ class Cluster:
         templates: Callable[[], list[str]],
         resume: Callable[[list[ExecutionInfo]], Awaitable[object]],
         dispatch: Callable[[Any, str | None], object] | None = None,
+        versions: Callable[[], Awaitable[Collection[str] | None]] | None = None,
     ) -> None:
         self.store = store
         # A default name never comes back: once dead (and taken over), its node can be pruned.
@@ -183,6 +189,7 @@ class Cluster:
         self._instances = instances
         self._templates = templates
         self._resume = resume
+        self._versions = versions
         self._beating: asyncio.Task[None] | None = None
         self._dispatch = dispatch
         self._listening: asyncio.Task[None] | None = None
@@ -247,17 +254,24 @@ class Cluster:
             log.warning("node %s: %d execution(s) cancelled by other nodes, not resumed", self.node, len(dropped))
             mine = [i for i in mine if i.exec_id not in dropped]
         self._cancel(requested, "another node aborted it (abort-running)")
-        claimed = await self._claim_all()
-        # What no node can take (its template is not loaded here): listed, so the engine says why.
+        versions = await self._versions() if self._versions is not None else None
+        claimed = await self._claim_all(versions)
+        # What this node cannot take (its template is not loaded here, or its version cannot
+        # run here): listed, so the engine says why.
         stranded = getattr(self.store, "stranded", None)
-        left = await asyncio.to_thread(stranded, self._templates()) if stranded is not None else []
+        templates = self._templates()
+        left = await asyncio.to_thread(stranded, templates, versions=versions) if stranded is not None else []
+        loaded = set(templates)
+        for i, info in enumerate(left):
+            if info.problem is None and info.template_id in loaded:
+                left[i] = dataclasses.replace(info, problem=f"its template version {info.version} cannot run here")
         return mine + claimed + left
 
-    async def _claim_all(self) -> list[ExecutionInfo]:
+    async def _claim_all(self, versions: Collection[str] | None = None) -> list[ExecutionInfo]:
         templates = self._templates()
         claimed: list[ExecutionInfo] = []
         while templates:
-            batch = await asyncio.to_thread(self.store.claim, templates, limit=CLAIM_BATCH)
+            batch = await asyncio.to_thread(self.store.claim, templates, limit=CLAIM_BATCH, versions=versions)
             claimed.extend(batch)
             if len(batch) < CLAIM_BATCH:
                 break
@@ -297,7 +311,8 @@ class Cluster:
             await asyncio.to_thread(self.store.prune_nodes, self.prune_grace)
         if self._loop.time() < self._claims_from:
             return
-        claimed = await self._claim_all()
+        versions = await self._versions() if self._versions is not None else None
+        claimed = await self._claim_all(versions)
         if claimed:
             await self._resume(claimed)
 
@@ -385,6 +400,7 @@ class Cluster:
             iso_from_timestamp(time.time()),
             template=template,
             event=event,
+            version=workflow.template.version,
         )
 
     def unlocked(self, workflow: Workflow) -> None:
