@@ -253,7 +253,7 @@ def _keep_version(db: sqlite3.Connection, r: ExecutionRecord) -> ExecutionRecord
 
 
 #: The prefix of a task id being renamed by `SQLiteStore.repin` (within its transaction).
-_MOVING = "\x00moving:"
+_MOVING = "\x01moving:"
 
 
 def _versions_clause(versions: Collection[str] | None, ids: list[str]) -> tuple[str, list[Any]]:
