@@ -12,6 +12,7 @@ import pytest
 from support import template
 
 from tukio import Engine, Event, TaskRegistry, Workflow, WorkflowTemplate
+from tukio.cli import main as cli_main
 from tukio.errors import MigrationError, UnknownVersionError
 from tukio.store import MemoryStore, PostgresStore, SQLiteStore, Store
 from tukio.store.base import ExecutionRecord, Record
@@ -348,3 +349,45 @@ def test_a_store_that_keeps_no_versions(names: dict[str, str]) -> None:
     assert bare.versions() == {}
     with pytest.raises(NotImplementedError, match="Bare cannot move executions"):
         bare.repin("x", "v", "{}", {})
+
+
+# -- the command line ---------------------------------------------------------------------
+async def test_the_cli_shows_versions_and_migrates(
+    names: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "journal.db"
+    old, new = v1(names), v2(names)
+    with FrozenSQLite(path) as first:
+        uid = await crash_while(first, old, "c")
+    store = str(path)
+    assert cli_main(["inspect", "--store", store]) == 0
+    out = capsys.readouterr().out
+    assert "VERSION" in out
+    assert f"{uid}  pending  order     {old.version}" in out
+    assert cli_main(["show", "--store", store]) == 0
+    assert f"{old.version}  order" in capsys.readouterr().out
+    assert cli_main(["show", "--store", store, "--version", old.version]) == 0
+    assert json.loads(capsys.readouterr().out) == old.as_dict()
+    assert cli_main(["show", "--store", store, "--version", "nope"]) == 2
+    assert "no template version 'nope' in the store" in capsys.readouterr().err
+    assert cli_main(["show"]) == 2
+    assert cli_main(["show", "json", "--version", "x"]) == 2
+    assert "--version needs --store" in capsys.readouterr().err
+    # Migrating: refused while a finished task has no counterpart, then done with a mapping.
+    new_file = tmp_path / "v2.json"
+    new_file.write_text(json.dumps(new.as_dict()))
+    assert cli_main(["migrate", "--store", store, "--to", str(new_file), uid]) == 2
+    err = capsys.readouterr().err
+    assert "migration refused, nothing changed" in err
+    assert f"execution {uid}: task 'b' ended (finished) and has no counterpart in version {new.version}" in err
+    assert cli_main(["migrate", "--store", store, "--to", str(new_file), "--map", "b", uid]) == 2
+    assert "--map: expected OLD=NEW, got 'b'" in capsys.readouterr().err
+    assert cli_main(["migrate", "--store", store, "--to", "0123456789abcdef", uid]) == 2
+    assert "no template version '0123456789abcdef' in the store" in capsys.readouterr().err
+    assert cli_main(["migrate", "--store", store, "--to", str(new_file), "--map", "b=b2", uid]) == 0
+    assert f"1 execution(s) now run on version {new.version}" in capsys.readouterr().out
+    with SQLiteStore(path) as again:
+        assert again.load(uid)["exec"]["version"] == new.version
+        # Back again by version id: the store keeps both.
+        assert cli_main(["migrate", "--store", store, "--to", old.version, "--map", "b2=b", uid]) == 0
+        assert again.load(uid)["exec"]["version"] == old.version
