@@ -112,7 +112,7 @@ def names(registered: Callable[..., Any], task_name: Callable[[str], str]) -> di
 
 def v1(names: dict[str, str], uid: str = "order", policy: str = "start-new") -> WorkflowTemplate:
     return template(
-        [("a", names["a"]), ("b", names["b"]), ("c", names["c"])], {"a": ["b"], "b": ["c"]}, id=uid, policy="start-new"
+        [("a", names["a"]), ("b", names["b"]), ("c", names["c"])], {"a": ["b"], "b": ["c"]}, id=uid, policy=policy
     )
 
 
@@ -391,3 +391,28 @@ async def test_the_cli_shows_versions_and_migrates(
         # Back again by version id: the store keeps both.
         assert cli_main(["migrate", "--store", store, "--to", old.version, "--map", "b2=b", uid]) == 0
         assert again.load(uid)["exec"]["version"] == old.version
+
+
+async def test_the_policy_counts_every_version_across_nodes(names: dict[str, str], pg_schema: tuple[str, str]) -> None:
+    # (On PostgreSQL: nodes of one SQLite file need processes of their own, as their locks are per process.)
+    stores = [PostgresStore(*pg_schema[:1], schema=pg_schema[1]) for _ in range(2)]
+    old_node = Engine(store=stores[0], node="old", lease=30)
+    new_node = Engine(store=stores[1], node="new", lease=30)
+    await old_node.load(v1(names, policy="skip"))
+    await new_node.load(v2(names, policy="skip"))
+    GATES["b"] = asyncio.Event()
+    first = await old_node.trigger("order", {"n": 1})
+    assert first is not None
+    assert await new_node.trigger("order", {"n": 2}) is None  # v1 runs on the other node: skipped
+    GATES["b"].set()
+    await asyncio.wait_for(first, 5)
+    await old_node.flush()
+    second = await new_node.trigger("order", {"n": 3})
+    assert second is not None
+    await asyncio.wait_for(second, 5)
+    await asyncio.wait_for(asyncio.gather(old_node.stop(), new_node.stop()), 10)
+    assert sorted(i.version for i in stores[1].executions()) == sorted(
+        [first.template.version, second.template.version]
+    )
+    for store in stores:
+        store.close()

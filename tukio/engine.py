@@ -166,7 +166,11 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
     async def load(self, template: WorkflowTemplate | dict[str, Any]) -> WorkflowTemplate:
         """Validate and load `template`, replacing one with the same id.
 
-        Running instances of a replaced template are not touched.
+        A changed template is a new version (`WorkflowTemplate.version`) for
+        the triggers to come. Running instances of a replaced template are
+        not touched: they, and the executions `recover()` resumes later, run
+        to their end on the version they began with; the overrun policy
+        counts the instances of every version.
 
         Raises:
             TemplateError: the template is invalid (see `WorkflowTemplate.validate`).
@@ -334,9 +338,10 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
     def unrecovered(self) -> list[ExecutionInfo]:
         """Unfinished executions the last `recover()` could not resume, each with its `problem`.
 
-        Their template is not loaded, or a record of theirs is damaged; they
-        stay in the store, and a later `recover()` picks them up once the
-        template is loaded.
+        Their template is not loaded, their template version cannot run here
+        (a task name not registered, a stored version that no longer
+        validates), or a record of theirs is damaged; they stay in the
+        store, and a later `recover()` picks them up once that is fixed.
         """
         return list(self._unrecovered)
 
