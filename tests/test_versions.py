@@ -12,6 +12,7 @@ import pytest
 from support import template
 
 from tukio import Engine, Event, TaskRegistry, Workflow, WorkflowTemplate
+from tukio._versions import VersionProblem, Versions
 from tukio.cli import main as cli_main
 from tukio.errors import MigrationError, UnknownVersionError
 from tukio.store import MemoryStore, PostgresStore, SQLiteStore, Store
@@ -191,7 +192,7 @@ async def test_recover_resumes_on_the_old_definition(names: dict[str, str], stor
     old, new = v1(names), v2(names)
     uid = await crash_while(stores(), old, "b")
     store = stores()
-    engine = Engine(store=store)
+    engine = Engine(store=store, lease=60)  # no heartbeat takes it over before recover() below
     await engine.load(new)  # b renamed b2, d added: the running execution keeps a -> b -> c
     [wf] = await engine.recover()
     await asyncio.wait_for(wf, 5)
@@ -288,7 +289,7 @@ async def test_migrate_refuses_a_committed_task_without_counterpart(
     old, new = v1(names), v2(names)
     uid = await crash_while(stores(), old, "c")  # a and b committed
     store = stores()
-    engine = Engine(store=store)
+    engine = Engine(store=store, lease=60)  # no heartbeat takes it over before recover() below
     await engine.load(new)
     with pytest.raises(MigrationError, match=r"task 'b' ended \(finished\) and has no counterpart in version"):
         await engine.migrate([uid], new)
@@ -416,3 +417,58 @@ async def test_the_policy_counts_every_version_across_nodes(names: dict[str, str
     )
     for store in stores:
         store.close()
+
+
+async def test_the_versions_an_engine_can_run(names: dict[str, str]) -> None:
+    store = MemoryStore()
+    old, new = v1(names), v2(names)
+    other = v1(names, uid="other")
+    broken = {"id": "order", "tasks": [{"id": "a", "name": "nowhere"}], "graph": {}}
+
+    def begin(exec_id: str, template_id: str, blob: str, version: str) -> ExecutionRecord:
+        return ExecutionRecord(exec_id, template_id, "finished", None, template=blob, version=version)
+
+    store.write(
+        [
+            begin("x1", "order", json.dumps(old.as_dict()), old.version),
+            begin("x2", "other", json.dumps(other.as_dict()), other.version),
+            begin("x3", "order", json.dumps(broken), "b" * 16),
+            begin("x4", "order", "{not json", "d" * 16),
+        ]
+    )
+    versions = Versions({"order": new}.get, lambda: ["order"])
+    assert await versions.runnable(store) == {new.version, old.version}  # not other's, not the broken ones
+    assert "unknown task name 'nowhere'" in (versions.problem("b" * 16) or "")
+    assert f"its template version {'d' * 16} cannot be read" in (versions.problem("d" * 16) or "")
+    assert versions.problem(None) is None
+    versions.forget_problems()
+    assert versions.problem("b" * 16) is None
+    with pytest.raises(VersionProblem, match="template other is not loaded"):
+        versions.resolve("other", {**other.as_dict(), "exec": {"version": other.version}})
+
+
+async def test_an_execution_from_before_versions_runs_on_its_own_copy(names: dict[str, str]) -> None:
+    store = MemoryStore()
+    old = v1(names)
+    # As a release before versions journaled it: a template copy, no version.
+    store.write(
+        [
+            ExecutionRecord(
+                "x1", "order", "pending", "2026-01-01T00:00:00+00:00", template=json.dumps(old.as_dict()), event="{}"
+            )
+        ]
+    )
+    engine = Engine(store=store)
+    await engine.load(v2(names))
+    [wf] = await engine.recover()
+    await asyncio.wait_for(wf, 5)
+    assert wf.template.version == old.version
+    assert [tid for _, tid, _ in RAN] == ["a", "b", "c"]
+    await asyncio.wait_for(engine.stop(), 5)
+    assert store.load("x1")["exec"]["version"] == old.version
+
+
+def test_repin_needs_an_unfinished_execution(stores: Callable[[], Any]) -> None:
+    store = stores()
+    with pytest.raises(KeyError, match="no unfinished execution 'missing' in the store"):
+        store.repin("missing", "0" * 16, "{}", {})
