@@ -122,3 +122,20 @@ def test_events_benchmark_measures_every_case(tmp_path: Path) -> None:
         "across/sqlite poll 0.01s",
     }
     assert all(row["median_ms"] > 0 for row in results.values())
+
+
+@pytest.mark.slow
+def test_journal_size_benchmark_measures_a_store(tmp_path: Path) -> None:
+    script = ROOT / "benchmarks" / "journal_size.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--store", "sqlite", "--executions", "50"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert set(result) == {"bytes_per_execution", "trigger_us", "per_second"}
+    assert all(value > 0 for value in result.values())

@@ -688,7 +688,7 @@ def test_run_journals_in_a_store_that_inspect_reads(env: Env, capsys: pytest.Cap
     exec_id = match.group(1)
     assert main(["inspect", "--store", store]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["EXEC_ID", "STATE", "TEMPLATE", "START", "END", "ERROR"]
+    assert lines[0].split() == ["EXEC_ID", "STATE", "TEMPLATE", "VERSION", "START", "END", "ERROR"]
     assert lines[1].split()[:3] == [exec_id, "finished", "wf"]
     assert main(["inspect", "--store", store, exec_id]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -12,41 +12,50 @@ from typing import Any
 import pytest
 from support import template
 
-from tukio import Engine, Event, WorkflowTemplate
+from tukio import Engine, Event, Workflow, WorkflowTemplate
 from tukio.cluster import LeasedStore, default_node_name
 from tukio.store import MemoryStore
 from tukio.store.postgres import PostgresStore
 
 Schema = tuple[str, str]
+Steps = Callable[[str, Engine], WorkflowTemplate]
 RUNS: Counter[tuple[str, str]] = Counter()
 GATES: dict[str, asyncio.Event] = {}
 STARTED: dict[str, asyncio.Event] = {}
 
 
 @pytest.fixture
-def steps(registered: Callable[..., Any], task_name: Callable[[str], str]) -> Callable[[str], WorkflowTemplate]:
-    """``steps(node)``: the chain a-b-c whose tasks count their runs as (node, task id).
+def steps(registered: Callable[..., Any], task_name: Callable[[str], str]) -> Steps:
+    """``steps(label, engine)``: the chain a-b-c whose tasks count their runs as (label, task id).
 
-    Each engine loads the chain with its own task, so the runs say which
-    engine ran them; task b waits on GATES[node] when set.
+    Every engine loads the same chain (one template version: a takeover runs
+    an execution on the version it began with); `engine` is labelled, and a
+    task counts its run under the label of the engine that runs it. Task b
+    waits on GATES[label] when set.
     """
     RUNS.clear()
     GATES.clear()
     STARTED.clear()
+    labels: dict[Engine, str] = {}
 
-    def chain_for(node: str) -> WorkflowTemplate:
-        async def cluster_step(event: Event) -> dict[str, Any]:
-            tid = asyncio.current_task().template.uid  # type: ignore[union-attr]
-            RUNS[node, tid] += 1
-            if tid == "b":
-                STARTED.setdefault(node, asyncio.Event()).set()
-                if node in GATES:
-                    await GATES[node].wait()
-            return {**event.data, tid: node}
+    async def cluster_step(event: Event) -> dict[str, Any]:
+        tid = asyncio.current_task().template.uid  # type: ignore[union-attr]
+        workflow = Workflow.current_workflow()
+        [node] = [label for engine, label in labels.items() if workflow in engine.instances]
+        RUNS[node, tid] += 1
+        if tid == "b":
+            STARTED.setdefault(node, asyncio.Event()).set()
+            if node in GATES:
+                await GATES[node].wait()
+        return {**event.data, tid: node}
 
-        name = task_name(f"cluster-{node}")
-        registered(name, cluster_step)
-        return template([("a", name), ("b", name), ("c", name)], {"a": ["b"], "b": ["c"]}, id="cl-chain")
+    name = task_name("cluster")
+    registered(name, cluster_step)
+    chain = template([("a", name), ("b", name), ("c", name)], {"a": ["b"], "b": ["c"]}, id="cl-chain")
+
+    def chain_for(label: str, engine: Engine) -> WorkflowTemplate:
+        labels[engine] = label
+        return chain
 
     return chain_for
 
@@ -96,14 +105,12 @@ async def test_a_node_needs_a_shared_store() -> None:
     assert not isinstance(MemoryStore(), LeasedStore)
 
 
-async def test_recover_never_takes_a_live_nodes_executions(
-    stores: Callable[[], PausableStore], steps: Callable[[str], WorkflowTemplate]
-) -> None:
+async def test_recover_never_takes_a_live_nodes_executions(stores: Callable[[], PausableStore], steps: Steps) -> None:
     a = Engine(store=stores(), node="a", lease=30)
     b = Engine(store=stores(), node="b", lease=30)
     assert (a.node, b.node) == ("a", "b")
-    await a.load(steps("a"))
-    await b.load(steps("b"))
+    await a.load(steps("a", a))
+    await b.load(steps("b", b))
     GATES["a"] = asyncio.Event()
     wf = await a.trigger("cl-chain", {"v": 1})
     assert wf is not None
@@ -132,14 +139,14 @@ async def _taken_over(exec_id: str, *engines: Engine, within: float = 10.0) -> A
 
 
 async def test_a_dead_nodes_execution_is_taken_over_once_and_its_zombie_fenced(
-    stores: Callable[[], PausableStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
+    stores: Callable[[], PausableStore], steps: Steps, caplog: pytest.LogCaptureFixture
 ) -> None:
     a_store = stores()
     a = Engine(store=a_store, node="a", lease=30)
     b = Engine(store=stores(), node="b", lease=30)
     c = Engine(store=stores(), node="c", lease=30)
     for engine, node in ((a, "a"), (b, "b"), (c, "c")):
-        await engine.load(steps(node))
+        await engine.load(steps(node, engine))
     GATES["a"] = asyncio.Event()
     wf = await a.trigger("cl-chain", {"v": 1})
     assert wf is not None
@@ -169,10 +176,10 @@ async def test_a_dead_nodes_execution_is_taken_over_once_and_its_zombie_fenced(
 
 
 async def test_a_restarted_node_takes_its_executions_back_and_fences_the_old_one(
-    stores: Callable[[], PausableStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
+    stores: Callable[[], PausableStore], steps: Steps, caplog: pytest.LogCaptureFixture
 ) -> None:
     old = Engine(store=stores(), node="a", lease=30)
-    await old.load(steps("old"))
+    await old.load(steps("old", old))
     GATES["old"] = asyncio.Event()
     wf = await old.trigger("cl-chain", {"v": 1})
     assert wf is not None
@@ -180,7 +187,7 @@ async def test_a_restarted_node_takes_its_executions_back_and_fences_the_old_one
     await old.flush()
     new_store = stores()
     new = Engine(store=new_store, node="a", lease=30)
-    await new.load(steps("new"))
+    await new.load(steps("new", new))
     [back] = await new.recover()  # a new epoch: a is alive, and it is a
     assert back.uid == wf.uid
     await asyncio.wait_for(back, 10)
@@ -195,13 +202,13 @@ async def test_a_restarted_node_takes_its_executions_back_and_fences_the_old_one
 
 
 async def test_heartbeats_claim_dead_nodes_work_by_themselves(
-    stores: Callable[[], PausableStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
+    stores: Callable[[], PausableStore], steps: Steps, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     seed = stores()
     seed.attach("gone", lease=30)
     gone = Engine(store=seed, node="gone", lease=30)
-    await gone.load(steps("gone"))
+    await gone.load(steps("gone", gone))
     GATES["gone"] = asyncio.Event()
     wf = await gone.trigger("cl-chain", {"v": 2})
     assert wf is not None
@@ -209,7 +216,7 @@ async def test_heartbeats_claim_dead_nodes_work_by_themselves(
     await gone.flush()
     seed.leave()
     live = Engine(store=stores(), node="live", lease=0.3)  # beats every 0.1 s
-    await live.load(steps("live"))
+    await live.load(steps("live", live))
     for _ in range(500):  # the heartbeat claims and resumes it, nobody asks (5 s at most)
         if live.instances:
             break
@@ -230,10 +237,10 @@ async def cancelled_within(wf: Any, seconds: float = 10) -> None:
 
 
 async def test_a_node_replaced_by_a_restart_cancels_its_workflows(
-    stores: Callable[[], PausableStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
+    stores: Callable[[], PausableStore], steps: Steps, caplog: pytest.LogCaptureFixture
 ) -> None:
     old = Engine(store=stores(), node="r", lease=0.3)
-    await old.load(steps("old"))
+    await old.load(steps("old", old))
     GATES["old"] = asyncio.Event()
     wf = await old.trigger("cl-chain", {"v": 1})
     assert wf is not None
@@ -249,11 +256,11 @@ async def test_a_node_replaced_by_a_restart_cancels_its_workflows(
 
 
 async def test_a_late_node_cancels_what_was_taken_over(
-    stores: Callable[[], PausableStore], steps: Callable[[str], WorkflowTemplate], caplog: pytest.LogCaptureFixture
+    stores: Callable[[], PausableStore], steps: Steps, caplog: pytest.LogCaptureFixture
 ) -> None:
     late_store = stores()
     late = Engine(store=late_store, node="late", lease=0.3)
-    await late.load(steps("late"))
+    await late.load(steps("late", late))
     GATES["late"] = asyncio.Event()
     wf = await late.trigger("cl-chain", {"v": 1})
     assert wf is not None

@@ -24,8 +24,8 @@ from support import template
 from tukio import Engine, Event, WorkflowTemplate
 from tukio.cluster import LeasedStore
 from tukio.store import SQLiteStore
-from tukio.store.base import ExecutionRecord, Record, TaskRecord
-from tukio.store.sqlite import _MIGRATIONS, SCHEMA_VERSION, _apply
+from tukio.store.base import ExecutionRecord, TaskRecord
+from tukio.store.sqlite import _MIGRATIONS, SCHEMA_VERSION
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "sqlite_cluster_worker.py"
@@ -170,11 +170,15 @@ def test_an_old_file_is_migrated_in_place_and_recovered(
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.executescript(_MIGRATIONS[0])  # the tables of a file made before schema versions
-    records: list[Record] = [
-        ExecutionRecord("x1", "old-chain", "pending", NOW, template=json.dumps(chain.as_dict()), event='{"n":1}'),
-        TaskRecord("x1", "a", "x1-a", "finished", NOW, NOW, '{"inputs":{"n":1},"outputs":{"n":1,"a":true}}'),
-    ]
-    _apply(db, records)
+    # As a release before template versions wrote them (a full template copy per execution).
+    db.execute(
+        "INSERT INTO executions (exec_id, template_id, state, started, template, event) VALUES (?, ?, ?, ?, ?, ?)",
+        ("x1", "old-chain", "pending", NOW, json.dumps(chain.as_dict()), '{"n":1}'),
+    )
+    db.execute(
+        "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+        ("x1", "a", "x1-a", "finished", NOW, NOW, '{"inputs":{"n":1},"outputs":{"n":1,"a":true}}'),
+    )
     db.close()
 
     async def recover() -> list[str]:

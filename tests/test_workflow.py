@@ -560,7 +560,7 @@ async def test_report_shape(names: dict[str, str], registered: Callable[..., Any
     report = wf.report()
     assert report["title"] == "T"
     assert set(report) >= {"id", "title", "policy", "topics", "timeout", "schema", "tasks", "graph", "exec"}
-    assert set(report["exec"]) == {"id", "start", "end", "state"}
+    assert set(report["exec"]) == {"id", "start", "end", "state", "version"}
     assert report["exec"]["id"] == wf.uid
     assert report["exec"]["start"] <= report["exec"]["end"]
     assert report["exec"]["start"].tzinfo is not None

@@ -131,6 +131,7 @@ class Admissions:
             iso_from_timestamp(time.time()),
             template=template,
             event=event,
+            version=workflow.template.version,
         )
 
     def unlocked(self, workflow: Workflow) -> None:

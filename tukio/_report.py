@@ -51,12 +51,16 @@ class TaskEntry(TypedDict, total=False):
 
 
 class ExecInfo(TypedDict, total=False):
-    """The ``'exec'`` entry of a workflow report ('event' and 'error' from a store)."""
+    """The ``'exec'`` entry of a workflow report ('event' and 'error' from a store).
+
+    'version' is the template version the execution runs on (`WorkflowTemplate.version`).
+    """
 
     id: str
     start: datetime | None
     end: datetime | None
     state: str
+    version: str | None
     event: Any
     error: str
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import itertools
 import logging
@@ -104,6 +105,8 @@ class Cluster:
         resume: resumes claimed executions in the engine.
         dispatch: delivers ``(data, topic)`` published by another node to
             this engine's listening tasks.
+        versions: returns the template versions the engine can run (None:
+            any); a claim leaves the executions of the other versions alone.
 
     Raises:
         ValueError: `lease` is not positive or `node` is empty.
@@ -120,6 +123,7 @@ class Cluster:
         templates: Callable[[], list[str]],
         resume: Callable[[list[ExecutionInfo]], Awaitable[object]],
         dispatch: Callable[[Any, str | None], object] | None = None,
+        versions: Callable[[], Awaitable[Collection[str] | None]] | None = None,
     ) -> None:
         self.store = store
         # A default name never comes back: once dead (and taken over), its node can be pruned.
@@ -130,6 +134,7 @@ class Cluster:
         self._instances = instances
         self._templates = templates
         self._resume = resume
+        self._versions = versions
         self._beating: asyncio.Task[None] | None = None
         self._claiming: asyncio.Task[None] | None = None
         self._beat_now: asyncio.Future[None] | None = None  # the heartbeat in flight, if any
@@ -207,22 +212,29 @@ class Cluster:
             log.warning("node %s: %d execution(s) cancelled by other nodes, not resumed", self.node, len(dropped))
             mine = [i for i in mine if i.exec_id not in dropped]
         self._cancel(requested, "another node aborted it (abort-running)")
-        claimed = await self._claim_all()
-        # What no node can take (its template is not loaded here): listed, so the engine says why.
-        left = await asyncio.to_thread(self.store.stranded, self._templates())
+        versions = await self._versions() if self._versions is not None else None
+        claimed = await self._claim_all(versions)
+        # What this node cannot take (its template is not loaded here, or its version cannot
+        # run here): listed, so the engine says why.
+        templates = self._templates()
+        left = await asyncio.to_thread(self.store.stranded, templates, versions=versions)
+        loaded = set(templates)
+        for i, info in enumerate(left):
+            if info.problem is None and info.template_id in loaded:
+                left[i] = dataclasses.replace(info, problem=f"its template version {info.version} cannot run here")
         return mine + claimed + left
 
     def resumed(self, exec_ids: Iterable[str]) -> None:
         """The engine resumed (or gave up) these executions: they count as running here only while they run."""
         self._claimed.difference_update(exec_ids)
 
-    async def _claim_all(self) -> list[ExecutionInfo]:
+    async def _claim_all(self, versions: Collection[str] | None = None) -> list[ExecutionInfo]:
         templates = self._templates()
         claimed: list[ExecutionInfo] = []
         while templates:
             # No admission runs meanwhile: each one counts what this claim takes, or ran before it.
             async with self._policies.claiming():
-                batch = await asyncio.to_thread(self.store.claim, templates, limit=CLAIM_BATCH)
+                batch = await asyncio.to_thread(self.store.claim, templates, limit=CLAIM_BATCH, versions=versions)
                 self._claimed.update(i.exec_id for i in batch)
             claimed.extend(batch)
             if len(batch) < CLAIM_BATCH:
@@ -330,7 +342,8 @@ class Cluster:
             await asyncio.to_thread(self.store.prune_nodes, self.prune_grace)
         if self._loop.time() < self._claims_from:
             return
-        claimed = await self._claim_all()
+        versions = await self._versions() if self._versions is not None else None
+        claimed = await self._claim_all(versions)
         if claimed:
             # Resumed beside the next looks: loading many executions delays nothing else.
             task = self._loop.create_task(self._resume_claimed(claimed), name=f"tukio-resume-{self.node}")

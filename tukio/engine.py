@@ -12,14 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 from tukio._loop import resolve_loop
 from tukio._report import describe_error
+from tukio._versions import VersionProblem, Versions
 from tukio.broker import get_broker
 from tukio.cluster import Cluster, LeasedStore
-from tukio.errors import DamagedRecordError, RescueError
+from tukio.errors import DamagedRecordError, MigrationError, RescueError
 from tukio.event import Event
 from tukio.policy import OverrunPolicy
 from tukio.recorder import NULL_RECORDER, Recorder, Written
 from tukio.selector import WorkflowSelector
 from tukio.store.journal import Journal
+from tukio.store.migrate import migrate
 from tukio.task._start import EAGER_SUPPORTED
 from tukio.task.factory import install_factory
 from tukio.utils import Listen, TimeoutHandle  # noqa: F401 - Listen: the original's namespace
@@ -149,11 +151,20 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         self._stopping = False
         self._unrecovered: list[ExecutionInfo] = []
         self._resuming: set[str] = set()
+        templates = lambda: [t.uid for t in self.selector.templates]  # noqa: E731
+        self._versions = Versions(self.selector.get, templates)
         if store is not None:
             if isinstance(store, LeasedStore):
-                templates = lambda: [t.uid for t in self.selector.templates]  # noqa: E731
                 self._cluster = Cluster(
-                    store, node, lease, self._loop, self._instances, templates, self._take_over, self._remote_data
+                    store,
+                    node,
+                    lease,
+                    self._loop,
+                    self._instances,
+                    templates,
+                    self._take_over,
+                    self._remote_data,
+                    versions=functools.partial(self._versions.runnable, store),
                 )
                 self._cluster.start()
             elif node is not None:
@@ -180,7 +191,11 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
     async def load(self, template: WorkflowTemplate | dict[str, Any]) -> WorkflowTemplate:
         """Validate and load `template`, replacing one with the same id.
 
-        Running instances of a replaced template are not touched.
+        A changed template is a new version (`WorkflowTemplate.version`) for
+        the triggers to come. Running instances of a replaced template are
+        not touched: they, and the executions `recover()` resumes later, run
+        to their end on the version they began with; the overrun policy
+        counts the instances of every version.
 
         Raises:
             TemplateError: the template is invalid (see `WorkflowTemplate.validate`).
@@ -359,9 +374,10 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
     def unrecovered(self) -> list[ExecutionInfo]:
         """Unfinished executions the last `recover()` could not resume, each with its `problem`.
 
-        Their template is not loaded, or a record of theirs is damaged; they
-        stay in the store, and a later `recover()` picks them up once the
-        template is loaded.
+        Their template is not loaded, their template version cannot run here
+        (a task name not registered, a stored version that no longer
+        validates), or a record of theirs is damaged; they stay in the
+        store, and a later `recover()` picks them up once that is fixed.
         """
         return list(self._unrecovered)
 
@@ -376,10 +392,13 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
     async def recover(self) -> list[Workflow]:
         """Resume every unfinished execution of the store whose template is loaded.
 
-        Each one goes on from its journaled report with the same id: tasks
+        Each one runs on the template version it began with (the store's copy
+        when the loaded template is another version of it), and goes on from
+        its journaled report with the same id: tasks
         recorded as done are not run again, tasks that were running run again
         (at least once per task), and the workflow runs to its end. Executions
-        of templates not loaded, and executions whose records are damaged, are
+        of templates not loaded, of a version that cannot run here (a task
+        name not registered) and executions whose records are damaged, are
         logged, kept in the store and listed by `unrecovered` with the reason:
         they never stop the others from being resumed. Executions already
         running in this engine are left alone.
@@ -395,6 +414,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         if self._stopping:
             return []
         store = self._journal.store
+        self._versions.forget_problems()  # tasks may have been registered since the last time
         await self._journal.flush()  # workflows of this engine that ended are not unfinished
         if self._cluster is not None:  # only this node's own, and dead nodes' executions
             infos = await self._cluster.recoverable()
@@ -403,6 +423,43 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         recovered, self._unrecovered = await self._resume_all(infos)
         log.info("recovered %d workflow(s), %d left in the store", len(recovered), len(self._unrecovered))
         return recovered
+
+    async def migrate(
+        self,
+        exec_ids: Iterable[str],
+        to: WorkflowTemplate | str,
+        mapping: dict[str, str] | None = None,
+    ) -> str:
+        """Move unfinished executions to another version of their template, on purpose.
+
+        The executions must not run anywhere: those `unrecovered` lists, say,
+        or those of stopped engines; `recover()` then resumes them on `to`.
+        Each task record moves to its counterpart in `to` (same id, or the
+        one `mapping` names); a task that ended must have one (see
+        `tukio.store.migrate`).
+
+        Args:
+            exec_ids: the executions to move.
+            to: the version: a template, or the id of a version the store keeps.
+            mapping: old task id -> new task id, for tasks renamed in `to`.
+
+        Returns:
+            The version id the executions run on from now on.
+
+        Raises:
+            RuntimeError: the engine has no store.
+            MigrationError: an execution cannot move (one runs in this
+                engine, or see `tukio.store.migrate.migrate`); none moved.
+            UnknownVersionError: `to` is a version id the store does not keep.
+        """
+        if self._journal is None:
+            raise RuntimeError("this engine has no store: there is no execution to migrate")
+        exec_ids = list(exec_ids)
+        running = [f"execution {i}: it runs in this engine" for i in exec_ids if i in self._instances]
+        if running:
+            raise MigrationError(running)
+        await self._journal.flush()
+        return await asyncio.to_thread(migrate, self._journal.store, exec_ids, to, mapping)
 
     def _remote_data(self, data: Any, topic: str | None) -> None:
         """Dispatch data another engine of the cluster received (its workflows were started there)."""
@@ -440,10 +497,9 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
 
         It never raises: one damaged row must not keep the others from being resumed.
         """
-        template = self.selector.get(info.template_id) if info.template_id is not None else None
         if info.problem is not None:
-            reason = info.problem
-        elif template is None:
+            reason = self._versions.problem(info.version) or info.problem
+        elif info.template_id is None or self.selector.get(info.template_id) is None:
             reason = f"template {info.template_id} is not loaded"
             log.warning("[%s] not recovered: %s", info.exec_id, reason)
             return None, reason
@@ -453,12 +509,13 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
                 # What its tasks had received, for those that run again.
                 events = await asyncio.to_thread(store.task_events, info.exec_id) if store.keeps_events else {}
                 if report.get("tasks"):
+                    template = self._versions.resolve(info.template_id, report)
                     # Its tasks start now: the node must still own it (it may have been paused since the claim).
                     if self._cluster is not None and not await self._cluster.confirm([info.exec_id]):
                         return None, ""
                     return self._resume_with_events(template, report, events), ""
                 reason = "the journal holds no template for it"
-            except (DamagedRecordError, RescueError) as exc:
+            except (DamagedRecordError, RescueError, VersionProblem) as exc:
                 reason = str(exc)
             except Exception as exc:
                 reason = describe_error(exc)

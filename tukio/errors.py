@@ -103,6 +103,33 @@ class DamagedRecordError(JournalError, ValueError):
         self.problem = problem
 
 
+class UnknownVersionError(TukioError, KeyError):
+    """No template version has that id in the store.
+
+    Args:
+        version: the version id asked for.
+    """
+
+    def __init__(self, version: str) -> None:
+        super().__init__(f"no template version {version!r} in the store")
+        self.version = version
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class MigrationError(TukioError, ValueError):
+    """Executions cannot be moved to another template version (see `Engine.migrate`).
+
+    Args:
+        problems: one line per execution that cannot move, saying why.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
 class Problem(NamedTuple):
     """One problem found in a template: where, what, and the legacy class."""
 

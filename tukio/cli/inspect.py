@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tukio.cli._common import EXIT_BAD_INPUT, EXIT_OK, InputError, add_command, table
+from tukio.cli._stores import add_store_options, open_store
 from tukio.errors import DamagedRecordError
 from tukio.report_json import dumps_report
 from tukio.store.base import Store
@@ -34,7 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         (
             "Open the SQLite store at PATH (as written by 'tukio run --store PATH' or by "
             "Engine(store=SQLiteStore(PATH))), or the PostgreSQL store at a postgresql:// URL, and list its "
-            "executions with their state and template, oldest first; with EXEC_ID, print that execution's "
+            "executions with their state, template and template version, oldest first; with EXEC_ID, print "
+            "that execution's "
             "report as JSON. With --prune, delete the finished executions instead (those of --template, "
             "those that ended before --before) and give their space back; --vacuum also rebuilds the file "
             "at its smallest (it needs as much free space again). Pruning works while an engine runs."
@@ -44,10 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             EXIT_BAD_INPUT: "bad input: missing or unreadable store, unknown EXEC_ID or --state, bad --before",
         },
     )
-    parser.add_argument(
-        "--store", required=True, metavar="PATH", help="the SQLite database of the journal, or a postgresql:// URL"
-    )
-    parser.add_argument("--schema", default="tukio", help="the PostgreSQL schema of the journal (default: tukio)")
+    add_store_options(parser)
     parser.add_argument("exec_id", nargs="?", metavar="EXEC_ID", help="the execution whose report to print")
     parser.add_argument(
         "--state",
@@ -67,25 +66,6 @@ def _time(value: datetime | None) -> str:
     return value.isoformat(timespec="seconds") if value is not None else "-"
 
 
-def _open(args: Any) -> Store:
-    """Open the store named by ``--store``: an SQLite file or a PostgreSQL URL."""
-    if args.store.startswith(("postgresql://", "postgres://")):
-        from tukio.store.postgres import PostgresStore
-
-        try:
-            return PostgresStore(args.store, schema=args.schema, retry_for=0, timeout=10)
-        except ImportError as exc:
-            raise InputError(str(exc)) from None
-        except Exception as exc:
-            raise InputError(f"cannot open the PostgreSQL store: {type(exc).__name__}: {exc}") from None
-    if not os.path.isfile(args.store):
-        raise InputError(f"{args.store}: no such store")
-    try:
-        return SQLiteStore(args.store)
-    except sqlite3.Error as exc:
-        raise InputError(f"{args.store}: cannot open the store: {exc}") from None
-
-
 def run(args: Any) -> int:
     """Print the executions of the store (or one report).
 
@@ -93,7 +73,7 @@ def run(args: Any) -> int:
         InputError: the store is missing or unreadable, or EXEC_ID is unknown.
     """
     before = _maintenance_options(args)
-    with _open(args) as store:
+    with open_store(args.store, args.schema) as store:
         if args.prune or args.vacuum:
             return _maintain(store, args, before)
         if args.exec_id is not None:
@@ -109,8 +89,11 @@ def run(args: Any) -> int:
     if not infos:
         print(f"{args.store}: no executions")
         return EXIT_OK
-    rows = [(i.exec_id, i.state, i.template_id or "-", _time(i.start), _time(i.end), i.error or "") for i in infos]
-    for line in table(("EXEC_ID", "STATE", "TEMPLATE", "START", "END", "ERROR"), rows):
+    rows = [
+        (i.exec_id, i.state, i.template_id or "-", i.version or "-", _time(i.start), _time(i.end), i.error or "")
+        for i in infos
+    ]
+    for line in table(("EXEC_ID", "STATE", "TEMPLATE", "VERSION", "START", "END", "ERROR"), rows):
         print(line)
     for info in infos:
         if info.problem is not None:

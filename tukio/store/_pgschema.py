@@ -299,6 +299,207 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $fn$;
     """,
+    # 7: template versions: one copy of each version (an execution names its version), and the
+    # functions that write executions, now with their version.
+    """
+    CREATE TABLE {s}.versions (
+        version text PRIMARY KEY,
+        template_id text,
+        template bytea NOT NULL,
+        texts boolean NOT NULL DEFAULT true,
+        created timestamptz NOT NULL DEFAULT now()
+    );
+    ALTER TABLE {s}.executions ADD COLUMN version text;
+    DROP FUNCTION {s}.write_batch_events(text, bigint, text[], text[], text[], text[], text[], text[], bytea[],
+        bytea[], boolean[], text[], text[], text[], text[], text[], text[], bytea[], text[], boolean[], text[],
+        text[], bigint[], bytea[], boolean[], text[]);
+    DROP FUNCTION {s}.write_batch(text, bigint, text[], text[], text[], text[], text[], text[], bytea[], bytea[],
+        boolean[], text[], text[], text[], text[], text[], text[], bytea[], text[], boolean[]);
+    DROP FUNCTION {s}.admit(text, bigint, integer, integer, integer, text, text[], text, text, text, bytea, bytea,
+        boolean, text);
+    CREATE FUNCTION {s}.write_batch(
+        p_node text, p_epoch bigint,
+        e_id text[], e_template_id text[], e_state text[], e_started text[], e_ended text[],
+        e_error text[], e_template bytea[], e_event bytea[], e_texts boolean[], e_version text[],
+        t_exec text[], t_task text[], t_task_exec text[], t_state text[], t_started text[],
+        t_ended text[], t_data bytea[], t_error text[], t_texts boolean[]
+    ) RETURNS text[] LANGUAGE plpgsql AS $fn$
+    DECLARE
+        fenced text[] := '{{}}';
+    BEGIN
+        IF p_node IS NOT NULL THEN
+            -- A node whose epoch moved on (restarted elsewhere) writes nothing.
+            PERFORM 1 FROM {s}.nodes WHERE name = p_node AND epoch = p_epoch FOR SHARE;
+            IF NOT FOUND THEN
+                RETURN ARRAY(SELECT DISTINCT x FROM unnest(e_id || t_exec) AS x);
+            END IF;
+            -- Lock the rows written (a claim waits for this commit), and refuse
+            -- the executions another owner or epoch holds.
+            SELECT coalesce(array_agg(x.exec_id) FILTER (
+                       WHERE x.owner IS DISTINCT FROM p_node OR x.epoch IS DISTINCT FROM p_epoch), '{{}}')
+              INTO fenced
+              FROM (SELECT exec_id, owner, epoch FROM {s}.executions
+                     WHERE exec_id = ANY(e_id || t_exec) ORDER BY exec_id FOR UPDATE) AS x;
+        END IF;
+        -- One copy of each template version (not owned by any node).
+        INSERT INTO {s}.versions (version, template_id, template, texts)
+        SELECT DISTINCT ON (r.v) r.v, r.tid, r.tp, r.tx
+          FROM unnest(e_version, e_template_id, e_template, e_texts) AS r(v, tid, tp, tx)
+         WHERE r.v IS NOT NULL AND r.tp IS NOT NULL
+        ON CONFLICT (version) DO NOTHING;
+        INSERT INTO {s}.executions AS old
+               (exec_id, template_id, state, started, ended, error, template, event, texts, version, owner, epoch)
+        SELECT r.i, r.tid, r.st, r.sa, r.en, r.er, CASE WHEN r.v IS NULL THEN r.tp END, r.ev, r.tx, r.v,
+               p_node, p_epoch
+          FROM unnest(e_id, e_template_id, e_state, e_started, e_ended, e_error, e_template, e_event, e_texts,
+                      e_version)
+               AS r(i, tid, st, sa, en, er, tp, ev, tx, v)
+         WHERE NOT r.i = ANY(fenced)
+        ON CONFLICT (exec_id) DO UPDATE SET
+            template_id = coalesce(excluded.template_id, old.template_id),
+            state = excluded.state,
+            started = coalesce(excluded.started, old.started),
+            ended = excluded.ended,
+            error = excluded.error,
+            template = coalesce(excluded.template, old.template),
+            event = coalesce(excluded.event, old.event),
+            version = coalesce(excluded.version, old.version),
+            texts = CASE WHEN excluded.template IS NULL AND excluded.event IS NULL
+                         THEN old.texts ELSE excluded.texts END;
+        INSERT INTO {s}.tasks AS old (exec_id, task_id, task_exec_id, state, started, ended, data, error, texts)
+        SELECT r.*
+          FROM unnest(t_exec, t_task, t_task_exec, t_state, t_started, t_ended, t_data, t_error, t_texts)
+               AS r(i, k, ke, st, sa, en, da, er, tx)
+         WHERE NOT r.i = ANY(fenced)
+        ON CONFLICT (exec_id, task_id) DO UPDATE SET
+            task_exec_id = excluded.task_exec_id,
+            state = excluded.state,
+            started = excluded.started,
+            ended = excluded.ended,
+            data = excluded.data,
+            error = excluded.error,
+            texts = excluded.texts;
+        RETURN fenced;
+    END
+    $fn$;
+    CREATE FUNCTION {s}.admit(
+        p_node text, p_epoch bigint, p_lock integer, p_key integer, p_ns integer, p_policy text,
+        p_here text[], p_exec_id text, p_template_id text, p_started text, p_template bytea,
+        p_event bytea, p_texts boolean, p_now text, p_version text, OUT decision text, OUT waits text[]
+    ) LANGUAGE plpgsql AS $fn$
+    DECLARE
+        r record;
+        n_running integer := 0;
+        n_locked integer := 0;
+        dead text[] := '{{}}';
+        remote text[] := '{{}}';
+        mine text[] := '{{}}';
+    BEGIN
+        waits := '{{}}';
+        -- One admission of the template at a time, until the commit; every statement after it
+        -- sees what the admissions before committed.
+        PERFORM pg_advisory_xact_lock(p_lock, p_key);
+        PERFORM 1 FROM {s}.nodes WHERE name = p_node AND epoch = p_epoch FOR SHARE;
+        IF NOT FOUND THEN
+            decision := 'replaced';
+            RETURN;
+        END IF;
+        IF EXISTS (SELECT 1 FROM {s}.executions WHERE exec_id = p_exec_id) THEN
+            decision := 'start';  -- admitted by an attempt whose answer was lost
+            RETURN;
+        END IF;
+        FOR r IN
+            SELECT x.exec_id, x.locked, x.owner, x.epoch,
+                   x.owner IN (SELECT n.name FROM {s}.nodes AS n WHERE n.expires >= now()) AS alive
+              FROM {s}.executions AS x
+             WHERE x.state = 'pending' AND x.template_id = p_template_id
+             ORDER BY x.exec_id FOR UPDATE OF x
+        LOOP
+            IF r.owner = p_node AND r.epoch = p_epoch THEN
+                -- This node's own: counted only while it runs here (else its end is not committed yet).
+                CONTINUE WHEN NOT r.exec_id = ANY(p_here);
+                mine := mine || r.exec_id;
+            ELSIF r.alive THEN
+                remote := remote || r.exec_id;
+            ELSE
+                dead := dead || r.exec_id;
+            END IF;
+            n_running := n_running + 1;
+            IF r.locked THEN
+                n_locked := n_locked + 1;
+            END IF;
+        END LOOP;
+        decision := CASE
+            WHEN p_policy = 'skip' AND n_running > 0 THEN 'skip'
+            WHEN p_policy = 'skip-until-unlock' AND n_locked > 0 THEN 'skip'
+            WHEN p_policy = 'abort-running' AND n_running > 0 THEN 'abort-then-start'
+            ELSE 'start' END;
+        IF decision = 'skip' THEN
+            RETURN;
+        END IF;
+        IF p_version IS NOT NULL AND p_template IS NOT NULL THEN
+            INSERT INTO {s}.versions (version, template_id, template, texts)
+            VALUES (p_version, p_template_id, p_template, p_texts) ON CONFLICT (version) DO NOTHING;
+        END IF;
+        INSERT INTO {s}.executions (exec_id, template_id, state, started, template, event, texts, version, owner,
+                                    epoch)
+        VALUES (p_exec_id, p_template_id, 'pending', p_started, CASE WHEN p_version IS NULL THEN p_template END,
+                p_event, p_texts, p_version, p_node, p_epoch);
+        IF decision = 'abort-then-start' THEN
+            -- A dead node's execution is cancelled now, and made this node's: its zombie is fenced.
+            UPDATE {s}.executions SET state = 'cancelled', ended = p_now, locked = false, owner = p_node,
+                   epoch = p_epoch
+             WHERE exec_id = ANY(dead);
+            INSERT INTO {s}.cancels (exec_id, by_node) SELECT unnest(remote), p_node
+                ON CONFLICT (exec_id) DO NOTHING;
+            IF cardinality(remote) > 0 THEN
+                PERFORM pg_notify('tukio_cancels_' || p_ns, '');  -- the owners act at once
+            END IF;
+            waits := remote || mine;
+        END IF;
+    END
+    $fn$;
+    CREATE FUNCTION {s}.write_batch_events(
+        p_node text, p_epoch bigint,
+        e_id text[], e_template_id text[], e_state text[], e_started text[], e_ended text[],
+        e_error text[], e_template bytea[], e_event bytea[], e_texts boolean[], e_version text[],
+        t_exec text[], t_task text[], t_task_exec text[], t_state text[], t_started text[],
+        t_ended text[], t_data bytea[], t_error text[], t_texts boolean[],
+        v_exec text[], v_task text[], v_seq bigint[], v_data bytea[], v_texts boolean[], v_error text[]
+    ) RETURNS text[] LANGUAGE plpgsql AS $fn$
+    DECLARE
+        fenced text[];
+        owned text[];
+    BEGIN
+        fenced := {s}.write_batch(p_node, p_epoch, e_id, e_template_id, e_state, e_started, e_ended, e_error,
+                                  e_template, e_event, e_texts, e_version, t_exec, t_task, t_task_exec, t_state,
+                                  t_started, t_ended, t_data, t_error, t_texts);
+        IF p_node IS NULL THEN
+            owned := ARRAY(SELECT DISTINCT x FROM unnest(v_exec) AS x);
+        ELSE
+            -- Locked until the commit: a claim waits for it.
+            owned := ARRAY(SELECT exec_id FROM {s}.executions
+                            WHERE exec_id = ANY(v_exec) AND owner = p_node AND epoch = p_epoch
+                            ORDER BY exec_id FOR SHARE);
+        END IF;
+        -- Data and error NULL mark a new attempt: the task's earlier events go (those of this batch too).
+        INSERT INTO {s}.task_events AS old (exec_id, task_id, seq, data, texts, error)
+        SELECT r.i, r.k, r.q, r.d, r.tx, r.er
+          FROM unnest(v_exec, v_task, v_seq, v_data, v_texts, v_error) AS r(i, k, q, d, tx, er)
+         WHERE r.i = ANY(owned) AND (r.d IS NOT NULL OR r.er IS NOT NULL)
+           AND NOT EXISTS (SELECT 1 FROM unnest(v_exec, v_task, v_seq, v_data, v_error) AS m(i, k, q, d, er)
+                            WHERE m.d IS NULL AND m.er IS NULL AND m.i = r.i AND m.k = r.k AND m.q > r.q)
+        ON CONFLICT (exec_id, task_id, seq) DO UPDATE SET
+            data = excluded.data, texts = excluded.texts, error = excluded.error;
+        DELETE FROM {s}.task_events AS t
+         USING unnest(v_exec, v_task, v_seq, v_data, v_error) AS m(i, k, q, d, er)
+         WHERE m.d IS NULL AND m.er IS NULL AND m.i = ANY(owned)
+           AND t.exec_id = m.i AND t.task_id = m.k AND t.seq < m.q;
+        RETURN fenced || ARRAY(SELECT DISTINCT x FROM unnest(v_exec) AS x
+                                WHERE NOT x = ANY(owned) AND NOT x = ANY(fenced));
+    END
+    $fn$;
+    """,
 )
 
 
@@ -308,9 +509,20 @@ class SQL:
     def __init__(self, schema: str) -> None:
         s = '"' + schema.replace('"', '""') + '"'
         self.schema = s
-        self.write = f"SELECT {s}.write_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"  # noqa: E501
-        self.columns = "exec_id, template_id, state, started, ended, error"
-        self.load_execution = f"SELECT {self.columns}, template, event, texts FROM {s}.executions WHERE exec_id = $1"
+        self.write = f"SELECT {s}.write_batch(" + ", ".join(f"${n}" for n in range(1, 22)) + ")"
+        self.columns = "exec_id, template_id, state, started, ended, error, version"
+        # The template of the execution's version (or its own copy, from before versions).
+        self.load_execution = (
+            "SELECT e.exec_id, e.template_id, e.state, e.started, e.ended, e.error, e.version, "
+            "coalesce(v.template, e.template) AS template, e.event, e.texts, "
+            f"coalesce(v.texts, e.texts) AS template_texts FROM {s}.executions AS e "
+            f"LEFT JOIN {s}.versions AS v USING (version) WHERE e.exec_id = $1"
+        )
+        self.version_rows = (
+            f"SELECT version, template_id, template, texts FROM {s}.versions "
+            "WHERE ($1::text IS NULL OR template_id = $1) AND ($2::text IS NULL OR version = $2) "
+            "ORDER BY created, version"
+        )
         self.load_tasks = (
             f"SELECT task_id, task_exec_id, state, started, ended, data, error, texts FROM {s}.tasks WHERE exec_id = $1"
         )
@@ -321,9 +533,18 @@ class SQL:
         self.claim = (
             f"UPDATE {s}.executions AS e SET owner = $1, epoch = $2 WHERE e.exec_id IN ("
             f"SELECT x.exec_id FROM {s}.executions AS x WHERE x.state = 'pending' AND x.template_id = ANY($3) "
+            "AND ($5::text[] IS NULL OR x.version IS NULL OR x.version = ANY($5)) "
             f"AND (x.owner IS NULL OR x.owner NOT IN ({alive})) "
             f"AND NOT EXISTS (SELECT 1 FROM {s}.cancels AS c WHERE c.exec_id = x.exec_id) "
             f"ORDER BY x.started LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING {self.columns}"
+        )
+        # What a claim of that node leaves alone: executions of dead nodes it cannot run.
+        self.stranded = (
+            f"SELECT {self.columns} FROM {s}.executions AS x WHERE x.state = 'pending' "
+            "AND NOT (x.template_id IS NOT NULL AND x.template_id = ANY($1) "
+            "AND ($2::text[] IS NULL OR x.version IS NULL OR x.version = ANY($2))) "
+            f"AND (x.owner IS NULL OR x.owner NOT IN ({alive})) "
+            "ORDER BY x.started NULLS FIRST, x.exec_id"
         )
         self.join = (
             f"INSERT INTO {s}.nodes AS old (name, epoch, lease, beat, expires, ephemeral) "
@@ -341,7 +562,7 @@ class SQL:
             f"UPDATE {s}.nodes AS n SET beat = now(), expires = now() + make_interval(secs => n.lease) "
             "FROM was WHERE n.name = $1 AND n.epoch = $2 RETURNING was.expires >= now()"
         )
-        self.admit = f"SELECT decision, waits FROM {s}.admit({', '.join(f'${i}' for i in range(1, 15))})"
+        self.admit = f"SELECT decision, waits FROM {s}.admit({', '.join(f'${i}' for i in range(1, 16))})"
         self.publish = f"SELECT {s}.publish($1, $2, $3, $4, $5, $6, $7)"
         self.event_cursor = f"SELECT coalesce(max(id), 0) FROM {s}.events"
         self.events_after = (
@@ -349,7 +570,7 @@ class SQL:
             "ORDER BY id LIMIT 1000"
         )
         self.prune_events = f"DELETE FROM {s}.events WHERE at < now() - make_interval(secs => $1)"
-        self.write_events = f"SELECT {s}.write_batch_events(" + ", ".join(f"${n}" for n in range(1, 27)) + ")"
+        self.write_events = f"SELECT {s}.write_batch_events(" + ", ".join(f"${n}" for n in range(1, 28)) + ")"
         self.leave = f"UPDATE {s}.nodes SET expires = now() - interval '1 second' WHERE name = $1 AND epoch = $2"
         self.lost = (
             f"SELECT exec_id FROM {s}.executions WHERE exec_id = ANY($3) "

@@ -48,8 +48,10 @@ class LeasedStore(Protocol):
     def owned(self) -> list[ExecutionInfo]:
         """The unfinished executions the node owns."""
 
-    def claim(self, template_ids: Iterable[str], *, limit: int = 100) -> list[ExecutionInfo]:
-        """Take over unfinished executions of dead nodes."""
+    def claim(
+        self, template_ids: Iterable[str], *, limit: int = 100, versions: Collection[str] | None = None
+    ) -> list[ExecutionInfo]:
+        """Take over unfinished executions of dead nodes (of `versions` only, or of no version, when given)."""
 
     def lost(self, exec_ids: Iterable[str]) -> list[str]:
         """Those of `exec_ids` the node no longer owns."""
@@ -86,8 +88,9 @@ class LeasedStore(Protocol):
     def listen_cancels(self, wake: Callable[[], None]) -> bool:
         """Call `wake` whenever an admission asks some node to cancel executions (when `event_poll` is None)."""
 
-    def stranded(self, template_ids: Iterable[str]) -> list[ExecutionInfo]:
-        """Unfinished executions of dead nodes whose template is not among `template_ids`."""
+    def stranded(self, template_ids: Iterable[str], *, versions: Collection[str] | None = None) -> list[ExecutionInfo]:
+        """Unfinished executions of dead nodes this node cannot take: their template is not among
+        `template_ids`, or (when `versions` is given) their version is not among `versions`."""
 
     def cancel_requests(self) -> list[str]:
         """Settle the cancel requests no live node will act on; return this node's."""

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from tukio._report import iso, parse_time
-from tukio.errors import DamagedRecordError
+from tukio.errors import DamagedRecordError, UnknownVersionError
 
 __all__ = [
     "ExecutionInfo",
@@ -127,6 +127,9 @@ class ExecutionRecord(NamedTuple):
     """One write about a workflow execution (an upsert).
 
     `template` and `event` are None in later writes: the store keeps what it has.
+    `version` is the id of the template's version (`WorkflowTemplate.version`):
+    a store keeps one copy of the template per version (the first `template`
+    written with it), not one per execution.
     """
 
     exec_id: str
@@ -137,6 +140,7 @@ class ExecutionRecord(NamedTuple):
     error: str | None = None
     template: str | bytes | None = None
     event: str | bytes | None = None
+    version: str | None = None
 
 
 class TaskRecord(NamedTuple):
@@ -182,7 +186,9 @@ class ExecutionInfo:
 
     `problem` says why the execution cannot be read in full (a damaged row:
     its unreadable fields are None), or, in `Engine.unrecovered`, why it was
-    not resumed; it is None otherwise.
+    not resumed; it is None otherwise. `version` is the version of the
+    template the execution is pinned to (None for one journaled before
+    versions were kept).
     """
 
     exec_id: str
@@ -192,6 +198,7 @@ class ExecutionInfo:
     end: datetime | None
     error: str | None = None
     problem: str | None = None
+    version: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -200,7 +207,7 @@ class ExecutionInfo:
 
 
 def execution_info(
-    exec_id: Any, template_id: Any, state: Any, start: Any, end: Any, error: Any = None
+    exec_id: Any, template_id: Any, state: Any, start: Any, end: Any, error: Any = None, version: Any = None
 ) -> ExecutionInfo:
     """Summarise an execution from the columns a store kept, whatever shape they are in.
 
@@ -229,6 +236,7 @@ def execution_info(
         as_time("start", start),
         as_time("end", end),
         as_text("error", error),
+        version=as_text("version", version),
     )
     return replace(info, problem="; ".join(problems)) if problems else info
 
@@ -269,7 +277,8 @@ def build_report(
     """Rebuild a `Workflow.report()` from what a store kept.
 
     The report is the template's dict plus ``'exec'`` (with 'event': the
-    triggering data, and 'error' when the workflow failed); each task dict
+    triggering data, 'version': the template version, and 'error' when the
+    workflow failed); each task dict
     gets its ``'exec'`` entry, or None when it never started.
 
     Raises:
@@ -310,6 +319,8 @@ def _parsed(value: Any, what: str) -> datetime | None:
 
 
 def _report(serializer: Serializer, execution: ExecutionRecord, tasks: Iterable[TaskRecord]) -> dict[str, Any]:
+    if execution.template is None and execution.version is not None:
+        raise _Damaged(f"its template version {execution.version} is not in the store")
     template: dict[str, Any] = (
         _decode(serializer, execution.template, "template")
         if execution.template is not None
@@ -329,6 +340,7 @@ def _report(serializer: Serializer, execution: ExecutionRecord, tasks: Iterable[
             if execution.event is not None
             else None
         ),
+        "version": execution.version,
     }
     if execution.error is not None:
         report["exec"]["error"] = execution.error
@@ -511,6 +523,68 @@ class Store(abc.ABC):
             DamagedRecordError: an event cannot be read back.
         """
         return {}
+
+    # -- template versions (see `WorkflowTemplate.version`) -------------------------------
+    def versions(self, template_id: str | None = None) -> dict[str, str | None]:
+        """The template versions the store keeps, oldest first.
+
+        Args:
+            template_id: keep only the versions of this template.
+
+        Returns:
+            Each version id, with the id of its template.
+        """
+        return {version: tid for version, tid, _ in self.version_rows(template_id=template_id)}
+
+    def template_version(self, version: str) -> dict[str, Any]:
+        """The JSON object of the template stored under `version`.
+
+        Raises:
+            UnknownVersionError: the store keeps no version with that id.
+            DamagedRecordError: the stored template cannot be read back.
+        """
+        rows = self.version_rows(version=version)
+        if not rows:
+            raise UnknownVersionError(version)
+        try:
+            found: dict[str, Any] = _decode(self.serializer, rows[0][2], f"template version {version}")
+        except _Damaged as damaged:
+            raise DamagedRecordError(f"(template version {version})", str(damaged)) from damaged.__cause__
+        return found
+
+    def version_rows(
+        self, *, template_id: str | None = None, version: str | None = None
+    ) -> list[tuple[str, str | None, str | bytes]]:
+        """The stored template versions as kept: ``(version, template_id, serialized template)``, oldest first.
+
+        Args:
+            template_id: keep only the versions of this template.
+            version: keep only this version.
+
+        A store that keeps no versions (one written before them) returns none.
+        """
+        return []
+
+    def repin(self, exec_id: str, version: str, template: str | bytes, renames: dict[str, str]) -> None:
+        """Pin an unfinished execution to another template version, in one transaction.
+
+        The low-level step of `tukio.store.migrate`: it checks nothing of
+        the templates themselves.
+
+        Args:
+            exec_id: the execution.
+            version: the version it runs on from now on.
+            template: that version's serialized template (kept if the store
+                has no copy of it yet).
+            renames: old task id -> new task id, for the task records (and
+                their journaled events) that move; the records of the other
+                tasks are deleted.
+
+        Raises:
+            KeyError: no unfinished execution has that id.
+            NotImplementedError: the store cannot move executions.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot move executions to another template version")
 
     def unfinished(self) -> list[ExecutionInfo]:
         """List the executions that have not ended (what `Engine.recover` resumes)."""

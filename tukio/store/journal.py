@@ -48,7 +48,6 @@ from tukio.utils import FutureState
 
 if TYPE_CHECKING:
     from tukio.task.task import TukioTask
-    from tukio.workflow.template import Plan
     from tukio.workflow.workflow import Workflow
 
 __all__ = ["LAZY_DELAY", "Journal"]
@@ -83,6 +82,8 @@ def _smaller(record: Record, empty: str | bytes, exc: BaseException) -> Iterator
         yield "data and error", record._replace(data=empty, error=storable(error), state="exception")
     else:
         where = f"workflow {storable(record.exec_id)}"
+        if record.event is not None and record.template is not None:
+            yield "event", record._replace(event=None)  # the template may be its version's only copy
         yield "template and event", record._replace(template=None, event=None)
         error = f"{where}: its record cannot be stored: {describe_error(exc)}"
         yield "template, event and error", record._replace(template=None, event=None, error=storable(error))
@@ -249,7 +250,8 @@ class Journal(Recorder):
         self._joined = 0
         self._at_once = 0
         self._in_thread = 0  # batches handed to the writer thread, not committed yet
-        self._templates: dict[str | None, tuple[Plan, str | bytes]] = {}
+        # The template versions this journal wrote: a store keeps one copy of each.
+        self._versions: set[str] = set()
         # Whether the store may take batches on the loop (else no need to ask, for every batch).
         self._soon = type(store).write_soon is not Store.write_soon
         self._keeps_events = bool(getattr(store, "keeps_events", False))
@@ -356,14 +358,21 @@ class Journal(Recorder):
         return self._submit()
 
     # -- records ---------------------------------------------------------------
-    def _template_blob(self, workflow: Workflow) -> str | bytes:
-        """The serialized template (cached while the template does not change)."""
+    def _template_blob(self, workflow: Workflow) -> tuple[str, str | bytes | None]:
+        """The version of the workflow's template, and the serialized template the first time only.
+
+        A store keeps one copy of each version (see `ExecutionRecord`): the
+        template is serialized and written with the first record of its
+        version, and the later records name the version alone. A write that
+        fails is retried until it lands, so that copy is not lost.
+        """
         template = workflow.template
-        plan = template.plan()
-        cached = self._templates.get(template.uid)
-        if cached is None or cached[0] is not plan:
-            cached = self._templates[template.uid] = (plan, _storable_blob(self._dumps(template.as_dict())))
-        return cached[1]
+        version = template.version
+        if version in self._versions:
+            return version, None
+        blob = _storable_blob(self._dumps(template.as_dict()))
+        self._versions.add(version)
+        return version, blob
 
     def workflow_begin(self, workflow: Workflow, data: Any) -> Written:
         """Record that `workflow` starts with the triggering `data`.
@@ -375,29 +384,40 @@ class Journal(Recorder):
         """
         uid, template_id = storable(workflow.uid), storable(str(workflow.template.uid))
         what = "its template"
+        version: str | None = None
+        template: str | bytes | None = None
         try:
-            template = self._template_blob(workflow)
+            version, template = self._template_blob(workflow)
             what = f"its triggering data ({type(data).__name__})"
             event = _storable_blob(self._dumps(data))
         except Exception as exc:
             error = storable(f"workflow {template_id}: {what} cannot be stored: {describe_error(exc)}")
             log.error("[%s] %s", uid, error)
-            self._batch.append(ExecutionRecord(uid, template_id, "exception", _now(), _now(), error))
+            self._batch.append(
+                ExecutionRecord(uid, template_id, "exception", _now(), _now(), error, template, version=version)
+                if version is not None
+                else ExecutionRecord(uid, template_id, "exception", _now(), _now(), error)
+            )
             self._later()
             return Written(JournalError(error), done=True)
-        self._batch.append(ExecutionRecord(uid, template_id, UNFINISHED, _now(), template=template, event=event))
+        self._batch.append(
+            ExecutionRecord(uid, template_id, UNFINISHED, _now(), template=template, event=event, version=version)
+        )
         return self._submit()
 
     def workflow_rescued(self, workflow: Workflow, kept: dict[str, dict[str, Any]]) -> None:
         """Record that `workflow` was rebuilt from a report, with the tasks it kept."""
         template: str | bytes | None
+        version: str | None
         try:
-            template = self._template_blob(workflow)
+            version, template = self._template_blob(workflow)
         except Exception:
-            template = None
+            version = template = None
         uid = storable(workflow.uid)
         self._batch.append(
-            ExecutionRecord(uid, storable(str(workflow.template.uid)), UNFINISHED, None, template=template)
+            ExecutionRecord(
+                uid, storable(str(workflow.template.uid)), UNFINISHED, None, template=template, version=version
+            )
         )
         for tid, entry in kept.items():  # ended already: written as they are
             self._add_task(workflow, tid, entry)

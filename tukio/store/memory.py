@@ -46,6 +46,8 @@ class MemoryStore(Store):
         self._tasks: dict[str, dict[str, TaskRecord]] = {}
         # The events of each execution's tasks: exec id -> (task id, seq) -> record.
         self._events: dict[str, dict[tuple[str, int], TaskEventRecord]] = {}
+        # One serialized template per version: version -> (template id, template).
+        self._versions: dict[str, tuple[str | None, str | bytes]] = {}
 
     def write(self, records: Sequence[Record]) -> None:
         """Apply `records` in order (see `Store.write`)."""
@@ -57,6 +59,9 @@ class MemoryStore(Store):
                 if isinstance(record, TaskEventRecord):
                     self._event(record)
                     continue
+                if record.version is not None and record.template is not None:
+                    self._versions.setdefault(record.version, (record.template_id, record.template))
+                    record = record._replace(template=None)
                 old = self._executions.get(record.exec_id)
                 if old is not None:
                     record = record._replace(
@@ -64,6 +69,7 @@ class MemoryStore(Store):
                         start=record.start if record.start is not None else old.start,
                         template=record.template if record.template is not None else old.template,
                         event=record.event if record.event is not None else old.event,
+                        version=record.version if record.version is not None else old.version,
                     )
                 self._executions[record.exec_id] = record
 
@@ -89,7 +95,7 @@ class MemoryStore(Store):
         with self._lock:
             rows = list(self._executions.values())
         return [
-            execution_info(r.exec_id, r.template_id, r.state, r.start, r.end, r.error)
+            execution_info(r.exec_id, r.template_id, r.state, r.start, r.end, r.error, r.version)
             for r in sorted(rows, key=lambda r: str(r.start or ""))
             if (states is None or r.state in states) and (template_id is None or r.template_id == template_id)
         ]
@@ -106,7 +112,38 @@ class MemoryStore(Store):
             if execution is None:
                 raise KeyError(f"no execution {exec_id!r} in the store")
             tasks = list(self._tasks.get(exec_id, {}).values())
+            kept = self._versions.get(execution.version) if execution.version is not None else None
+        if kept is not None:
+            execution = execution._replace(template=kept[1])
         return build_report(self.serializer, execution, tasks)
+
+    def version_rows(
+        self, *, template_id: str | None = None, version: str | None = None
+    ) -> list[tuple[str, str | None, str | bytes]]:
+        """The stored template versions (see `Store.version_rows`)."""
+        with self._lock:
+            return [
+                (v, tid, blob)
+                for v, (tid, blob) in self._versions.items()
+                if (template_id is None or tid == template_id) and (version is None or v == version)
+            ]
+
+    def repin(self, exec_id: str, version: str, template: str | bytes, renames: dict[str, str]) -> None:
+        """Pin an unfinished execution to another template version (see `Store.repin`)."""
+        with self._lock:
+            execution = self._executions.get(exec_id)
+            if execution is None or execution.state != UNFINISHED:
+                raise KeyError(f"no unfinished execution {exec_id!r} in the store")
+            self._versions.setdefault(version, (execution.template_id, template))
+            self._executions[exec_id] = execution._replace(version=version, template=None)
+            tasks = self._tasks.get(exec_id, {})
+            self._tasks[exec_id] = {
+                renames[t]: r._replace(task_id=renames[t]) for t, r in tasks.items() if t in renames
+            }
+            events = self._events.get(exec_id, {})
+            self._events[exec_id] = {
+                (renames[t], seq): r._replace(task_id=renames[t]) for (t, seq), r in events.items() if t in renames
+            }
 
     def prune(self, *, before: datetime | None = None, template_id: str | None = None) -> int:
         """Delete finished executions (see `Store.prune`)."""

@@ -335,9 +335,10 @@ def _columns(records: Sequence[Record]) -> list[list[Any]]:
                 start=r.start if r.start is not None else old.start,
                 template=r.template if r.template is not None else old.template,
                 event=r.event if r.event is not None else old.event,
+                version=r.version if r.version is not None else old.version,
             )
         execs[r.exec_id] = r
-    cols: list[list[Any]] = [[] for _ in range(18)]
+    cols: list[list[Any]] = [[] for _ in range(19)]
     for e in execs.values():
         template, t_text = _blob(e.template)
         event, e_text = _blob(e.event)
@@ -345,10 +346,11 @@ def _columns(records: Sequence[Record]) -> list[list[Any]]:
         for col, value in zip(cols[:8], row, strict=True):
             col.append(value)
         cols[8].append(t_text if e.template is not None else e_text)
+        cols[9].append(e.version)
     for t in tasks.values():
         data, d_text = _blob(t.data)
         for col, cell in zip(
-            cols[9:],
+            cols[10:],
             (t.exec_id, t.task_id, t.task_exec_id, t.state, t.start, t.end, data, t.error, d_text),
             strict=True,
         ):
@@ -611,7 +613,6 @@ class PostgresStore(Store, NodeLease):
         found, tasks = self._run(self._reader.call(op))
         if found is None:
             raise KeyError(f"no execution {exec_id!r} in the store")
-        texts = found["texts"]
         execution = ExecutionRecord(
             found[0],
             found[1],
@@ -619,8 +620,9 @@ class PostgresStore(Store, NodeLease):
             found[3],
             found[4],
             found[5],
-            template=_unblob(found["template"], texts),
-            event=_unblob(found["event"], texts),
+            template=_unblob(found["template"], found["template_texts"]),
+            event=_unblob(found["event"], found["texts"]),
+            version=found["version"],
         )
         records = [TaskRecord(exec_id, t[0], t[1], t[2], t[3], t[4], _unblob(t[5], t[7]) or b"", t[6]) for t in tasks]
         return build_report(self.serializer, execution, records)
@@ -712,7 +714,9 @@ class PostgresStore(Store, NodeLease):
         self._renewed(began)
         return "alive"
 
-    def claim(self, template_ids: Iterable[str], *, limit: int = 100) -> list[ExecutionInfo]:
+    def claim(
+        self, template_ids: Iterable[str], *, limit: int = 100, versions: Collection[str] | None = None
+    ) -> list[ExecutionInfo]:
         """Take over unfinished executions of dead nodes (or of no node), at most `limit`.
 
         A claim is atomic: each execution is taken by one node only.
@@ -720,6 +724,8 @@ class PostgresStore(Store, NodeLease):
         Args:
             template_ids: claim only executions of these templates (those this node can run).
             limit: claim at most this many.
+            versions: when given, claim only executions of these template
+                versions (and those journaled before versions were kept).
 
         Returns:
             The executions now owned by this node.
@@ -729,23 +735,77 @@ class PostgresStore(Store, NodeLease):
         """
         node = self._attached()
         ids = list(template_ids)
-        rows = self._run(self._reader.call(lambda c: c.fetch(self.sql.claim, node, self.epoch, ids, limit)))
+        kept = None if versions is None else list(versions)
+        rows = self._run(self._reader.call(lambda c: c.fetch(self.sql.claim, node, self.epoch, ids, limit, kept)))
         return [_info(r) for r in rows]
 
-    def stranded(self, template_ids: Iterable[str]) -> list[ExecutionInfo]:
-        """The unfinished executions of dead nodes (or of no node) whose template is not among `template_ids`.
+    def stranded(self, template_ids: Iterable[str], *, versions: Collection[str] | None = None) -> list[ExecutionInfo]:
+        """The unfinished executions of dead nodes (or of no node) that `claim` leaves alone.
 
-        A `claim` leaves them alone (this node cannot run them); `recover()`
-        lists them, with the reason, in `Engine.unrecovered`.
+        Those whose template is not among `template_ids`, or (`versions`
+        given) whose version is not among `versions`: `recover()` lists
+        them, with the reason, in `Engine.unrecovered`.
         """
         self._attached()
         ids = list(template_ids)
-        query = (
-            f"SELECT {self.sql.columns} FROM {self.sql.schema}.executions WHERE state = 'pending' "
-            "AND (template_id IS NULL OR NOT template_id = ANY($1)) "
-            f"AND (owner IS NULL OR owner NOT IN ({self.sql.alive})) ORDER BY started NULLS FIRST, exec_id"
-        )
-        return [_info(r) for r in self._run(self._reader.call(lambda c: c.fetch(query, ids)))]
+        kept = None if versions is None else list(versions)
+        query = self.sql.stranded
+        return [_info(r) for r in self._run(self._reader.call(lambda c: c.fetch(query, ids, kept)))]
+
+    def version_rows(
+        self, *, template_id: str | None = None, version: str | None = None
+    ) -> list[tuple[str, str | None, str | bytes]]:
+        """The stored template versions (see `Store.version_rows`)."""
+        query = self.sql.version_rows
+        rows = self._run(self._reader.call(lambda c: c.fetch(query, template_id, version)))
+        return [(r[0], r[1], _unblob(r[2], r[3]) or b"") for r in rows]
+
+    def repin(self, exec_id: str, version: str, template: str | bytes, renames: dict[str, str]) -> None:
+        """Pin an unfinished execution to another template version (see `Store.repin`)."""
+        s = self.sql.schema
+        blob, texts = _blob(template)
+        olds, news = list(renames), list(renames.values())
+
+        async def op(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                template_id = await conn.fetchval(
+                    f"SELECT template_id FROM {s}.executions WHERE exec_id = $1 AND state = 'pending' FOR UPDATE",
+                    exec_id,
+                )
+                if template_id is None:
+                    raise KeyError(f"no unfinished execution {exec_id!r} in the store")
+                await conn.execute(
+                    f"INSERT INTO {s}.versions (version, template_id, template, texts) VALUES ($1, $2, $3, $4) "
+                    "ON CONFLICT (version) DO NOTHING",
+                    version,
+                    template_id,
+                    blob,
+                    texts,
+                )
+                await conn.execute(
+                    f"UPDATE {s}.executions SET version = $2, template = NULL WHERE exec_id = $1", exec_id, version
+                )
+                for table in ("tasks", "task_events"):
+                    await conn.execute(
+                        f"DELETE FROM {s}.{table} WHERE exec_id = $1 AND NOT task_id = ANY($2)", exec_id, olds
+                    )
+                    # Through names no task has: two tasks may swap their ids.
+                    await conn.execute(
+                        f"UPDATE {s}.{table} AS t SET task_id = $4 || m.new "
+                        "FROM unnest($2::text[], $3::text[]) AS m(old, new) WHERE t.exec_id = $1 AND t.task_id = m.old",
+                        exec_id,
+                        olds,
+                        news,
+                        _MOVING,
+                    )
+                    await conn.execute(
+                        f"UPDATE {s}.{table} SET task_id = substr(task_id, length($2) + 1) "
+                        "WHERE exec_id = $1 AND starts_with(task_id, $2)",
+                        exec_id,
+                        _MOVING,
+                    )
+
+        self._run(self._writer.call(op))
 
     def lost(self, exec_ids: Iterable[str]) -> list[str]:
         """Return those of `exec_ids` that this node (and epoch) no longer owns."""
@@ -821,6 +881,7 @@ class PostgresStore(Store, NodeLease):
             event,
             texts if begin.template is not None else e_texts,
             _now(),
+            begin.version,
         )
         row = await self._reader.call(lambda c: c.fetchrow(self.sql.admit, *args))
         return self._admitted(row, node, tid)
@@ -1065,9 +1126,13 @@ class PostgresStore(Store, NodeLease):
         return f"<PostgresStore schema={self.schema!r}{'' if self.node is None else f' node={self.node!r}'}>"
 
 
+#: The prefix of a task id being renamed by `PostgresStore.repin` (within its transaction).
+_MOVING = "\x01moving:"
+
+
 def _now() -> str | None:
     return iso_from_timestamp(time.time())
 
 
 def _info(row: Any) -> ExecutionInfo:
-    return ExecutionInfo(row[0], row[1], row[2], parse_time(row[3]), parse_time(row[4]), row[5])
+    return ExecutionInfo(row[0], row[1], row[2], parse_time(row[3]), parse_time(row[4]), row[5], version=row[6])

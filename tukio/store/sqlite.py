@@ -129,6 +129,16 @@ _MIGRATIONS: tuple[str, ...] = (
         at REAL NOT NULL
     );
     """,
+    # 5: template versions: one copy of each template version, named by each execution.
+    """
+    CREATE TABLE versions (
+        version TEXT PRIMARY KEY,
+        template_id TEXT,
+        template BLOB NOT NULL,
+        created TEXT
+    );
+    ALTER TABLE executions ADD COLUMN version TEXT;
+    """,
 )
 #: The schema version this tukio writes.
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -142,13 +152,14 @@ ON CONFLICT (exec_id) DO UPDATE SET
     ended = excluded.ended,
     error = excluded.error,
     template = coalesce(excluded.template, template),
-    event = coalesce(excluded.event, event)
+    event = coalesce(excluded.event, event),
+    version = coalesce(excluded.version, version)
 """
 
 _UPSERT_EXECUTION = (
     """
-INSERT INTO executions (exec_id, template_id, state, started, ended, error, template, event)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO executions (exec_id, template_id, state, started, ended, error, template, event, version)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
     + _UPDATE_EXECUTION
 )
@@ -163,8 +174,8 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 # (a join moves the node's executions to its new epoch), a task only of such an execution.
 _OWNED_EXECUTION = (
     """
-INSERT INTO executions (exec_id, template_id, state, started, ended, error, template, event, owner, epoch)
-SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+INSERT INTO executions (exec_id, template_id, state, started, ended, error, template, event, version, owner, epoch)
+SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
  WHERE EXISTS (SELECT 1 FROM nodes WHERE name = ? AND epoch = ?)
 """
     + _UPDATE_EXECUTION
@@ -177,7 +188,7 @@ INSERT OR REPLACE INTO tasks (exec_id, task_id, task_exec_id, state, started, en
 SELECT ?, ?, ?, ?, ?, ?, ?, ?
  WHERE EXISTS (SELECT 1 FROM executions WHERE exec_id = ? AND owner = ? AND epoch = ?)
 """
-_COLUMNS = "exec_id, template_id, state, started, ended, error"
+_COLUMNS = "exec_id, template_id, state, started, ended, error, version"
 
 
 def _apply(db: sqlite3.Connection, records: Sequence[Record], owner: tuple[str, int] | None = None) -> list[str]:
@@ -224,9 +235,33 @@ def _upsert(db: sqlite3.Connection, r: Record) -> None:
     if isinstance(r, TaskRecord):
         db.execute(_UPSERT_TASK, (r.exec_id, r.task_id, r.task_exec_id, r.state, r.start, r.end, r.data, r.error))
     elif isinstance(r, ExecutionRecord):
-        db.execute(_UPSERT_EXECUTION, (r.exec_id, r.template_id, r.state, r.start, r.end, r.error, r.template, r.event))
+        db.execute(_UPSERT_EXECUTION, _keep_version(db, r))
     else:
         _task_event(db, r)
+
+
+def _keep_version(db: sqlite3.Connection, r: ExecutionRecord) -> ExecutionRecord:
+    """Keep the template of `r`'s version once (in ``versions``); return `r` without it."""
+    if r.version is None or r.template is None:
+        return r
+    db.execute(
+        "INSERT OR IGNORE INTO versions (version, template_id, template, created) VALUES (?, ?, ?, ?)",
+        (r.version, r.template_id, r.template, r.start),
+    )
+    return r._replace(template=None)
+
+
+#: The prefix of a task id being renamed by `SQLiteStore.repin` (within its transaction).
+_MOVING = "\x01moving:"
+
+
+def _versions_clause(versions: Collection[str] | None, ids: list[str]) -> tuple[str, list[Any]]:
+    """The condition on the version of the executions a node can run, and the parameters with `ids` first."""
+    if versions is None:
+        return "", list(ids)
+    kept = sorted(set(versions))
+    marks = ", ".join("?" * len(kept))
+    return (f" AND (version IS NULL OR version IN ({marks}))" if kept else " AND version IS NULL"), [*ids, *kept]
 
 
 def _task_event(db: sqlite3.Connection, r: TaskEventRecord) -> None:
@@ -255,13 +290,7 @@ def _upsert_owned(db: sqlite3.Connection, r: Record, owner: tuple[str, int], own
             return True
         if db.execute(_OWNED_TASK, (*row, r.exec_id, *owner)).rowcount == 0:
             return False
-    elif (
-        db.execute(
-            _OWNED_EXECUTION,
-            (r.exec_id, r.template_id, r.state, r.start, r.end, r.error, r.template, r.event, *owner, *owner),
-        ).rowcount
-        == 0
-    ):
+    elif db.execute(_OWNED_EXECUTION, (*_keep_version(db, r), *owner, *owner)).rowcount == 0:
         return False
     owned.add(r.exec_id)
     return True
@@ -629,7 +658,9 @@ class SQLiteStore(Store, NodeLease):
             db = self._conn()
             # fetchall: a statement left unfinished would keep a read open, and hold back checkpoints.
             found = db.execute(
-                f"SELECT {_COLUMNS}, template, event FROM executions WHERE exec_id = ?", (exec_id,)
+                f"SELECT {_COLUMNS}, coalesce((SELECT v.template FROM versions AS v WHERE v.version = "
+                "executions.version), template), event FROM executions WHERE exec_id = ?",
+                (exec_id,),
             ).fetchall()
             if not found:
                 raise KeyError(f"no execution {exec_id!r} in the store")
@@ -638,9 +669,57 @@ class SQLiteStore(Store, NodeLease):
                 (exec_id,),
             ).fetchall()
         row = found[0]
-        execution = ExecutionRecord(row[0], row[1], row[2], row[3], row[4], row[5], template=row[6], event=row[7])
+        execution = ExecutionRecord(
+            row[0], row[1], row[2], row[3], row[4], row[5], template=row[7], event=row[8], version=row[6]
+        )
         records = [TaskRecord(exec_id, t[0], t[1], t[2], t[3], t[4], t[5], t[6]) for t in tasks]
         return build_report(self.serializer, execution, records)
+
+    def version_rows(
+        self, *, template_id: str | None = None, version: str | None = None
+    ) -> list[tuple[str, str | None, str | bytes]]:
+        """The stored template versions (see `Store.version_rows`)."""
+        with self._lock:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT version, template_id, template FROM versions WHERE (? IS NULL OR template_id = ?) "
+                    "AND (? IS NULL OR version = ?) ORDER BY created, version",
+                    (template_id, template_id, version, version),
+                )
+                .fetchall()
+            )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def repin(self, exec_id: str, version: str, template: str | bytes, renames: dict[str, str]) -> None:
+        """Pin an unfinished execution to another template version (see `Store.repin`)."""
+        with self._lock:
+            db = self._conn()
+            with _transaction(db):
+                found = db.execute(
+                    "SELECT template_id FROM executions WHERE exec_id = ? AND state = ?", (exec_id, UNFINISHED)
+                ).fetchall()
+                if not found:
+                    raise KeyError(f"no unfinished execution {exec_id!r} in the store")
+                begin = ExecutionRecord(
+                    exec_id, found[0][0], UNFINISHED, iso_from_timestamp(time.time()), template=template
+                )
+                _keep_version(db, begin._replace(version=version))
+                db.execute("UPDATE executions SET version = ?, template = NULL WHERE exec_id = ?", (version, exec_id))
+                kept = list(renames)
+                moved = [(_MOVING + new, exec_id, old) for old, new in renames.items()]
+                for table in ("tasks", "task_events"):
+                    db.execute(
+                        f"DELETE FROM {table} WHERE exec_id = ? AND task_id NOT IN ({', '.join('?' * len(kept))})",
+                        (exec_id, *kept),
+                    )
+                    # Through a name no task has: two tasks may swap their ids.
+                    db.executemany(f"UPDATE {table} SET task_id = ? WHERE exec_id = ? AND task_id = ?", moved)
+                    db.execute(
+                        f"UPDATE {table} SET task_id = substr(task_id, ?) "
+                        "WHERE exec_id = ? AND substr(task_id, 1, ?) = ?",
+                        (len(_MOVING) + 1, exec_id, len(_MOVING), _MOVING),
+                    )
 
     def task_events(self, exec_id: str) -> dict[str, list[tuple[int, Any]]]:
         """The events journaled for the tasks of an execution (see `Store.task_events`)."""
@@ -847,7 +926,9 @@ class SQLiteStore(Store, NodeLease):
             )
         return [execution_info(*row) for row in rows]
 
-    def claim(self, template_ids: Iterable[str], *, limit: int = 100) -> list[ExecutionInfo]:
+    def claim(
+        self, template_ids: Iterable[str], *, limit: int = 100, versions: Collection[str] | None = None
+    ) -> list[ExecutionInfo]:
         """Take over unfinished executions of dead nodes (or of no node), at most `limit`.
 
         A node is dead when its lease expired, or when no process holds its
@@ -859,6 +940,8 @@ class SQLiteStore(Store, NodeLease):
         Args:
             template_ids: claim only executions of these templates (those this node can run).
             limit: claim at most this many.
+            versions: when given, claim only executions of these template
+                versions (and those journaled before versions were kept).
 
         Returns:
             The executions now owned by this node.
@@ -868,18 +951,19 @@ class SQLiteStore(Store, NodeLease):
         if not ids:
             return []
         marks = ", ".join("?" * len(ids))
+        runnable, params = _versions_clause(versions, ids)
         others = (
-            f"SELECT DISTINCT owner FROM executions WHERE state = ? AND template_id IN ({marks}) "
+            f"SELECT DISTINCT owner FROM executions WHERE state = ? AND template_id IN ({marks}){runnable} "
             "AND (owner IS NULL OR owner != ?)"
         )
         with self._lock:
             db = self._conn()
             # A read first: most of the time (every heartbeat) nobody is dead, and nothing is locked.
-            if not self._dead_owners(db, others, (UNFINISHED, *ids, node)):
+            if not self._dead_owners(db, others, (UNFINISHED, *params, node)):
                 return []
             rows: list[Any] = []
             with _transaction(db):  # the same again, now that no other node can write
-                dead = self._dead_owners(db, others, (UNFINISHED, *ids, node))
+                dead = self._dead_owners(db, others, (UNFINISHED, *params, node))
                 named = [o for o in dead if o is not None]
                 whose = " OR ".join(
                     (["owner IS NULL"] if None in dead else [])
@@ -887,9 +971,9 @@ class SQLiteStore(Store, NodeLease):
                 )
                 if whose:
                     rows = db.execute(
-                        f"SELECT {_COLUMNS} FROM executions WHERE state = ? AND template_id IN ({marks}) "
+                        f"SELECT {_COLUMNS} FROM executions WHERE state = ? AND template_id IN ({marks}){runnable} "
                         f"AND ({whose}) AND exec_id NOT IN (SELECT exec_id FROM cancels) ORDER BY started LIMIT ?",
-                        (UNFINISHED, *ids, *named, limit),
+                        (UNFINISHED, *params, *named, limit),
                     ).fetchall()
                     db.executemany(
                         "UPDATE executions SET owner = ?, epoch = ? WHERE exec_id = ?",
@@ -897,28 +981,31 @@ class SQLiteStore(Store, NodeLease):
                     )
         return [execution_info(*row) for row in rows]
 
-    def stranded(self, template_ids: Iterable[str]) -> list[ExecutionInfo]:
-        """The unfinished executions of dead nodes (or of no node) whose template is not among `template_ids`.
+    def stranded(self, template_ids: Iterable[str], *, versions: Collection[str] | None = None) -> list[ExecutionInfo]:
+        """The unfinished executions of dead nodes (or of no node) that `claim` leaves alone.
 
-        A `claim` leaves them alone (this node cannot run them); `recover()`
-        lists them, with the reason, in `Engine.unrecovered`.
+        Those whose template is not among `template_ids`, or (`versions`
+        given) whose template version is not among `versions`: this node
+        cannot run them; `recover()` lists them, with the reason, in
+        `Engine.unrecovered`.
         """
         self._attached()
         ids = sorted(set(template_ids))
         marks = ", ".join("?" * len(ids))
+        runnable, params = _versions_clause(versions, ids)
         with self._lock:
             db = self._conn()
             rows = db.execute(
                 f"SELECT {_COLUMNS}, owner FROM executions WHERE state = ? "
-                f"AND (template_id IS NULL OR template_id NOT IN ({marks})) ORDER BY started",
-                (UNFINISHED, *ids),
+                f"AND NOT (template_id IS NOT NULL AND template_id IN ({marks}){runnable}) ORDER BY started",
+                (UNFINISHED, *params),
             ).fetchall()
             now = self.clock()
             dead: dict[str, bool] = {}
             for row in rows:
-                if row[6] is not None and row[6] not in dead:
-                    dead[row[6]] = self._dead(db, row[6], now)
-        return [execution_info(*row[:6]) for row in rows if row[6] is None or dead[row[6]]]
+                if row[7] is not None and row[7] not in dead:
+                    dead[row[7]] = self._dead(db, row[7], now)
+        return [execution_info(*row[:7]) for row in rows if row[7] is None or dead[row[7]]]
 
     def _dead_owners(self, db: sqlite3.Connection, query: str, params: tuple[Any, ...]) -> list[str | None]:
         """The owners `query` lists that are dead (None: executions of no node)."""
@@ -988,9 +1075,10 @@ class SQLiteStore(Store, NodeLease):
                 ruled = rule(policy, begin.exec_id, rows, here)
                 if ruled.decision is Decision.skip:
                     return ruled.decision, []
+                begin = _keep_version(db, begin)
                 db.execute(
                     "INSERT OR IGNORE INTO executions (exec_id, template_id, state, started, template, event, "
-                    "owner, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "version, owner, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         begin.exec_id,
                         begin.template_id,
@@ -998,6 +1086,7 @@ class SQLiteStore(Store, NodeLease):
                         begin.start,
                         begin.template,
                         begin.event,
+                        begin.version,
                         node,
                         epoch,
                     ),

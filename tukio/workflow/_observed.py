@@ -81,7 +81,8 @@ class Observed:
     def report(self) -> dict[str, Any]:
         """Return the template's `as_dict()` with what happened in 'exec' keys.
 
-        The workflow gets ``'exec': {'id','start','end','state'}``; each task
+        The workflow gets ``'exec': {'id','start','end','state','version'}``
+        ('version': the template's `version`); each task
         ``'exec'``: its `task_entry`, None if it never started.
         """
         report = self.template.as_dict()
@@ -90,6 +91,7 @@ class Observed:
             "start": utc(self._start),
             "end": utc(self._end),
             "state": self.future_state.value,
+            "version": self.template.version,
         }
         for task_dict in report["tasks"]:
             task_dict["exec"] = self.task_entry(task_dict["id"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 import uuid
 from dataclasses import dataclass
@@ -16,7 +18,10 @@ from tukio.task.registry import TaskRegistry
 from tukio.task.template import TaskTemplate
 from tukio.utils import Listen
 
-__all__ = ["Plan", "WorkflowTemplate"]
+__all__ = ["VERSION_LENGTH", "Plan", "WorkflowTemplate", "version_of"]
+
+#: How many hex digits of the sha256 of a template's canonical JSON make its version id.
+VERSION_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class WorkflowTemplate:
         self.extra: dict[str, Any] = dict(extra) if extra else {}
         self.dag: DAG[TaskTemplate] = DAG()
         self._plan: Plan | None = None
+        self._version: tuple[Plan, str] | None = None
 
     # -- structure ---------------------------------------------------------
     @property
@@ -194,6 +200,28 @@ class WorkflowTemplate:
             )
         return plan
 
+    @property
+    def version(self) -> str:
+        """The id of this exact definition: a hash of the template's canonical JSON.
+
+        It covers everything `as_dict` returns (id, title, policy, topics,
+        timeout, schema, extension keys, every task with its name, config,
+        topics, timeout and retry, and the graph), and nothing of how the
+        JSON was written: key order, whitespace and the order of the tasks
+        do not change it. Two templates with the same version run the same
+        way; an execution is pinned to the version it began with (see
+        "Changing workflows safely" in the docs).
+
+        Computed when first asked, then kept until the graph changes or
+        `validate()` runs (`Engine.load` validates): after changing a field
+        in place, call `validate()` before reading it again.
+        """
+        plan = self.plan()
+        cached = self._version
+        if cached is None or cached[0] is not plan:
+            cached = self._version = (plan, version_of(self.as_dict()))
+        return cached[1]
+
     # -- (de)serialisation -------------------------------------------------
     @classmethod
     def from_dict(cls, wf_dict: dict[str, Any]) -> WorkflowTemplate:
@@ -292,3 +320,24 @@ class WorkflowTemplate:
 
     def __repr__(self) -> str:
         return f"<WorkflowTemplate uid={self.uid!r} title={self.title!r} tasks={len(self.dag)}>"
+
+
+def version_of(template: dict[str, Any]) -> str:
+    """The version id of a template's JSON object (see `WorkflowTemplate.version`).
+
+    The tasks are taken in the order of their ids and each successor list
+    sorted, so that only what the template means counts.
+    """
+    canonical = dict(template)
+    canonical.pop(REPORT_KEY, None)
+    tasks = canonical.get("tasks")
+    if isinstance(tasks, list):
+        canonical["tasks"] = sorted(
+            ({k: v for k, v in t.items() if k != REPORT_KEY} if isinstance(t, dict) else t for t in tasks),
+            key=lambda t: str(t.get("id")) if isinstance(t, dict) else "",
+        )
+    graph = canonical.get("graph")
+    if isinstance(graph, dict):
+        canonical["graph"] = {k: sorted(map(str, v)) if isinstance(v, list) else v for k, v in graph.items()}
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:VERSION_LENGTH]
