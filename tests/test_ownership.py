@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from support import template
 
-from tukio import Engine, Event, WorkflowTemplate
+from tukio import Engine, Event, Workflow, WorkflowTemplate
 from tukio.store import SQLiteStore
 from tukio.store._lease import lease_clock
 from tukio.store.base import Store
@@ -125,24 +125,37 @@ def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[
 
 @pytest.fixture
 def chain(registered: Callable[..., Any], task_name: Callable[[str], str]) -> Callable[..., WorkflowTemplate]:
-    """``chain(node, policy)``: the chain a-b whose tasks count their runs as (node, task id); a waits on GATE[node]."""
+    """``chain(node, engine, policy)``: the chain a-b whose tasks count their runs as (node, task id).
+
+    Every engine loads the same chain for a policy (one template version: a
+    takeover runs an execution on the version it began with); `engine` is
+    labelled `node`, and a task counts its run under the label of the engine
+    that runs it. Task a waits on GATE[node] when set.
+    """
     RUNS.clear()
     GATE.clear()
     STARTED.clear()
+    labels: dict[Engine, str] = {}
+    made: dict[str, WorkflowTemplate] = {}
 
-    def make(node: str, policy: str = "start-new") -> WorkflowTemplate:
-        async def own_step(event: Event) -> dict[str, Any]:
-            tid = asyncio.current_task().template.uid  # type: ignore[union-attr]
-            RUNS[node, tid] += 1
-            if tid == "a":
-                STARTED.setdefault(node, asyncio.Event()).set()
-                if node in GATE:
-                    await GATE[node].wait()
-            return {tid: node}
+    async def own_step(event: Event) -> dict[str, Any]:
+        tid = asyncio.current_task().template.uid  # type: ignore[union-attr]
+        workflow = Workflow.current_workflow()
+        [node] = [label for engine, label in labels.items() if workflow in engine.instances]
+        RUNS[node, tid] += 1
+        if tid == "a":
+            STARTED.setdefault(node, asyncio.Event()).set()
+            if node in GATE:
+                await GATE[node].wait()
+        return {tid: node}
 
-        name = task_name(f"own-{node}")
-        registered(name, own_step)
-        return template([("a", name), ("b", name)], {"a": ["b"]}, id="own-chain", policy=policy)
+    def make(node: str, engine: Engine, policy: str = "start-new") -> WorkflowTemplate:
+        labels[engine] = node
+        if policy not in made:
+            name = task_name("own")
+            registered(name, own_step)
+            made[policy] = template([("a", name), ("b", name)], {"a": ["b"]}, id="own-chain", policy=policy)
+        return made[policy]
 
     return make
 
@@ -151,7 +164,7 @@ async def dead_nodes_execution(shared: Callable[..., Any], chain: Callable[..., 
     """An execution of node "gone" stuck in task a, then "gone" left (dead): returns its workflow (a zombie)."""
     store = shared()
     gone = Engine(store=store, node="gone", lease=30)
-    await gone.load(chain("gone", **kw))
+    await gone.load(chain("gone", gone, **kw))
     GATE["gone"] = asyncio.Event()
     wf = await gone.trigger("own-chain", {})
     assert wf is not None
@@ -182,7 +195,7 @@ async def test_a_claimed_execution_not_resumed_yet_counts_for_the_policy(
         await asyncio.to_thread(_unlock_as, gone_store, zombie.uid)
     held = Held()
     live = Engine(store=shared(held), node="live", lease=30)
-    await live.load(chain("live", policy=policy))
+    await live.load(chain("live", live, policy=policy))
     recovering = asyncio.ensure_future(live.recover())
     assert await asyncio.to_thread(held.loading.wait, 10)  # claimed, being loaded: not running yet
     second = await live.trigger("own-chain", {})
@@ -208,7 +221,7 @@ async def test_abort_running_aborts_a_claimed_execution_before_it_resumes(
     held = Held()
     live_store = shared(held)
     live = Engine(store=live_store, node="live", lease=30)
-    await live.load(chain("live", policy="abort-running"))
+    await live.load(chain("live", live, policy="abort-running"))
     recovering = asyncio.ensure_future(live.recover())
     assert await asyncio.to_thread(held.loading.wait, 10)
     new = await live.trigger("own-chain", {"new": True})
@@ -273,7 +286,7 @@ async def test_heartbeats_go_on_while_claimed_executions_load(
     gone, zombie = await dead_nodes_execution(shared, chain)
     held = Held()
     live = Engine(store=shared(held), node="live", lease=0.3)  # heartbeats every 0.1 s, claims by themselves
-    await live.load(chain("live"))
+    await live.load(chain("live", live))
     assert await asyncio.to_thread(held.loading.wait, 10)  # a heartbeat-era claim is loading its work
     await asyncio.wait_for(held.beats_reach(held.beats + 3), 5)  # fails when the heartbeat waits for the load
     held.release.set()
@@ -298,13 +311,13 @@ async def test_a_node_late_by_its_own_clock_does_not_start_what_was_taken_over(
     gone, _ = await dead_nodes_execution(new, chain)
     held = Held()
     paused = Engine(store=new(held), node="paused", lease=30)
-    await paused.load(chain("paused"))
+    await paused.load(chain("paused", paused))
     recovering = asyncio.ensure_future(paused.recover())
     assert await asyncio.to_thread(held.loading.wait, 10)  # claimed; then the process stops past its lease
     await asyncio.wait_for(held.beats_reach(1), 10)  # (its first heartbeat made before the pause, not after)
     clock.now += 60
     other = Engine(store=new(), node="other", lease=30)
-    await other.load(chain("other"))
+    await other.load(chain("other", other))
     [taken] = await other.recover()  # the paused node's lease ran out: its claim is taken over
     await asyncio.wait_for(taken, 10)
     held.release.set()  # the paused node goes on with its resume
