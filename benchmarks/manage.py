@@ -6,6 +6,7 @@ with a failed task), then times, ``--runs`` times each, the median of:
 
 - the first page of 50, newest first, with no filter;
 - the first page with a state filter ('exception'), a template filter, and ``failed=True``;
+- a state no execution is in ('timeout', which also looks at the tasks; 'cancelled');
 - the second page (from the first one's cursor);
 - one execution with its tasks (`Manager.get`).
 
@@ -86,6 +87,8 @@ async def measure(store: Store, runs: int) -> dict[str, float]:
         "state=exception": await timed(runs, lambda: manager.list(state="exception", limit=50)),
         "template=template-3": await timed(runs, lambda: manager.list(template="template-3", limit=50)),
         "failed=True": await timed(runs, lambda: manager.list(failed=True, limit=50)),
+        "state=timeout (none)": await timed(runs, lambda: manager.list(state="timeout", limit=50)),
+        "state=cancelled (none)": await timed(runs, lambda: manager.list(state="cancelled", limit=50)),
         "second page": await timed(runs, lambda: manager.list(limit=50, after=cursor)),
         "get one": await timed(runs, lambda: manager.get(some)),
     }
