@@ -94,6 +94,10 @@ async def measure(store: Store, runs: int) -> dict[str, float]:
     }
 
 
+def _empty(store: Store) -> bool:
+    return not asyncio.run(Manager(store).list(limit=1)).items
+
+
 def report(name: str, count: int, filled: float, results: dict[str, float]) -> None:
     print(f"{name}: {count:,} executions (filled in {filled:.0f} s)")
     for what, ms in results.items():
@@ -106,11 +110,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--postgres", default=DSN)
     parser.add_argument("--only", choices=("sqlite", "postgres"))
+    parser.add_argument("--sqlite-file", metavar="PATH", help="keep the SQLite journal there (filled once, reused)")
     args = parser.parse_args()
     if args.only in (None, "sqlite"):
-        with tempfile.TemporaryDirectory() as tmp, SQLiteStore(Path(tmp) / "journal.db") as store:
-            filled = fill(store, args.count)
-            report("SQLite", args.count, filled, asyncio.run(measure(store, args.runs)))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(args.sqlite_file or Path(tmp) / "journal.db")
+            with SQLiteStore(path) as store:
+                filled = fill(store, args.count) if _empty(store) else 0.0
+                report("SQLite", args.count, filled, asyncio.run(measure(store, args.runs)))
     if args.only in (None, "postgres"):
         from tukio.store import PostgresStore
 
