@@ -89,6 +89,12 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             is bounded: past `EAGER_DEPTH` levels, tasks start (and ends
             are handled) on the next turn as usual.
 
+    An engine belongs to one loop: made where no loop runs yet (at module
+    level), it takes the current loop of the thread, and works once that
+    loop runs (``loop.run_until_complete``). Used from another loop (the one
+    ``asyncio.run()`` makes), its coroutine methods raise `RuntimeError` at
+    once, saying so, rather than start workflows that would never run.
+
     Raises:
         ValueError: `node` is given but the store cannot be shared, or
             `lease` is not positive.

@@ -57,8 +57,11 @@ _ORDER = f"ORDER BY {_KEY} DESC, x.exec_id DESC"
 #: How many of the newest executions a listing of failures reads first (see `SQLAdmin.page`).
 SCAN_WINDOW = 5000
 # The executions with a failed task (spelled as the partial index ``tasks_failed`` is, so that it serves).
+_FAILURES = "'exception', 'timeout'"
 _FAILED_TASKS = "SELECT t.exec_id FROM {p}tasks AS t WHERE t.state IN ('exception', 'timeout')"
-_HAS_FAILED = f"(x.state IN ('exception', 'timeout') OR x.exec_id IN ({_FAILED_TASKS}))"
+# Whether one execution has a failed task (one probe of the tasks' primary key).
+_A_TASK_FAILED = "EXISTS (SELECT 1 FROM {p}tasks AS t WHERE t.exec_id = x.exec_id AND t.state IN ({states}))"
+_HAS_FAILED = f"(x.state IN ('exception', 'timeout') OR {_A_TASK_FAILED.format(p='{p}', states=_FAILURES)})"
 
 
 @dataclass(frozen=True)
@@ -263,7 +266,7 @@ class SQLAdmin(Admin):
             clause, values = self.dialect.among("x.state", filters.states)
             failures = ", ".join(f"'{s}'" for s in FAILED_STATES if s in filters.states)  # (constants)
             if failures:  # (a workflow whose task failed may have 'finished': it is found too)
-                clause = f"({clause} OR x.exec_id IN ({_FAILED_TASKS} AND t.state IN ({failures})))"
+                clause = f"({clause} OR {_A_TASK_FAILED.format(p='{p}', states=failures)})"
             clauses.append(clause)
             params += values
         if filters.failed is not None:
@@ -292,18 +295,19 @@ class SQLAdmin(Admin):
             where = " WHERE " + " AND ".join(clauses) if clauses else ""
             rows = self._fetch(f"{_SUMMARY}{where} {_ORDER} LIMIT ?", [*params, limit])
             return [Row(*r) for r in rows]
-        # Failures: first among the newest executions (the others filters apply): when failures
-        # are frequent, the page is full already.
-        clauses, params = self._where(replace(filters, states=None, failed=None), after)
-        where = " WHERE " + " AND ".join(clauses) if clauses else ""
-        failing, failing_params = self._where(Filters(states=filters.states, failed=filters.failed))
-        recent = f"SELECT x.exec_id FROM {{p}}executions AS x{where} {_ORDER} LIMIT ?"
+        # Failures: first the newest executions are read in order, down to the SCAN_WINDOW-th newest
+        # (after `after`): when failures are frequent, the page is full long before.
+        clauses, params = self._where(filters, after)
+        keys, key_params = self._where(Filters(), after)
+        newest = f"SELECT {_KEY} FROM {{p}}executions AS x{' WHERE ' if keys else ''}{' AND '.join(keys)}"
+        bound = f"{_KEY} >= coalesce(({newest} {_ORDER} LIMIT 1 OFFSET ?), '')"
         rows = self._fetch(
-            f"{_SUMMARY} WHERE x.exec_id IN ({recent}) AND {' AND '.join(failing)} {_ORDER} LIMIT ?",
-            [*params, SCAN_WINDOW, *failing_params, limit],
+            f"{_SUMMARY} WHERE {' AND '.join([*clauses, bound])} {_ORDER} LIMIT ?",
+            [*params, *key_params, SCAN_WINDOW - 1, limit],
         )
         if len(rows) < limit:  # rare: found through their own indexes
-            rows = self._rare_failures(split, clauses, params, limit)
+            others, others_params = self._where(replace(filters, states=None, failed=None), after)
+            rows = self._rare_failures(split, others, others_params, limit)
         return [Row(*r) for r in rows]
 
     def _rare_failures(
