@@ -218,3 +218,17 @@ async def test_postgres_cancel_reaches_the_owner_at_once(
             assert workflow.cancelled()
         finally:
             await asyncio.wait_for(engine.stop(force=True), 10)
+
+
+async def test_bulk_actions_act_on_what_they_select(stores: tuple[Store, Store]) -> None:
+    store = stores[1]
+    start = "2026-01-01T00:00:0{}.000000+00:00"
+    store.write([ExecutionRecord(f"left-{n}", "t", "pending", start.format(n), None) for n in range(2)])
+    manager = Manager(store)
+    assert await manager.cancel_many(template="t") == ["left-1", "left-0"]
+    assert {i.state for i in (await manager.list()).items} == {"cancelled"}
+    retried = await manager.retry_many(template="t")
+    assert retried == ["left-1", "left-0"]
+    assert len((await manager.list(state="pending")).items) == 2  # the new ones, for an engine to run
+    assert await manager.resume_many(state="cancelled") == ["left-1", "left-0"]
+    assert len((await manager.list(state="pending")).items) == 4
