@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from tukio.cli._common import EXIT_BAD_INPUT, EXIT_OK, InputError, add_command, load_template
-from tukio.cli._stores import add_store_options, open_store
+from tukio.cli._store import add_store_options, open_store
 from tukio.errors import MigrationError, TemplateError, UnknownVersionError
 from tukio.store.migrate import migrate
 from tukio.workflow.template import WorkflowTemplate
@@ -64,7 +64,7 @@ def run(args: Any) -> int:
     """
     mapping = _mapping(args.map)
     to: WorkflowTemplate | str = load_template(args.to) if os.path.isfile(args.to) else args.to
-    with open_store(args.store, args.schema) as store:
+    with open_store(args) as store:
         try:
             version = migrate(store, args.exec_ids, to, mapping)
         except MigrationError as exc:

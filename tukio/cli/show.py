@@ -15,7 +15,7 @@ from tukio.cli._common import (
     table,
     tasks_of_module,
 )
-from tukio.cli._stores import add_store_options, open_store
+from tukio.cli._store import add_store_options, open_store
 from tukio.errors import DamagedRecordError, UnknownVersionError
 from tukio.task.registry import TaskRegistry
 
@@ -75,7 +75,7 @@ def run(args: Any) -> int:
 
 def _versions(args: Any) -> int:
     """List the versions a store keeps, or print one as JSON."""
-    with open_store(args.store, args.schema) as store:
+    with open_store(args) as store:
         if args.version is not None:
             try:
                 template = store.template_version(args.version)

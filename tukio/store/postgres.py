@@ -35,6 +35,7 @@ from tukio._report import iso_from_timestamp
 from tukio.policy import Decision, OverrunPolicy
 from tukio.store._lease import Beat, NodeLease, lease_clock
 from tukio.store._pgschema import MIGRATIONS, SQL
+from tukio.store._sqladmin import POSTGRES, Runner, SQLAdmin
 from tukio.store.base import (
     ExecutionInfo,
     ExecutionRecord,
@@ -1006,6 +1007,34 @@ class PostgresStore(Store, NodeLease):
             log.info("PostgresStore: pruned %d dead node(s)", len(rows))
         return sorted(r[0] for r in rows)
 
+    # -- management (see tukio.manage) -------------------------------------------------------------
+    def admin(self) -> SQLAdmin:
+        """The queries and actions of `tukio.manage` on this schema (see `tukio.store._admin`)."""
+        signal = f"SELECT pg_notify('tukio_cancels_{self._namespace}', '')"  # the owners act at once
+        return SQLAdmin(
+            POSTGRES(self.sql.schema),
+            Runner(self._admin_fetch, self._admin_execute, self._live, self._node_rows, signal),
+        )
+
+    def _admin_fetch(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._run(self._reader.call(lambda c: c.fetch(query, *params)))]
+
+    def _admin_execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        async def op(conn: asyncpg.Connection) -> list[int]:
+            async with conn.transaction():
+                return [_count(await conn.execute(query, *params)) for query, params in statements]
+
+        return self._run(self._reader.call(op))
+
+    def _live(self, names: Iterable[str]) -> set[str]:
+        """Those of the nodes `names` that are alive (see `SQL.alive`)."""
+        query = f"{self.sql.alive.replace('$5', '$1')} AND n.name = ANY($2)"
+        return {r[0] for r in self._admin_fetch(query, (self._namespace, list(names)))}
+
+    def _node_rows(self) -> list[tuple[str, int, float]]:
+        query = f"SELECT name, epoch, extract(epoch FROM expires)::float8 FROM {self.sql.schema}.nodes ORDER BY name"
+        return self._admin_fetch(query, ())
+
     # -- events shared by the nodes ---------------------------------------------------------------
     @property
     def channel(self) -> str:
@@ -1132,6 +1161,12 @@ _MOVING = "\x01moving:"
 
 def _now() -> str | None:
     return iso_from_timestamp(time.time())
+
+
+def _count(status: str) -> int:
+    """The rows a statement touched, from its status ("DELETE 3"; 0 for "ANALYZE")."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
 
 
 def _info(row: Any) -> ExecutionInfo:
