@@ -1028,8 +1028,8 @@ class PostgresStore(Store, NodeLease):
 
     def _live(self, names: Iterable[str]) -> set[str]:
         """Those of the nodes `names` that are alive (see `SQL.alive`)."""
-        query = f"{self.sql.alive.replace('$5', '$1')} AND n.name = ANY($2)"
-        return {r[0] for r in self._admin_fetch(query, (self._namespace, list(names)))}
+        query = f"{self.sql.alive} AND n.name = ANY($1)"
+        return {r[0] for r in self._admin_fetch(query, (list(names),))}
 
     def _node_rows(self) -> list[tuple[str, int, float]]:
         query = f"SELECT name, epoch, extract(epoch FROM expires)::float8 FROM {self.sql.schema}.nodes ORDER BY name"

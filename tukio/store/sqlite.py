@@ -1266,13 +1266,16 @@ class SQLiteStore(Store, NodeLease):
 
     def _live(self, names: Iterable[str]) -> set[str]:
         """Those of the nodes `names` that are alive (their lease runs and a process holds their lock)."""
-        now = time.time()
+        now = self.clock()
         with self._lock:
             db = self._conn()
             return {name for name in set(names) if not self._dead(db, name, now)}
 
     def _node_rows(self) -> list[tuple[str, int, float]]:
-        return self._admin_fetch("SELECT name, epoch, expires FROM nodes ORDER BY name", ())
+        # Leases run on the host's lease clock (see `tukio.store._lease`): shown on the wall clock.
+        rows = self._admin_fetch("SELECT name, epoch, expires FROM nodes ORDER BY name", ())
+        shift = time.time() - self.clock()
+        return [(name, epoch, expires + shift) for name, epoch, expires in rows]
 
     # -- events shared by the processes (see tukio.cluster) -----------------------------------------
     def publish(self, data: Any, topic: str | None) -> int:
