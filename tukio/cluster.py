@@ -209,6 +209,8 @@ class Cluster:
         self._cancels_wake = asyncio.Event()
         self._cancelling: asyncio.Task[None] | None = None
         store.on_fenced = self._fenced
+        #: Told of the executions this node lost to others, before they are cancelled here.
+        self.on_lost: Callable[[list[str]], None] | None = None
         _local_nodes.setdefault(loop, set()).add(self.node)
 
     # -- start-up and recovery ------------------------------------------------------------
@@ -282,13 +284,13 @@ class Cluster:
         beat = await asyncio.to_thread(self.store.heartbeat)
         if beat == "replaced":
             log.error("node %s was restarted elsewhere (a newer epoch): cancelling its workflows", self.node)
-            self._cancel(list(self._instances), "node restarted elsewhere")
+            self._lose(list(self._instances), "node restarted elsewhere")
             self.close(leave=False)
             return
         if beat == "late":
             log.warning("node %s missed its lease: checking which executions it still owns", self.node)
             gone = await asyncio.to_thread(self.store.lost, list(self._instances))
-            self._cancel(gone, "taken over by another node while this one missed its lease")
+            self._lose(gone, "taken over by another node while this one missed its lease")
         requested = await asyncio.to_thread(self._cancel_requests)
         if requested:
             self._cancel(requested, "another node aborted it (abort-running)")
@@ -488,10 +490,16 @@ class Cluster:
         except RuntimeError:
             on_loop = False
         if on_loop:
-            self._cancel(exec_ids, "its writes were refused: another node owns it")
+            self._lose(exec_ids, "its writes were refused: another node owns it")
             return
         with contextlib.suppress(RuntimeError):  # a closed loop: nothing runs any more
-            self._loop.call_soon_threadsafe(self._cancel, exec_ids, "its writes were refused: another node owns it")
+            self._loop.call_soon_threadsafe(self._lose, exec_ids, "its writes were refused: another node owns it")
+
+    def _lose(self, exec_ids: list[str], why: str) -> None:
+        """Other nodes own `exec_ids` now: say so (`on_lost`), then cancel them here."""
+        if exec_ids and self.on_lost is not None:
+            self.on_lost(exec_ids)
+        self._cancel(exec_ids, why)
 
     def _cancel(self, exec_ids: Iterable[str], why: str) -> None:
         for exec_id in exec_ids:
