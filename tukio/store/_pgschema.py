@@ -272,6 +272,13 @@ MIGRATIONS: tuple[str, ...] = (
                                 WHERE NOT x = ANY(owned) AND NOT x = ANY(fenced));
     END
     $fn$;
+    """,  # 5: listings of `tukio.manage`, newest first, by start time and id (keyset pages), all of them
+    # or those of a state or a template; and the failed tasks, to find the executions that have some.
+    """
+    CREATE INDEX executions_by_start ON {s}.executions ((coalesce(started, '')), exec_id);
+    CREATE INDEX executions_by_state_start ON {s}.executions (state, (coalesce(started, '')), exec_id);
+    CREATE INDEX executions_by_template_start ON {s}.executions (template_id, (coalesce(started, '')), exec_id);
+    CREATE INDEX tasks_failed ON {s}.tasks (exec_id) WHERE state IN ('exception', 'timeout');
     """,
 )
 

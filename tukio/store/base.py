@@ -15,10 +15,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time
 from types import TracebackType
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from tukio._report import iso, parse_time
 from tukio.errors import DamagedRecordError
+
+if TYPE_CHECKING:
+    from tukio.store._admin import Admin
 
 __all__ = [
     "ExecutionInfo",
@@ -511,6 +514,14 @@ class Store(abc.ABC):
             DamagedRecordError: an event cannot be read back.
         """
         return {}
+
+    def admin(self) -> Admin | None:
+        """The queries and actions `tukio.manage` needs from this store; None when it offers none.
+
+        The stores of tukio all offer them; another store may return None
+        (`tukio.manage.Manager` then refuses it).
+        """
+        return None
 
     def unfinished(self) -> list[ExecutionInfo]:
         """List the executions that have not ended (what `Engine.recover` resumes)."""

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from tukio.store._admin import FAILED_STATES, Admin, Filters, NodeRow, Row, now
 from tukio.store.base import (
     UNFINISHED,
     ExecutionInfo,
@@ -124,3 +125,116 @@ class MemoryStore(Store):
                 self._tasks.pop(exec_id, None)
                 self._events.pop(exec_id, None)
         return len(doomed)
+
+    def admin(self) -> Admin:
+        """The queries and actions of `tukio.manage` on this store."""
+        return _MemoryAdmin(self._lock, self._executions, self._tasks, self._events)
+
+
+class _MemoryAdmin(Admin):
+    """`Admin` over a `MemoryStore`'s dicts (given by the store, with the lock that guards them)."""
+
+    def __init__(
+        self,
+        lock: threading.Lock,
+        executions: dict[str, ExecutionRecord],
+        tasks: dict[str, dict[str, TaskRecord]],
+        events: dict[str, dict[tuple[str, int], TaskEventRecord]],
+    ) -> None:
+        self._lock = lock
+        self._executions = executions
+        self._tasks = tasks
+        self._events = events
+
+    def _row(self, r: ExecutionRecord) -> Row:
+        failed = sorted(
+            (t for t in self._tasks.get(r.exec_id, {}).values() if t.state in FAILED_STATES),
+            key=lambda t: t.end or "",
+        )
+        task_error = f"{failed[0].task_id}: {failed[0].error or failed[0].state}" if failed else None
+        return Row(r.exec_id, r.template_id, None, r.state, None, r.start, r.end, r.error, task_error)
+
+    def _rows(self, filters: Filters) -> list[Row]:
+        """Every execution `filters` selects, newest first (under the lock)."""
+        rows = [self._row(r) for r in self._executions.values()]
+        rows.sort(key=lambda r: (r.start or "", r.exec_id), reverse=True)
+        return [r for r in rows if _selected(r, filters)]
+
+    def page(self, filters: Filters, limit: int, after: tuple[str, str] | None) -> list[Row]:
+        """Up to `limit` executions, newest first, after the key `after` (see `Admin.page`)."""
+        with self._lock:
+            rows = self._rows(filters)
+        if after is not None:
+            rows = [r for r in rows if (r.start or "", r.exec_id) < after]
+        return rows[:limit]
+
+    def matching(self, filters: Filters) -> list[str]:
+        """The ids of every execution `filters` selects, newest first."""
+        with self._lock:
+            return [r.exec_id for r in self._rows(filters)]
+
+    def row(self, exec_id: str) -> Row | None:
+        """One execution, or None."""
+        with self._lock:
+            found = self._executions.get(exec_id)
+            return self._row(found) if found is not None else None
+
+    def nodes(self) -> list[NodeRow]:
+        """None: a memory store belongs to one process."""
+        return []
+
+    def cancel(self, exec_id: str) -> str:
+        """Mark an unfinished execution cancelled (see `Admin.cancel`)."""
+        with self._lock:
+            found = self._executions.get(exec_id)
+            if found is None or found.state != UNFINISHED:
+                return found.state if found is not None else "missing"
+            self._executions[exec_id] = found._replace(state="cancelled", end=now())
+        return "cancelled"
+
+    def resume(self, exec_id: str, rerun: Sequence[str]) -> bool:
+        """Make an ended execution unfinished again, forgetting tasks `rerun` (see `Admin.resume`)."""
+        with self._lock:
+            found = self._executions.get(exec_id)
+            if found is None or found.state == UNFINISHED:
+                return False
+            self._executions[exec_id] = found._replace(state=UNFINISHED, end=None, error=None)
+            tasks = self._tasks.get(exec_id, {})
+            events = self._events.get(exec_id, {})
+            for task_id in rerun:
+                tasks.pop(task_id, None)
+                for key in [k for k in events if k[0] == task_id]:
+                    del events[key]
+        return True
+
+    def fork(self, exec_id: str, new_id: str, keep: Sequence[str]) -> None:
+        """Write the new execution `new_id` from `exec_id` (see `Admin.fork`)."""
+        with self._lock:
+            old = self._executions[exec_id]
+            self._executions[new_id] = old._replace(exec_id=new_id, state=UNFINISHED, start=now(), end=None, error=None)
+            tasks = self._tasks.get(exec_id, {})
+            self._tasks[new_id] = {k: tasks[k]._replace(exec_id=new_id) for k in keep if k in tasks}
+
+    def delete(self, exec_ids: Sequence[str]) -> int:
+        """Delete executions with their tasks and events; return how many were."""
+        with self._lock:
+            gone = [i for i in exec_ids if self._executions.pop(i, None) is not None]
+            for exec_id in gone:
+                self._tasks.pop(exec_id, None)
+                self._events.pop(exec_id, None)
+        return len(gone)
+
+
+def _selected(row: Row, filters: Filters) -> bool:
+    """True when `row` meets every filter (`SQLAdmin` says the same in SQL)."""
+    start = row.start or ""
+    failed = row.state in FAILED_STATES or row.task_error is not None
+    return (
+        (filters.states is None or row.state in filters.states)
+        and (filters.failed is None or failed == filters.failed)
+        and (filters.template is None or row.template_id == filters.template)
+        and (filters.version is None or row.version == filters.version)
+        and (filters.node is None or row.owner == filters.node)
+        and (filters.since is None or start >= filters.since)
+        and (filters.until is None or start < filters.until)
+    )

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from tukio._report import iso_from_timestamp
 from tukio.policy import Decision, OverrunPolicy
+from tukio.store._admin import POSTGRES, Runner, SQLAdmin
 from tukio.store._pgschema import MIGRATIONS, SQL
 from tukio.store.base import (
     ExecutionInfo,
@@ -938,6 +939,34 @@ class PostgresStore(Store):
         if rows:
             log.info("PostgresStore: pruned %d dead node(s)", len(rows))
         return sorted(r[0] for r in rows)
+
+    # -- management (see tukio.manage) -------------------------------------------------------------
+    def admin(self) -> SQLAdmin:
+        """The queries and actions of `tukio.manage` on this schema (see `tukio.store._admin`)."""
+        signal = f"SELECT pg_notify('tukio_cancels_{self._namespace}', '')"  # the owners act at once
+        return SQLAdmin(
+            POSTGRES(self.sql.schema),
+            Runner(self._admin_fetch, self._admin_execute, self._live, self._node_rows, signal),
+        )
+
+    def _admin_fetch(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self._run(self._reader.call(lambda c: c.fetch(query, *params)))]
+
+    def _admin_execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        async def op(conn: asyncpg.Connection) -> list[int]:
+            async with conn.transaction():
+                return [int(str(await conn.execute(query, *params)).split()[-1]) for query, params in statements]
+
+        return self._run(self._reader.call(op))
+
+    def _live(self, names: Iterable[str]) -> set[str]:
+        """Those of the nodes `names` that are alive (see `SQL.alive`)."""
+        query = f"{self.sql.alive.replace('$5', '$1')} AND n.name = ANY($2)"
+        return {r[0] for r in self._admin_fetch(query, (self._namespace, list(names)))}
+
+    def _node_rows(self) -> list[tuple[str, int, float]]:
+        query = f"SELECT name, epoch, extract(epoch FROM expires)::float8 FROM {self.sql.schema}.nodes ORDER BY name"
+        return self._admin_fetch(query, ())
 
     # -- events shared by the nodes ---------------------------------------------------------------
     @property

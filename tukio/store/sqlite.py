@@ -20,6 +20,7 @@ if sys.platform != "win32":
 
 from tukio._report import iso_from_timestamp
 from tukio.policy import Decision, OverrunPolicy
+from tukio.store._admin import SQLITE, Runner, SQLAdmin
 from tukio.store._gate import Running, rule
 from tukio.store.base import (
     UNFINISHED,
@@ -129,6 +130,14 @@ _MIGRATIONS: tuple[str, ...] = (
         data BLOB NOT NULL,
         at REAL NOT NULL
     );
+    """,
+    # 5: listings of `tukio.manage`, newest first, by start time and id (keyset pages), all of them
+    # or those of a state or a template; and the failed tasks, to find the executions that have some.
+    """
+    CREATE INDEX executions_by_start ON executions (coalesce(started, ''), exec_id);
+    CREATE INDEX executions_by_state_start ON executions (state, coalesce(started, ''), exec_id);
+    CREATE INDEX executions_by_template_start ON executions (template_id, coalesce(started, ''), exec_id);
+    CREATE INDEX tasks_failed ON tasks (exec_id) WHERE state IN ('exception', 'timeout');
     """,
 )
 #: The schema version this tukio writes.
@@ -1177,6 +1186,31 @@ class SQLiteStore(Store):
             os.close(fd)
             return False
         return fd
+
+    # -- management (see tukio.manage) -------------------------------------------------------------
+    def admin(self) -> SQLAdmin:
+        """The queries and actions of `tukio.manage` on this file (see `tukio.store._admin`)."""
+        return SQLAdmin(SQLITE, Runner(self._admin_fetch, self._admin_execute, self._live, self._node_rows))
+
+    def _admin_fetch(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn().execute(query, params).fetchall()
+
+    def _admin_execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        with self._lock:
+            db = self._conn()
+            with _transaction(db):
+                return [db.execute(query, params).rowcount for query, params in statements]
+
+    def _live(self, names: Iterable[str]) -> set[str]:
+        """Those of the nodes `names` that are alive (their lease runs and a process holds their lock)."""
+        now = time.time()
+        with self._lock:
+            db = self._conn()
+            return {name for name in set(names) if not self._dead(db, name, now)}
+
+    def _node_rows(self) -> list[tuple[str, int, float]]:
+        return self._admin_fetch("SELECT name, epoch, expires FROM nodes ORDER BY name", ())
 
     # -- events shared by the processes (see tukio.cluster) -----------------------------------------
     def publish(self, data: Any, topic: str | None) -> int:

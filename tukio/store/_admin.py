@@ -1,0 +1,372 @@
+"""The queries and actions of `tukio.manage`, for the stores that keep their journal in SQL.
+
+One `SQLAdmin` serves SQLite and PostgreSQL: the statements are written once
+with ``?`` placeholders and ``{p}`` for the tables' schema prefix, and a
+`Dialect` turns them into each database's form. The store hands its admin a
+`Runner`: how to read, how to run a few statements in one transaction, and
+which nodes are alive.
+
+Every write is guarded in its own statement (``WHERE state = ... AND owner
+IS ...``), so that an action racing with an engine (a claim, an end) changes
+nothing rather than something stale.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from tukio._report import iso_from_timestamp
+
+__all__ = [
+    "FAILED_STATES",
+    "POSTGRES",
+    "SQLITE",
+    "VERSION_COLUMN",
+    "Admin",
+    "Dialect",
+    "Filters",
+    "NodeRow",
+    "Row",
+    "Runner",
+    "SQLAdmin",
+]
+
+#: The task states that make an execution `failed`.
+FAILED_STATES = ("exception", "timeout")
+#: The executions' column holding the template version. Until the journal
+#: keeps one it is the SQL ``NULL``: the one line to change once it does.
+VERSION_COLUMN = "NULL"
+
+# The sort key of a listing (newest first): the start time, then the id.
+_KEY = "coalesce(x.started, '')"
+# The first failing task of an execution ("task_id: error"), for the ERROR column.
+_TASK_ERROR = (
+    "(SELECT t.task_id || ': ' || coalesce(t.error, t.state) FROM {p}tasks AS t "
+    "WHERE t.exec_id = x.exec_id AND t.state IN ('exception', 'timeout') ORDER BY t.ended LIMIT 1)"
+)
+_SUMMARY = (
+    f"SELECT x.exec_id, x.template_id, {VERSION_COLUMN}, x.state, x.owner, x.started, x.ended, x.error, "
+    f"{_TASK_ERROR} FROM {{p}}executions AS x"
+)
+_HAS_FAILED = (
+    "(x.state IN ('exception', 'timeout') OR EXISTS (SELECT 1 FROM {p}tasks AS t "
+    "WHERE t.exec_id = x.exec_id AND t.state IN ('exception', 'timeout')))"
+)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which executions a listing or a bulk action selects (None: any).
+
+    Times are ISO 8601 text as the journal writes them (`tukio._report.iso`).
+    """
+
+    states: tuple[str, ...] | None = None
+    failed: bool | None = None
+    template: str | None = None
+    version: str | None = None
+    node: str | None = None
+    since: str | None = None
+    until: str | None = None
+
+
+class Row(NamedTuple):
+    """One execution as a listing reads it (`task_error`: its first failed task, "id: error")."""
+
+    exec_id: str
+    template_id: str | None
+    version: str | None
+    state: str
+    owner: str | None
+    start: str | None
+    end: str | None
+    error: str | None
+    task_error: str | None
+
+
+class NodeRow(NamedTuple):
+    """One node of the store: `expires` in seconds since the epoch."""
+
+    name: str
+    epoch: int | None
+    expires: float | None
+    alive: bool
+    owned: int
+
+
+class Admin(abc.ABC):
+    """What `tukio.manage.Manager` asks of a store (see `Store.admin`). Every call may block."""
+
+    @abc.abstractmethod
+    def page(self, filters: Filters, limit: int, after: tuple[str, str] | None) -> list[Row]:
+        """Up to `limit` executions, newest first, after the ``(start, id)`` key `after`."""
+
+    @abc.abstractmethod
+    def matching(self, filters: Filters) -> list[str]:
+        """The ids of every execution `filters` selects, newest first."""
+
+    @abc.abstractmethod
+    def row(self, exec_id: str) -> Row | None:
+        """One execution, or None when the store has no such id."""
+
+    @abc.abstractmethod
+    def nodes(self) -> list[NodeRow]:
+        """The nodes sharing the store, by name (none for a store of one process)."""
+
+    @abc.abstractmethod
+    def cancel(self, exec_id: str) -> str:
+        """Cancel an unfinished execution.
+
+        Returns:
+            "requested" (its live owner cancels it), "cancelled" (marked in
+            the journal), or the state it had ended in (nothing done).
+        """
+
+    @abc.abstractmethod
+    def resume(self, exec_id: str, rerun: Sequence[str]) -> bool:
+        """Make an ended execution unfinished and unowned again, forgetting tasks `rerun`.
+
+        Returns:
+            False when it was unfinished meanwhile (nothing done).
+        """
+
+    @abc.abstractmethod
+    def fork(self, exec_id: str, new_id: str, keep: Sequence[str]) -> None:
+        """Write a new unowned unfinished execution `new_id`: `exec_id`'s template and
+        trigger, with the records of its tasks `keep` (done, not run again)."""
+
+    @abc.abstractmethod
+    def delete(self, exec_ids: Sequence[str]) -> int:
+        """Delete executions with their tasks and events; return how many were."""
+
+
+def now() -> str:
+    """The current time as the journal writes it."""
+    return iso_from_timestamp(time.time()) or ""
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one database spells what `SQLAdmin` says.
+
+    Args:
+        prefix: put before table names (a schema and a dot, or nothing).
+        same: the null-safe equality operator.
+        numbered: placeholders are ``$1, $2...`` instead of ``?``.
+        clock: the current time as the ``cancels`` table keeps it.
+    """
+
+    prefix: str
+    same: str
+    numbered: bool
+    clock: str
+
+    def sql(self, text: str) -> str:
+        """`text` with the prefix in and its placeholders in this dialect's form."""
+        text = text.replace("{p}", self.prefix).replace(" IS ?", f" {self.same} ?")
+        if not self.numbered:
+            return text
+        parts = text.split("?")
+        return "".join(part + (f"${n}" if n < len(parts) else "") for n, part in enumerate(parts, 1))
+
+    def among(self, column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
+        """A condition that `column` is one of `values`, with its parameters."""
+        if self.numbered:
+            return f"{column} = ANY(?)", [list(values)]
+        if not values:
+            return "0", []
+        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
+
+
+SQLITE = Dialect(prefix="", same="IS", numbered=False, clock="(julianday('now') - 2440587.5) * 86400.0")
+
+
+def POSTGRES(schema: str) -> Dialect:
+    """The dialect of a PostgreSQL schema (already quoted)."""
+    return Dialect(prefix=f"{schema}.", same="IS NOT DISTINCT FROM", numbered=True, clock="now()")
+
+
+Statement = tuple[str, Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class Runner:
+    """How `SQLAdmin` reaches a store's database (the store's own connections).
+
+    Args:
+        fetch: runs one query, returns its rows as tuples.
+        execute: runs statements in one transaction, returns each one's row count.
+        live: the names of the nodes alive now among those given.
+        nodes: every node as ``(name, epoch, expires in seconds since the epoch)``.
+        signal: a statement that wakes the nodes up to read cancel requests
+            at once (PostgreSQL's NOTIFY), or None.
+    """
+
+    fetch: Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+    execute: Callable[[Sequence[Statement]], list[int]]
+    live: Callable[[Iterable[str]], set[str]]
+    nodes: Callable[[], list[tuple[str, int, float]]]
+    signal: str | None = None
+
+
+class SQLAdmin(Admin):
+    """`Admin` over SQL, for `SQLiteStore` and `PostgresStore`.
+
+    Args:
+        dialect: how the database spells things.
+        runner: the store's connections.
+    """
+
+    def __init__(self, dialect: Dialect, runner: Runner) -> None:
+        self.dialect = dialect
+        self.runner = runner
+
+    def _fetch(self, text: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self.runner.fetch(self.dialect.sql(text), params)
+
+    def _execute(self, statements: Sequence[Statement]) -> list[int]:
+        return self.runner.execute([(self.dialect.sql(text), params) for text, params in statements])
+
+    def _where(self, filters: Filters) -> tuple[list[str], list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if filters.states is not None:
+            clause, values = self.dialect.among("x.state", filters.states)
+            clauses.append(clause)
+            params += values
+        if filters.failed is not None:
+            clauses.append(_HAS_FAILED if filters.failed else f"NOT {_HAS_FAILED}")
+        for column, value in (
+            ("x.template_id", filters.template),
+            (VERSION_COLUMN, filters.version),
+            ("x.owner", filters.node),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if filters.since is not None:
+            clauses.append(f"{_KEY} >= ?")
+            params.append(filters.since)
+        if filters.until is not None:
+            clauses.append(f"{_KEY} < ?")
+            params.append(filters.until)
+        return clauses, params
+
+    def page(self, filters: Filters, limit: int, after: tuple[str, str] | None) -> list[Row]:
+        """Up to `limit` executions, newest first, after the key `after` (see `Admin.page`)."""
+        clauses, params = self._where(filters)
+        if after is not None:
+            clauses.append(f"({_KEY} < ? OR ({_KEY} = ? AND x.exec_id < ?))")
+            params += [after[0], after[0], after[1]]
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        rows = self._fetch(f"{_SUMMARY}{where} ORDER BY {_KEY} DESC, x.exec_id DESC LIMIT ?", [*params, limit])
+        return [Row(*r) for r in rows]
+
+    def matching(self, filters: Filters) -> list[str]:
+        """The ids of every execution `filters` selects, newest first."""
+        clauses, params = self._where(filters)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        rows = self._fetch(f"SELECT x.exec_id FROM {{p}}executions AS x{where} ORDER BY {_KEY} DESC", params)
+        return [r[0] for r in rows]
+
+    def row(self, exec_id: str) -> Row | None:
+        """One execution, or None."""
+        rows = self._fetch(f"{_SUMMARY} WHERE x.exec_id = ?", [exec_id])
+        return Row(*rows[0]) if rows else None
+
+    def nodes(self) -> list[NodeRow]:
+        """The nodes, with whether each is alive and how many unfinished executions it owns."""
+        found = self.runner.nodes()
+        live = self.runner.live(n[0] for n in found)
+        owned = dict(
+            self._fetch("SELECT owner, count(*) FROM {p}executions WHERE state = 'pending' GROUP BY owner", [])
+        )
+        return [NodeRow(name, epoch, expires, name in live, int(owned.get(name, 0))) for name, epoch, expires in found]
+
+    def cancel(self, exec_id: str) -> str:
+        """Cancel an unfinished execution: a request its live owner acts on, or a mark (see `Admin.cancel`)."""
+        found = self._fetch("SELECT state, owner FROM {p}executions WHERE exec_id = ?", [exec_id])
+        if not found or found[0][0] != "pending":
+            return str(found[0][0]) if found else "missing"
+        owner = found[0][1]
+        if owner is not None and owner in self.runner.live([owner]):
+            statements: list[Statement] = [
+                (
+                    f"INSERT INTO {{p}}cancels (exec_id, at) VALUES (?, {self.dialect.clock}) ON CONFLICT DO NOTHING",
+                    [exec_id],
+                )
+            ]
+            if self.runner.signal is not None:
+                statements.append((self.runner.signal, []))
+            self._execute(statements)
+            return "requested"
+        # No live owner: nobody would act on a request, the journal says it is over. Its owner is
+        # cleared: a zombie of it writing later is fenced.
+        changed = self._execute(
+            [
+                (
+                    "UPDATE {p}executions SET state = 'cancelled', ended = ?, locked = FALSE, owner = NULL, "
+                    "epoch = NULL WHERE exec_id = ? AND state = 'pending' AND owner IS ?",
+                    [now(), exec_id, owner],
+                )
+            ]
+        )
+        return "cancelled" if changed[0] else self.cancel(exec_id)
+
+    def resume(self, exec_id: str, rerun: Sequence[str]) -> bool:
+        """Make an ended execution unfinished and unowned again (see `Admin.resume`)."""
+        among, values = self.dialect.among("task_id", rerun)
+        changed = self._execute(
+            [
+                (
+                    "UPDATE {p}executions SET state = 'pending', ended = NULL, error = NULL, locked = TRUE, "
+                    "owner = NULL, epoch = NULL WHERE exec_id = ? AND state != 'pending'",
+                    [exec_id],
+                ),
+                (f"DELETE FROM {{p}}tasks WHERE exec_id = ? AND {among}", [exec_id, *values]),
+                (f"DELETE FROM {{p}}task_events WHERE exec_id = ? AND {among}", [exec_id, *values]),
+                ("DELETE FROM {p}cancels WHERE exec_id = ?", [exec_id]),
+            ]
+        )
+        return bool(changed[0])
+
+    def fork(self, exec_id: str, new_id: str, keep: Sequence[str]) -> None:
+        """Write the new execution `new_id` from `exec_id` (see `Admin.fork`)."""
+        among, values = self.dialect.among("task_id", keep)
+        texts = ", texts" if self.dialect.numbered else ""  # (PostgreSQL: whether the blobs are text)
+        self._execute(
+            [
+                (
+                    f"INSERT INTO {{p}}executions (exec_id, template_id, state, started, template, event{texts}) "
+                    f"SELECT ?, template_id, 'pending', ?, template, event{texts} FROM {{p}}executions "
+                    "WHERE exec_id = ?",
+                    [new_id, now(), exec_id],
+                ),
+                (
+                    f"INSERT INTO {{p}}tasks (exec_id, task_id, task_exec_id, state, started, ended, data, "
+                    f"error{texts}) SELECT ?, task_id, task_exec_id, state, started, ended, data, error{texts} "
+                    "FROM {p}tasks "
+                    f"WHERE exec_id = ? AND {among}",
+                    [new_id, exec_id, *values],
+                ),
+            ]
+        )
+
+    def delete(self, exec_ids: Sequence[str]) -> int:
+        """Delete executions with their tasks, events and cancel requests; return how many were."""
+        ids = list(exec_ids)
+        deleted = 0
+        for at in range(0, len(ids), 500):  # (SQLite: at most 999 parameters a statement)
+            among, values = self.dialect.among("exec_id", ids[at : at + 500])
+            counts = self._execute(
+                [
+                    (f"DELETE FROM {{p}}{table} WHERE {among}", values)
+                    for table in ("tasks", "task_events", "cancels", "executions")
+                ]
+            )
+            deleted += counts[-1]
+        return deleted
