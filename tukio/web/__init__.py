@@ -17,12 +17,19 @@ from tukio.errors import TukioError
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from tukio.engine import Engine
     from tukio.store.base import Store
 
 __all__ = ["create_app"]
 
 
-def create_app(store: Store, token: str | None = None, *, metrics: Callable[[], str] | None = None) -> Starlette:
+def create_app(
+    store: Store,
+    token: str | None = None,
+    *,
+    engine: Engine | None = None,
+    metrics: Callable[[], str] | None = None,
+) -> Starlette:
     """Build the console and API application over `store`.
 
     Args:
@@ -46,4 +53,4 @@ def create_app(store: Store, token: str | None = None, *, metrics: Callable[[], 
         from tukio.web._app import build_app
     except ImportError as exc:
         raise TukioError(f"tukio.web needs Starlette: pip install 'tukio[web]' ({exc})") from exc
-    return build_app(store, token, metrics)
+    return build_app(store, token, engine, metrics)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tukio.manage import Manager
-from tukio.web._params import MAX_LIMIT, STATES
+from tukio.manage import MAX_LIMIT, STATES, Manager
 
 __all__ = ["prometheus_text"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tukio.web._params import MAX_LIMIT, STATES
+from tukio.manage import MAX_LIMIT, STATES
 
 __all__ = ["OPENAPI"]
 

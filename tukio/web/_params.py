@@ -7,13 +7,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tukio.errors import TukioError
+from tukio.manage import MAX_LIMIT, STATES
 
-__all__ = ["STATES", "BadParameter", "list_filters"]
+__all__ = ["BadParameter", "list_filters"]
 
-#: The execution states a listing filters on (pending: unfinished).
-STATES = ("pending", "finished", "exception", "cancelled", "timeout")
-#: The most executions one page lists.
-MAX_LIMIT = 1000
 _TEXT = ("template", "version", "node", "after")
 _KNOWN = frozenset({"state", "failed", "since", "until", "limit", *_TEXT})
 
