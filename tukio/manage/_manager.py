@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tukio._report import iso, parse_time
+from tukio._report import parse_time
+from tukio.manage import _rows
 from tukio.manage._model import (
     ExecutionDetail,
-    ExecutionSummary,
     NodeInfo,
     Page,
     TaskDetail,
@@ -19,9 +19,10 @@ from tukio.manage._model import (
     decode_cursor,
     encode_cursor,
 )
-from tukio.store._admin import FAILED_STATES, Admin, Filters, Row
+from tukio.manage._rows import MAX_LIMIT, STATES
+from tukio.store._admin import Admin, Row
 from tukio.store.base import LOST_EVENT, UNFINISHED, Store
-from tukio.utils import FutureState
+from tukio.utils import new_uid
 
 if TYPE_CHECKING:
     from tukio.engine import Engine
@@ -29,86 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["MAX_LIMIT", "STATES", "Manager"]
 
 _T = TypeVar("_T")
-
-#: The states an execution can be in (the `state` filter accepts these).
-STATES = tuple(s.value for s in FutureState)
-#: The largest page a listing returns.
-MAX_LIMIT = 1000
-# Task states whose outputs a retry or a resume keeps.
-_DONE = frozenset({"finished", "skipped"})
-
-
-def _eligible(action: str, row: Row) -> bool:
-    """Whether `action` applies to the execution `row` (what a bulk action selects)."""
-    if action == "cancel":
-        return row.state == UNFINISHED
-    if action == "resume":
-        return row.state != UNFINISHED and (row.state != "finished" or _failed(row))
-    return row.state != UNFINISHED  # retry, delete
-
-
-def _failed(row: Row) -> bool:
-    return row.state in FAILED_STATES or row.task_error is not None
-
-
-def _summary(row: Row) -> ExecutionSummary:
-    return ExecutionSummary(
-        id=row.exec_id,
-        template=row.template_id,
-        version=row.version,
-        state=row.state,
-        failed=_failed(row),
-        node=row.owner,
-        start=parse_time(row.start),
-        end=parse_time(row.end),
-        error=row.error if row.error is not None else (f"task {row.task_error}" if row.task_error else None),
-    )
-
-
-def _graph(report: dict[str, Any]) -> dict[str, list[str]]:
-    """Task id -> successor ids, from the template in `report` (every task listed)."""
-    graph: dict[str, list[str]] = {str(t.get("id")): [] for t in report.get("tasks", [])}
-    for task_id, successors in (report.get("graph") or {}).items():
-        graph[str(task_id)] = [successors] if isinstance(successors, str) else [str(s) for s in successors]
-    return graph
-
-
-def _downstream(graph: dict[str, list[str]], task_id: str) -> set[str]:
-    """`task_id` and every task after it."""
-    seen = {task_id}
-    todo = [task_id]
-    while todo:
-        for succ in graph.get(todo.pop(), []):
-            if succ not in seen:
-                seen.add(succ)
-                todo.append(succ)
-    return seen
-
-
-def _filters(
-    state: str | Iterable[str] | None,
-    failed: bool | None,
-    template: str | None,
-    version: str | None,
-    node: str | None,
-    since: datetime | None,
-    until: datetime | None,
-) -> Filters:
-    """Check the filters of a listing or a bulk action.
-
-    Raises:
-        ValueError: an unknown state, or a time that is not a datetime.
-    """
-    states = None
-    if state is not None:
-        states = (state,) if isinstance(state, str) else tuple(state)
-        unknown = [s for s in states if s not in STATES]
-        if unknown:
-            raise ValueError(f"unknown state {unknown[0]!r}: expected one of {', '.join(STATES)}")
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and not isinstance(value, datetime):
-            raise ValueError(f"{name} must be a datetime, got {value!r}")
-    return Filters(states, failed, template, version, node, iso(since), iso(until))
 
 
 class Manager:
@@ -186,12 +107,12 @@ class Manager:
         Raises:
             ValueError: an unknown state, a bad limit, time or cursor.
         """
-        filters = _filters(state, failed, template, version, node, since, until)
+        filters = _rows.filters(state, failed, template, version, node, since, until)
         if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
         key = decode_cursor(after) if after is not None else None
         rows = await self._call(self._admin.page, filters, limit + 1, key)
-        items = [_summary(r) for r in rows[:limit]]
+        items = [_rows.summary(r) for r in rows[:limit]]
         more = len(rows) > limit
         return Page(items, encode_cursor(rows[limit - 1].start or "", rows[limit - 1].exec_id) if more else None)
 
@@ -228,8 +149,8 @@ class Manager:
                     node=row.owner,
                 )
             )
-        summary = _summary(row)
-        return ExecutionDetail(**vars(summary), tasks=tasks, graph=_graph(report))
+        summary = _rows.summary(row)
+        return ExecutionDetail(**vars(summary), tasks=tasks, graph=_rows.graph(report))
 
     async def nodes(self) -> builtins.list[NodeInfo]:
         """The nodes sharing the store, by name (an empty list for a store of one process)."""
@@ -244,3 +165,197 @@ class Manager:
             )
             for r in rows
         ]
+
+    # -- actions ---------------------------------------------------------------------------
+    async def cancel(self, exec_id: str) -> str:
+        """Cancel an unfinished execution, wherever it runs.
+
+        An execution running in this process's `engine` is cancelled in
+        place. One whose owner is alive gets a cancel request: the owner
+        cancels it at once on PostgreSQL, at its next heartbeat on SQLite. One
+        with no live owner (its node died, a ``tukio run`` killed mid-way) is
+        marked cancelled in the journal.
+
+        Returns:
+            "cancelled" (done), "requested" (its owner will), or the state
+            the execution had already ended in (nothing done).
+
+        Raises:
+            UnknownExecution: no execution has that id.
+        """
+        await self._row(exec_id)
+        running = self._running(exec_id)
+        if running is not None:
+            running.cancel()
+            return "cancelled"
+        return await self._call(self._admin.cancel, exec_id)
+
+    def _running(self, exec_id: str) -> Any:
+        """The unfinished workflow `exec_id` of this process's engine, or None."""
+        if self.engine is None:
+            return None
+        for workflow in self.engine.instances:
+            if workflow.uid == exec_id and not workflow.done():
+                return workflow
+        return None
+
+    async def resume(self, exec_id: str) -> None:
+        """Run a failed, timed-out or cancelled execution again from where it stopped, under its id.
+
+        Its tasks that finished keep their outputs; those that failed, timed
+        out, were cancelled or never ended run again (and what follows them).
+        The execution becomes unfinished and owned by no node: an engine with
+        its template loaded resumes it (a node at its next heartbeat, any
+        engine at `Engine.recover()`; the `engine` given here at once).
+
+        Raises:
+            UnknownExecution: no execution has that id.
+            ValueError: the execution is unfinished, or finished without a failure.
+        """
+        row = await self._row(exec_id)
+        if not _rows.eligible("resume", row):
+            why = "is unfinished" if row.state == UNFINISHED else "finished without a failure"
+            raise ValueError(f"execution {exec_id!r} {why}: nothing to resume")
+        report = await self._call(self.store.load, exec_id)
+        rerun = [
+            str(t.get("id"))
+            for t in report.get("tasks", [])
+            if t.get("exec") and t["exec"].get("state") not in _rows.DONE
+        ]
+        if not await self._call(self._admin.resume, exec_id, rerun):
+            raise ValueError(f"execution {exec_id!r} is unfinished: nothing to resume")
+        await self._recover()
+
+    async def retry(self, exec_id: str, *, from_task: str | None = None) -> str:
+        """Run an execution again as a new one, from one of its tasks (from the start when None).
+
+        The new execution has the same template and trigger; the tasks
+        before `from_task` (those not after it in the graph) that finished
+        keep their outputs and do not run again; `from_task` and every task
+        after it run again. The old execution is left as it is. Like a
+        resumed one, an engine with the template loaded runs it.
+
+        Returns:
+            The new execution's id.
+
+        Raises:
+            UnknownExecution: no execution has that id.
+            ValueError: the execution is unfinished, `from_task` is not one
+                of its tasks, or a task before it has no outputs to reuse.
+        """
+        row = await self._row(exec_id)
+        if not _rows.eligible("retry", row):
+            raise ValueError(f"execution {exec_id!r} is unfinished: cancel it before retrying it")
+        report = await self._call(self.store.load, exec_id)
+        graph = _rows.graph(report)
+        keep: builtins.list[str] = []
+        if from_task is not None:
+            if from_task not in graph:
+                raise ValueError(f"execution {exec_id!r} has no task {from_task!r}: its tasks are {', '.join(graph)}")
+            states = {str(t.get("id")): (t.get("exec") or {}).get("state") for t in report.get("tasks", [])}
+            again = _rows.downstream(graph, from_task)
+            for parent in (p for p, succ in graph.items() if from_task in succ):
+                if states.get(parent) not in _rows.DONE:
+                    raise ValueError(
+                        f"task {parent!r} before {from_task!r} did not finish (state {states.get(parent)}): "
+                        "retry from it instead"
+                    )
+            keep = [t for t, state in states.items() if t not in again and state in _rows.DONE]
+        new_id = new_uid()
+        await self._call(self._admin.fork, exec_id, new_id, keep)
+        await self._recover()
+        return new_id
+
+    async def delete(self, exec_id: str) -> None:
+        """Delete an ended execution from the store, with its tasks and their events.
+
+        Raises:
+            UnknownExecution: no execution has that id.
+            ValueError: the execution is unfinished (cancel it first).
+        """
+        row = await self._row(exec_id)
+        if not _rows.eligible("delete", row):
+            raise ValueError(f"execution {exec_id!r} is unfinished: cancel it before deleting it")
+        await self._call(self._admin.delete, [exec_id])
+
+    async def _recover(self) -> None:
+        """Have this process's engine, if any, pick up what an action made unfinished."""
+        if self.engine is not None and self.engine.store is self.store:
+            await self.engine.recover()
+
+    # -- bulk ------------------------------------------------------------------------------
+    async def _select(self, action: str, filters: dict[str, Any]) -> builtins.list[str]:
+        """The ids of the executions `filters` select that `action` applies to, newest first.
+
+        Raises:
+            ValueError: an unknown filter or filter value.
+        """
+        unknown = sorted(set(filters) - _rows.FILTERS)
+        if unknown:
+            raise ValueError(f"unknown filter {unknown[0]!r}: expected some of {', '.join(sorted(_rows.FILTERS))}")
+        checked = _rows.filters(**{name: filters.get(name) for name in sorted(_rows.FILTERS)})
+        rows = await self._call(self._admin.matching, checked)
+        return [r.exec_id for r in rows if _rows.eligible(action, r)]
+
+    async def cancel_many(self, *, dry_run: bool = False, **filters: Any) -> builtins.list[str]:
+        """Cancel every unfinished execution `filters` select (those of `list`), as `cancel` does.
+
+        Returns:
+            The ids of the executions cancelled or asked to (with `dry_run`: that would be).
+
+        Raises:
+            ValueError: an unknown filter or filter value.
+        """
+        ids = await self._select("cancel", filters)
+        if not dry_run:
+            for exec_id in ids:
+                await self.cancel(exec_id)
+        return ids
+
+    async def resume_many(self, *, dry_run: bool = False, **filters: Any) -> builtins.list[str]:
+        """Resume every failed or cancelled execution `filters` select, as `resume` does.
+
+        Returns:
+            The ids of the executions resumed (with `dry_run`: that would be).
+
+        Raises:
+            ValueError: an unknown filter or filter value.
+        """
+        ids = await self._select("resume", filters)
+        if not dry_run:
+            for exec_id in ids:
+                await self.resume(exec_id)
+        return ids
+
+    async def retry_many(
+        self, *, dry_run: bool = False, from_task: str | None = None, **filters: Any
+    ) -> builtins.list[str]:
+        """Retry every ended execution `filters` select, as `retry` does.
+
+        Returns:
+            The ids of the executions retried (with `dry_run`: that would be),
+            not those of the new executions.
+
+        Raises:
+            ValueError: an unknown filter or filter value, or `from_task`
+                does not apply to one of them (those before were retried).
+        """
+        ids = await self._select("retry", filters)
+        if not dry_run:
+            for exec_id in ids:
+                await self.retry(exec_id, from_task=from_task)
+        return ids
+
+    async def delete_many(self, *, dry_run: bool = False, **filters: Any) -> builtins.list[str]:
+        """Delete every ended execution `filters` select (unfinished ones are left alone).
+
+        Returns:
+            The ids of the executions deleted (with `dry_run`: that would be).
+
+        Raises:
+            ValueError: an unknown filter or filter value.
+        """
+        ids = await self._select("delete", filters)
+        if not dry_run:
+            await self._call(self._admin.delete, ids)
+        return ids

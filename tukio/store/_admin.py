@@ -106,8 +106,8 @@ class Admin(abc.ABC):
         """Up to `limit` executions, newest first, after the ``(start, id)`` key `after`."""
 
     @abc.abstractmethod
-    def matching(self, filters: Filters) -> list[str]:
-        """The ids of every execution `filters` selects, newest first."""
+    def matching(self, filters: Filters) -> list[Row]:
+        """Every execution `filters` selects, newest first."""
 
     @abc.abstractmethod
     def row(self, exec_id: str) -> Row | None:
@@ -266,12 +266,11 @@ class SQLAdmin(Admin):
         rows = self._fetch(f"{_SUMMARY}{where} ORDER BY {_KEY} DESC, x.exec_id DESC LIMIT ?", [*params, limit])
         return [Row(*r) for r in rows]
 
-    def matching(self, filters: Filters) -> list[str]:
-        """The ids of every execution `filters` selects, newest first."""
+    def matching(self, filters: Filters) -> list[Row]:
+        """Every execution `filters` selects, newest first."""
         clauses, params = self._where(filters)
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
-        rows = self._fetch(f"SELECT x.exec_id FROM {{p}}executions AS x{where} ORDER BY {_KEY} DESC", params)
-        return [r[0] for r in rows]
+        return [Row(*r) for r in self._fetch(f"{_SUMMARY}{where} ORDER BY {_KEY} DESC, x.exec_id DESC", params)]
 
     def row(self, exec_id: str) -> Row | None:
         """One execution, or None."""

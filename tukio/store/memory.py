@@ -168,10 +168,10 @@ class _MemoryAdmin(Admin):
             rows = [r for r in rows if (r.start or "", r.exec_id) < after]
         return rows[:limit]
 
-    def matching(self, filters: Filters) -> list[str]:
-        """The ids of every execution `filters` selects, newest first."""
+    def matching(self, filters: Filters) -> list[Row]:
+        """Every execution `filters` selects, newest first."""
         with self._lock:
-            return [r.exec_id for r in self._rows(filters)]
+            return self._rows(filters)
 
     def row(self, exec_id: str) -> Row | None:
         """One execution, or None."""

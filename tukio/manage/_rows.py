@@ -1,0 +1,99 @@
+"""What `Manager` makes of the store's rows: summaries, filters, graphs, and which action applies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from tukio._report import iso, parse_time
+from tukio.manage._model import ExecutionSummary
+from tukio.store._admin import FAILED_STATES, Filters, Row
+from tukio.store.base import UNFINISHED
+from tukio.utils import FutureState
+
+__all__ = ["DONE", "FILTERS", "MAX_LIMIT", "STATES", "downstream", "eligible", "filters", "graph", "summary"]
+
+#: The states an execution can be in (the `state` filter accepts these).
+STATES = tuple(s.value for s in FutureState)
+#: The largest page a listing returns.
+MAX_LIMIT = 1000
+# Task states whose outputs a retry or a resume keeps.
+DONE = frozenset({"finished", "skipped"})
+
+
+def eligible(action: str, row: Row) -> bool:
+    """Whether `action` applies to the execution `row` (what a bulk action selects)."""
+    if action == "cancel":
+        return row.state == UNFINISHED
+    if action == "resume":
+        return row.state != UNFINISHED and (row.state != "finished" or _failed(row))
+    return row.state != UNFINISHED  # retry, delete
+
+
+def _failed(row: Row) -> bool:
+    return row.state in FAILED_STATES or row.task_error is not None
+
+
+def summary(row: Row) -> ExecutionSummary:
+    return ExecutionSummary(
+        id=row.exec_id,
+        template=row.template_id,
+        version=row.version,
+        state=row.state,
+        failed=_failed(row),
+        node=row.owner,
+        start=parse_time(row.start),
+        end=parse_time(row.end),
+        error=row.error if row.error is not None else (f"task {row.task_error}" if row.task_error else None),
+    )
+
+
+def graph(report: dict[str, Any]) -> dict[str, list[str]]:
+    """Task id -> successor ids, from the template in `report` (every task listed)."""
+    graph: dict[str, list[str]] = {str(t.get("id")): [] for t in report.get("tasks", [])}
+    for task_id, successors in (report.get("graph") or {}).items():
+        graph[str(task_id)] = [successors] if isinstance(successors, str) else [str(s) for s in successors]
+    return graph
+
+
+def downstream(graph: dict[str, list[str]], task_id: str) -> set[str]:
+    """`task_id` and every task after it."""
+    seen = {task_id}
+    todo = [task_id]
+    while todo:
+        for succ in graph.get(todo.pop(), []):
+            if succ not in seen:
+                seen.add(succ)
+                todo.append(succ)
+    return seen
+
+
+def filters(
+    state: str | Iterable[str] | None,
+    failed: bool | None,
+    template: str | None,
+    version: str | None,
+    node: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> Filters:
+    """Check the filters of a listing or a bulk action.
+
+    Raises:
+        ValueError: an unknown state, or a time that is not a datetime.
+    """
+    states = None
+    if state is not None:
+        states = (state,) if isinstance(state, str) else tuple(state)
+        unknown = [s for s in states if s not in STATES]
+        if unknown:
+            raise ValueError(f"unknown state {unknown[0]!r}: expected one of {', '.join(STATES)}")
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and not isinstance(value, datetime):
+            raise ValueError(f"{name} must be a datetime, got {value!r}")
+    return Filters(states, failed, template, version, node, iso(since), iso(until))
+
+
+#: The filters of `Manager.list` a bulk action takes.
+FILTERS = frozenset({"state", "failed", "template", "version", "node", "since", "until"})
