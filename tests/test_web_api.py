@@ -177,6 +177,7 @@ def test_openapi_describes_every_endpoint() -> None:
         "/api/executions/{exec_id}",
         "/api/executions/{exec_id}/cancel",
         "/api/executions/{exec_id}/retry",
+        "/api/executions/{exec_id}/resume",
         "/api/nodes",
         "/metrics",
     }
@@ -251,3 +252,63 @@ def test_actions_are_post_only_and_unknown_paths_are_json() -> None:
 def test_an_empty_token_is_refused() -> None:
     with pytest.raises(ValueError, match="the token is empty"):
         create_app(MemoryStore(), token=" ")
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
+    """Wait (bounded) until `predicate()` is true (an engine acting on a request, a commit)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        assert loop.time() < deadline, "condition never became true"
+        await asyncio.sleep(0.02)
+
+
+async def test_cancel_retry_and_resume(engine_on: Engine, store: Store, tasks: dict[str, str]) -> None:
+    """The actions, on the engine's own loop (the app mounted beside it, as a user's ASGI app would)."""
+    import httpx2
+
+    parked = chain("web-park", tasks["double"], tasks["park"])
+    await engine_on.load(parked)
+    workflow = await engine_on.run_once(parked, {"n": 2})
+    assert workflow is not None
+    transport = httpx2.ASGITransport(app=create_app(store, engine=engine_on))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://testserver", headers=ACTION) as client:
+
+        async def running() -> bool:  # once the journal has it (written in the background)
+            detail = (await client.get(f"/api/executions/{workflow.uid}")).json()
+            return bool(detail.get("state") == "pending" and detail["tasks"][1]["state"] == "pending")
+
+        await until(running)
+        conflict = await client.post(f"/api/executions/{workflow.uid}/retry")
+        assert conflict.status_code == 409
+        assert "unfinished" in conflict.json()["error"]
+        cancelled = await client.post(f"/api/executions/{workflow.uid}/cancel")
+        assert cancelled.json() == {"id": workflow.uid, "result": "cancelled"}
+        await asyncio.wait_for(asyncio.wait([workflow]), 10)
+        await engine_on.flush()
+        assert (await client.get(f"/api/executions/{workflow.uid}")).json()["state"] == "cancelled"
+
+        bad = await client.post(f"/api/executions/{workflow.uid}/retry", json={"from_task": "t9"})
+        assert bad.status_code == 409
+        assert "no task 't9'" in bad.json()["error"]
+        retried = await client.post(f"/api/executions/{workflow.uid}/retry", json={"from_task": "t2"})
+        assert retried.status_code == 201
+        new_id = retried.json()["id"]
+
+        async def rerun() -> bool:
+            detail = (await client.get(f"/api/executions/{new_id}")).json()
+            return bool(detail["tasks"][1]["state"] == "pending")  # run by the engine given to the app
+
+        await until(rerun)
+        detail = (await client.get(f"/api/executions/{new_id}")).json()
+        assert detail["tasks"][0]["outputs"] == {"n": 4}  # kept from the first execution
+        assert (await client.post(f"/api/executions/{new_id}/cancel")).json()["result"] == "cancelled"
+        resumed = await client.post(f"/api/executions/{workflow.uid}/resume")
+        assert resumed.json() == {"id": workflow.uid, "result": "resumed"}
+        await until(lambda: _state_is(client, workflow.uid, "pending"))
+        await client.post(f"/api/executions/{workflow.uid}/cancel")
+        assert (await client.post("/api/executions/nope/resume")).status_code == 404
+
+
+async def _state_is(client: Any, exec_id: str, state: str) -> bool:
+    return bool((await client.get(f"/api/executions/{exec_id}")).json()["state"] == state)

@@ -71,6 +71,8 @@ class Api:
                 return error(400, str(exc), parameter=exc.name)
             except UnknownExecution as exc:
                 return error(404, str(exc.args[0]) if exc.args else "unknown execution")
+            except ValueError as exc:  # an action that does not apply (an unfinished execution retried...)
+                return error(409, str(exc))
 
         endpoint.__name__ = handler.__name__
         endpoint.__doc__ = handler.__doc__
@@ -100,13 +102,14 @@ class Api:
         """``POST /api/executions/{id}/retry``: a new execution (from one task, optionally)."""
         exec_id = request.path_params["exec_id"]
         from_task = request.query_params.get("from_task") or await _body_field(request, "from_task")
-        try:
-            new_id = await self.manager.retry(exec_id, from_task=from_task or None)
-        except UnknownExecution:
-            raise
-        except (ValueError, KeyError) as exc:
-            raise BadParameter("from_task", str(exc.args[0]) if exc.args else repr(exc)) from None
+        new_id = await self.manager.retry(exec_id, from_task=from_task or None)
         return JSONResponse({"id": new_id, "retried": exec_id, "from_task": from_task or None}, status_code=201)
+
+    async def resume(self, request: Request) -> Response:
+        """``POST /api/executions/{id}/resume``: run a failed or cancelled one again, from where it stopped."""
+        exec_id = request.path_params["exec_id"]
+        await self.manager.resume(exec_id)
+        return JSONResponse({"id": exec_id, "result": "resumed"})
 
     async def nodes(self, request: Request) -> Response:
         """``GET /api/nodes``: the nodes of the cluster sharing the store."""

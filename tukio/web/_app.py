@@ -49,6 +49,7 @@ def build_app(
         Route("/api/executions/{exec_id}", api.guarded(api.execution)),
         Route("/api/executions/{exec_id}/cancel", api.guarded(api.cancel, action=True), methods=["POST"]),
         Route("/api/executions/{exec_id}/retry", api.guarded(api.retry, action=True), methods=["POST"]),
+        Route("/api/executions/{exec_id}/resume", api.guarded(api.resume, action=True), methods=["POST"]),
         Route("/api/nodes", api.guarded(api.nodes)),
         Route("/metrics", api.guarded(api.metrics)),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -28,6 +28,7 @@ _ACTION_ERRORS = {
     **_ERRORS,
     "403": _json("a cross-site request, or one without the X-Tukio-Action header", "#/components/schemas/Error"),
     "404": _json("unknown execution", "#/components/schemas/Error"),
+    "409": _json("the action does not apply to the execution (its state)", "#/components/schemas/Error"),
 }
 _SUMMARY: dict[str, Any] = {
     "type": "object",
@@ -135,6 +136,13 @@ OPENAPI: dict[str, Any] = {
                     },
                 },
                 "responses": {"201": {"description": "the new execution's 'id'"}, **_ACTION_ERRORS},
+            }
+        },
+        "/api/executions/{exec_id}/resume": {
+            "post": {
+                "summary": "Run a failed, timed-out or cancelled execution again from where it stopped",
+                "parameters": [_ID],
+                "responses": {"200": {"description": "resumed"}, **_ACTION_ERRORS},
             }
         },
         "/api/nodes": {
