@@ -20,9 +20,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from tukio import Engine
+from tukio import Engine, Workflow
 from tukio.errors import TukioError
-from tukio.recorder import Recorder
+from tukio.recorder import NULL_RECORDER, Recorder, Recorders
 from tukio.store import MemoryStore
 from tukio.telemetry import Instrumentation, instrument
 
@@ -210,12 +210,22 @@ async def test_a_rescued_execution_is_marked_resumed(
     assert [dict(s.attributes or {})["tukio.task_id"] for s in otel.named("tukio.task")] == ["b"]
 
 
-async def test_takeovers_and_lease_losses_are_counted(otel: Otel, instrumented: tuple[Engine, Instrumentation]) -> None:
+async def test_takeovers_and_lease_losses_are_counted(
+    otel: Otel, instrumented: tuple[Engine, Instrumentation], tasks: dict[str, str]
+) -> None:
+    """As the engine tells them (through its listeners): a taken-over execution's span is marked resumed."""
     _, made = instrumented
-    made.listener.executions_taken_over(["x", "y"])
-    made.listener.executions_lost(["z"])
+    recorders = Recorders(NULL_RECORDER, (made.listener,))
+    recorders.executions_lost(["z"])
+    tmpl = template([("a", tasks["ok"])], {}, id="tele-taken")
+    workflow = Workflow(tmpl, recorder=recorders)
+    recorders.executions_taken_over([workflow.uid, "y"])
+    workflow.run({"n": 1})
+    await workflow
     assert otel.total("tukio.takeovers") == 2
     assert otel.total("tukio.lease_losses") == 1
+    [execution] = otel.named("tukio.execution")
+    assert dict(execution.attributes or {})["tukio.resumed"] is True
 
 
 async def test_uninstrument(otel: Otel, instrumented: tuple[Engine, Instrumentation], tasks: dict[str, str]) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import chain
 
 pytest.importorskip("starlette", reason="the web tests need the web extra (requirements-dev.txt)")
 pytest.importorskip("httpx2", reason="Starlette's TestClient needs httpx2 (requirements-dev.txt)")
@@ -79,17 +79,6 @@ def tasks(registered: Callable[..., Any], task_name: Callable[[str], str]) -> di
     for key, fn in (("double", double), ("boom", boom), ("park", park)):
         registered(names[key], fn)
     return names
-
-
-def chain(template_id: str, *names: str) -> WorkflowTemplate:
-    ids = [f"t{i}" for i in range(1, len(names) + 1)]
-    return WorkflowTemplate.from_dict(
-        {
-            "id": template_id,
-            "tasks": [{"id": i, "name": n} for i, n in zip(ids, names, strict=True)],
-            "graph": {a: [b] for a, b in itertools.pairwise(ids)},
-        }
-    )
 
 
 @pytest.fixture
