@@ -122,3 +122,21 @@ def test_events_benchmark_measures_every_case(tmp_path: Path) -> None:
         "across/sqlite poll 0.01s",
     }
     assert all(row["median_ms"] > 0 for row in results.values())
+
+
+@pytest.mark.slow
+def test_telemetry_benchmark_runs_every_case(tmp_path: Path) -> None:
+    pytest.importorskip("opentelemetry.sdk", reason="the benchmark needs opentelemetry-sdk (requirements-dev.txt)")
+    script = ROOT / "benchmarks" / "telemetry.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--tasks", "3", "--concurrent", "2", "--runs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "not instrumented" in done.stdout
+    assert "instrumented (SDK, no-op exporter)" in done.stdout
+    assert "instrumented, then uninstrumented" in done.stdout

@@ -200,17 +200,21 @@ class TelemetryListener(Recorder):
         if opened is None:
             return
         span, start = opened
-        entry = workflow.task_entry(task_id) or {}
-        if state is None:
-            state = entry.get("state") or "unknown"
+        task = workflow.tasks_by_id.get(task_id)
+        error = task.error if task is not None else None
+        if task is None or not workflow.entry_is_the_tasks(task_id):  # the workflow recorded a failure of it
+            entry = workflow.task_entry(task_id) or {}
+            state = state or entry.get("state") or "unknown"
+            description = entry.get("error")
+        else:  # the usual case: the task alone says how it ended (no report entry built)
+            state = state or task.future_state.value
+            description = f"{type(error).__name__}: {error}" if error is not None else None
         span.set_attribute("tukio.state", state)
         if state in _FAILED:
             run.failed = run.failed or note is None  # a failed attempt that is retried does not fail it
-            task = workflow.tasks_by_id.get(task_id)
-            error = task.error if task is not None else None
             if isinstance(error, Exception):
                 span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, note or entry.get("error")))
+            span.set_status(Status(StatusCode.ERROR, note or description))
         span.end()
         attributes = {**run.attributes, "tukio.task_id": task_id, "tukio.state": state}
         self._durations.record(time.monotonic() - start, attributes)
