@@ -13,10 +13,13 @@ export function el(tag, attributes = {}, ...children) {
   return node;
 }
 
+const pad = (n) => String(n).padStart(2, "0");
+
+// A time as "2026-01-31 23:59:58", in the browser's time zone.
 export function time(iso) {
   if (!iso) return "–";
-  const date = new Date(iso);
-  return date.toLocaleString(undefined, { hour12: false });
+  const d = new Date(iso);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
 export function duration(start, end) {
@@ -36,8 +39,9 @@ export function stateLabel(state) {
 
 export function badge(state, failed = false) {
   const label = stateLabel(state);
-  return el("span", { class: `badge state-${state || "none"}`, "data-state": state || "none" }, label,
-    failed && state === "finished" ? el("span", { class: "failed-mark", title: "a task failed" }, " !") : null);
+  const shown = el("span", { class: `badge state-${state || "none"}`, "data-state": state || "none" }, label);
+  if (!failed || state === "exception" || state === "timeout") return shown;
+  return el("span", { class: "badges" }, shown, el("span", { class: "badge failed", title: "a task failed or timed out" }, "task failed"));
 }
 
 export function setStatus(text, error = false) {

@@ -31,7 +31,7 @@ function filterForm(query, apply) {
 
 function row(item) {
   return el("tr", { "data-id": item.id },
-    el("td", { class: "mono" }, el("a", { href: `/executions/${encodeURIComponent(item.id)}` }, item.id.slice(0, 12))),
+    el("td", { class: "mono" }, el("a", { href: `/executions/${encodeURIComponent(item.id)}` }, item.id)),
     el("td", {}, item.template || "–", item.version ? el("span", { class: "muted" }, ` @${item.version.slice(0, 8)}`) : null),
     el("td", {}, badge(item.state, item.failed)),
     el("td", {}, item.node || "–"),
