@@ -356,7 +356,7 @@ def test_every_command_has_help_with_exit_codes(command: str, capsys: pytest.Cap
     assert f"usage: tukio {command}" in out
     assert "exit codes:" in out
     # Each command lists the exit codes it can return, and only those.
-    assert ("1  a workflow ended with a failed" in out) is (command == "run")
+    assert ("1  a workflow ended with a failed" in out) is (command in ("run", "recover"))
     assert "    2  " in out
     assert "  141  the standard output was closed by its reader" in out
 
@@ -688,7 +688,7 @@ def test_run_journals_in_a_store_that_inspect_reads(env: Env, capsys: pytest.Cap
     exec_id = match.group(1)
     assert main(["inspect", "--store", store]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["EXEC_ID", "STATE", "TEMPLATE", "START", "END", "ERROR"]
+    assert lines[0].split() == ["EXEC_ID", "STATE", "TEMPLATE", "VERSION", "NODE", "START", "END", "ERROR"]
     assert lines[1].split()[:3] == [exec_id, "finished", "wf"]
     assert main(["inspect", "--store", store, exec_id]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -46,7 +46,7 @@ def _ids(path: Path) -> list[str]:
 
 def test_prune_before_a_time(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     size = db.stat().st_size
-    assert main(["inspect", "--store", str(db), "--prune", "--before", "2021-01-01T00:00:00+00:00"]) == 0
+    assert main(["inspect", "--store", str(db), "--prune", "--yes", "--before", "2021-01-01T00:00:00+00:00"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"{db}: pruned 101 finished execution(s) that ended before 2021-01-01T00:00:00+00:00"
     assert out[1].startswith(f"{db}: database ")
@@ -55,7 +55,7 @@ def test_prune_before_a_time(db: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_prune_everything_finished_of_one_template_then_vacuum(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["inspect", "--store", str(db), "--prune", "--template", "other", "--vacuum"]) == 0
+    assert main(["inspect", "--store", str(db), "--prune", "--yes", "--template", "other", "--vacuum"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"{db}: pruned 1 finished execution(s) of template other"
     assert out[1] == f"{db}: vacuumed"
@@ -64,7 +64,7 @@ def test_prune_everything_finished_of_one_template_then_vacuum(db: Path, capsys:
 
 
 def test_a_naive_time_is_utc(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["inspect", "--store", str(db), "--prune", "--before", "2026-06-01T00:00:01"]) == 0
+    assert main(["inspect", "--store", str(db), "--prune", "--yes", "--before", "2026-06-01T00:00:01"]) == 0
     assert "pruned 102 " in capsys.readouterr().out
     assert _ids(db) == ["running"]
 
@@ -78,10 +78,10 @@ def test_vacuum_alone(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--prune", "--before", "last week"], "--before: not an ISO 8601 time: 'last week'"),
+        (["--prune", "--yes", "--before", "last week"], "--before: not an ISO 8601 time: 'last week'"),
         (["--before", "2021-01-01"], "--before needs --prune"),
-        (["--prune", "new"], "--prune cannot be combined with EXEC_ID or --state"),
-        (["--prune", "--state", "finished"], "--prune cannot be combined with EXEC_ID or --state"),
+        (["--prune", "--yes", "new"], "--prune cannot be combined with EXEC_ID or --state"),
+        (["--prune", "--yes", "--state", "finished"], "--prune cannot be combined with EXEC_ID or --state"),
         (["--vacuum", "new"], "--vacuum cannot be combined with EXEC_ID or --state"),
     ],
 )
@@ -101,7 +101,7 @@ def test_prune_of_a_missing_store_exits_2(tmp_path: Path, capsys: pytest.Capture
 
 def test_prune_before_a_time_in_another_zone(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = (NEW + timedelta(hours=1)).astimezone(timezone(timedelta(hours=5))).isoformat()
-    assert main(["inspect", "--store", str(db), "--prune", "--before", before]) == 0
+    assert main(["inspect", "--store", str(db), "--prune", "--yes", "--before", before]) == 0
     assert _ids(db) == ["running"]
 
 

@@ -103,6 +103,9 @@ async def test_list_and_get_what_an_engine_ran(engine_on: Engine, store: Store, 
     assert [i.id for i in (await manager.list(failed=False)).items] == [good]
     assert [i.id for i in (await manager.list(template="good")).items] == [good]
     assert (await manager.list(state="pending")).items == []
+    # 'exception' finds the workflow whose task raised too (its own state is 'finished').
+    assert [i.id for i in (await manager.list(state="exception")).items] == [bad]
+    assert [i.id for i in (await manager.list(state=["timeout", "cancelled"])).items] == []
 
     detail = await manager.get(good)
     assert isinstance(detail, ExecutionDetail)

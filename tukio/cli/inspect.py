@@ -7,13 +7,17 @@ and gives their space back instead.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sqlite3
 from datetime import datetime, timezone
 from typing import Any
 
-from tukio.cli._common import EXIT_BAD_INPUT, EXIT_OK, InputError, add_command, table
+from tukio.cli._common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, InputError, add_command
+from tukio.cli._store import add_store_options, confirm, open_store, run_sync
+from tukio.cli.executions import summary_rows
 from tukio.errors import DamagedRecordError
+from tukio.manage import MAX_LIMIT, ExecutionSummary, Manager
 from tukio.report_json import dumps_report
 from tukio.store.base import Store
 from tukio.store.sqlite import SQLiteStore
@@ -41,59 +45,39 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         ),
         {
             EXIT_OK: "success",
-            EXIT_BAD_INPUT: "bad input: missing or unreadable store, unknown EXEC_ID or --state, bad --before",
+            EXIT_FAILED: "the --prune confirmation was not given",
+            EXIT_BAD_INPUT: "bad input: missing or unreadable store, unknown EXEC_ID or --state, bad --before, "
+            "--prune without a terminal to confirm on (pass --yes)",
         },
     )
-    parser.add_argument(
-        "--store", required=True, metavar="PATH", help="the SQLite database of the journal, or a postgresql:// URL"
-    )
-    parser.add_argument("--schema", default="tukio", help="the PostgreSQL schema of the journal (default: tukio)")
+    add_store_options(parser)
     parser.add_argument("exec_id", nargs="?", metavar="EXEC_ID", help="the execution whose report to print")
     parser.add_argument(
         "--state",
         choices=_STATES,
-        help="list only executions in this state (pending: unfinished)",
+        help="list only executions in this state (pending: unfinished; exception and timeout: also those "
+        "with a task that ended so)",
     )
+    parser.add_argument("--json", action="store_true", help="print the listing as JSON")
     parser.add_argument("--template", metavar="ID", help="list (or prune) only executions of this template")
     parser.add_argument("--prune", action="store_true", help="delete the finished executions, print what was done")
     parser.add_argument(
         "--before", metavar="ISO", help="with --prune: only those that ended before this ISO 8601 time (UTC if naive)"
     )
     parser.add_argument("--vacuum", action="store_true", help="rebuild the database file at its smallest size")
+    parser.add_argument("-n", "--dry-run", action="store_true", help="with --prune: say how many, delete nothing")
+    parser.add_argument("-y", "--yes", action="store_true", help="with --prune: do not ask for a confirmation")
     parser.set_defaults(command=run)
 
 
-def _time(value: datetime | None) -> str:
-    return value.isoformat(timespec="seconds") if value is not None else "-"
-
-
-def _open(args: Any) -> Store:
-    """Open the store named by ``--store``: an SQLite file or a PostgreSQL URL."""
-    if args.store.startswith(("postgresql://", "postgres://")):
-        from tukio.store.postgres import PostgresStore
-
-        try:
-            return PostgresStore(args.store, schema=args.schema, retry_for=0, timeout=10)
-        except ImportError as exc:
-            raise InputError(str(exc)) from None
-        except Exception as exc:
-            raise InputError(f"cannot open the PostgreSQL store: {type(exc).__name__}: {exc}") from None
-    if not os.path.isfile(args.store):
-        raise InputError(f"{args.store}: no such store")
-    try:
-        return SQLiteStore(args.store)
-    except sqlite3.Error as exc:
-        raise InputError(f"{args.store}: cannot open the store: {exc}") from None
-
-
 def run(args: Any) -> int:
-    """Print the executions of the store (or one report).
+    """Print the executions of the store (or one report), or prune it.
 
     Raises:
         InputError: the store is missing or unreadable, or EXEC_ID is unknown.
     """
     before = _maintenance_options(args)
-    with _open(args) as store:
+    with open_store(args) as store:
         if args.prune or args.vacuum:
             return _maintain(store, args, before)
         if args.exec_id is not None:
@@ -105,17 +89,32 @@ def run(args: Any) -> int:
                 raise InputError(f"{args.store}: {exc}") from None
             print(dumps_report(report))
             return EXIT_OK
-        infos = store.executions(state=args.state, template_id=args.template)
-    if not infos:
+        items = run_sync(_everything(store, args))
+        damaged = [i for i in store.executions(state=args.state, template_id=args.template) if i.problem is not None]
+    if args.json:
+        print(json.dumps([i.as_dict() for i in items], indent=2))
+        return EXIT_OK
+    if not items:
         print(f"{args.store}: no executions")
         return EXIT_OK
-    rows = [(i.exec_id, i.state, i.template_id or "-", _time(i.start), _time(i.end), i.error or "") for i in infos]
-    for line in table(("EXEC_ID", "STATE", "TEMPLATE", "START", "END", "ERROR"), rows):
+    for line in summary_rows(items):
         print(line)
-    for info in infos:
-        if info.problem is not None:
-            print(f"damaged: {info.exec_id}: {info.problem}")
+    for info in damaged:
+        print(f"damaged: {info.exec_id}: {info.problem}")
     return EXIT_OK
+
+
+async def _everything(store: Store, args: Any) -> list[ExecutionSummary]:
+    """Every execution of --state and --template, oldest first."""
+    manager = Manager(store)
+    items: list[ExecutionSummary] = []
+    cursor = None
+    while True:
+        page = await manager.list(state=args.state, template=args.template, limit=MAX_LIMIT, after=cursor)
+        items += page.items
+        cursor = page.next
+        if cursor is None:
+            return items[::-1]
 
 
 def _maintenance_options(args: Any) -> datetime | None:
@@ -146,9 +145,16 @@ def _maintain(store: Store, args: Any, before: datetime | None) -> int:
     """
     try:
         if args.prune:
-            count = store.prune(before=before, template_id=args.template)
             which = "" if args.template is None else f" of template {args.template}"
             when = "" if before is None else f" that ended before {before.isoformat()}"
+            doomed = _prunable(store, before, args.template)
+            if args.dry_run:
+                print(f"{args.store}: would prune {len(doomed)} finished execution(s){which}{when}")
+                return EXIT_OK
+            if doomed and not confirm(f"prune {len(doomed)} finished execution(s){which}{when}?", args.yes):
+                print("aborted: nothing pruned")
+                return EXIT_FAILED
+            count = store.prune(before=before, template_id=args.template)
             print(f"{args.store}: pruned {count} finished execution(s){which}{when}")
         if args.vacuum:
             if not isinstance(store, SQLiteStore):
@@ -161,6 +167,15 @@ def _maintain(store: Store, args: Any, before: datetime | None) -> int:
         return EXIT_OK
     print(f"{args.store}: database {_size(args.store)}, write-ahead log {_size(args.store + '-wal')}")
     return EXIT_OK
+
+
+def _prunable(store: Store, before: datetime | None, template: str | None) -> list[str]:
+    """The executions `Store.prune` would delete (for the confirmation and --dry-run)."""
+    return [
+        i.exec_id
+        for i in store.executions(template_id=template)
+        if i.finished and (before is None or (i.end is not None and i.end < before))
+    ]
 
 
 def _size(path: str) -> str:

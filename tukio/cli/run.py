@@ -43,7 +43,7 @@ from tukio.workflow.workflow import Workflow
 if TYPE_CHECKING:
     from tukio.store.base import Store
 
-__all__ = ["EventPrinter", "Outcome", "add_parser", "execute", "exit_code", "run", "summary"]
+__all__ = ["EventPrinter", "Outcome", "add_parser", "execute", "exit_code", "failure", "run", "summary"]
 
 _OK_STATES = frozenset({"finished", "skipped"})
 _TASK_ENDS = frozenset({"task-end", "task-skip", "task-timeout", "task-error"})
@@ -228,16 +228,23 @@ def _error_text(state: str, error: Any) -> str:
     return text.removeprefix(f"{SkipTask.__name__}: ") if state == "skipped" else text
 
 
-def exit_code(report: Mapping[str, Any]) -> int:
-    """1 when the workflow or a task that started did not end well, else 0."""
+def failure(report: Mapping[str, Any]) -> str | None:
+    """Why the run did not end well (the workflow's state, or the first task that did not), or None."""
     run = report.get("exec") or {}
     if run.get("state") != "finished":
-        return EXIT_FAILED
+        error = run.get("error")
+        return f"the workflow ended {run.get('state')}" + (f": {error}" if error else "")
     for entry in report.get("tasks", []):
         task_run = entry.get("exec")
         if task_run is not None and task_run.get("state") not in _OK_STATES:
-            return EXIT_FAILED
-    return EXIT_OK
+            error = task_run.get("error")
+            return f"task {entry.get('id')} ended {task_run.get('state')}" + (f": {error}" if error else "")
+    return None
+
+
+def exit_code(report: Mapping[str, Any]) -> int:
+    """1 when the workflow or a task that started did not end well, else 0."""
+    return EXIT_OK if failure(report) is None else EXIT_FAILED
 
 
 @contextlib.contextmanager
@@ -469,4 +476,7 @@ def run(args: Any) -> int:
         print(f"report written to {args.report}")
     if store is not None:
         print(f"journaled in {args.store} as execution {run_info['id']}")
+    why = failure(report)
+    if why is not None:
+        print(f"tukio: exit status {EXIT_FAILED}: {why}", file=sys.stderr)
     return exit_code(report)

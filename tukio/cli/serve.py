@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from tukio.cli._common import EXIT_BAD_INPUT, EXIT_OK, InputError, add_command
+from tukio.cli._store import add_store_options, open_store
 
 __all__ = ["add_parser", "check_exposure", "run"]
 
@@ -29,10 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         ),
         {EXIT_OK: "stopped (interrupted)", EXIT_BAD_INPUT: "bad input: missing store, exposed without a token"},
     )
-    parser.add_argument(
-        "--store", required=True, metavar="PATH", help="the SQLite database of the journal, or a postgresql:// URL"
-    )
-    parser.add_argument("--schema", default="tukio", help="the PostgreSQL schema of the journal (default: tukio)")
+    add_store_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="the port to listen on (default: 8080)")
     parser.add_argument("--token", help=f"the bearer token the API requires (default: ${TOKEN_ENV})")
@@ -73,8 +71,6 @@ def run(args: Any) -> int:
         from tukio.web import create_app
     except ImportError as exc:
         raise InputError(f"tukio serve needs the web extra: pip install 'tukio[web]' ({exc})") from None
-    from tukio.cli.inspect import _open as open_store
-
     store = open_store(args)
     try:
         app = create_app(store, token)

@@ -35,17 +35,25 @@ def _failed(row: Row) -> bool:
     return row.state in FAILED_STATES or row.task_error is not None
 
 
+def _text(value: Any) -> Any:
+    """A column as text: a damaged one that is not UTF-8 (bytes) is decoded with replacements."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
 def summary(row: Row) -> ExecutionSummary:
+    """The summary of one execution's row."""
+    error = _text(row.error)
+    task_error = _text(row.task_error)
     return ExecutionSummary(
-        id=row.exec_id,
-        template=row.template_id,
-        version=row.version,
-        state=row.state,
+        id=_text(row.exec_id),
+        template=_text(row.template_id),
+        version=_text(row.version),
+        state=_text(row.state),
         failed=_failed(row),
-        node=row.owner,
-        start=parse_time(row.start),
-        end=parse_time(row.end),
-        error=row.error if row.error is not None else (f"task {row.task_error}" if row.task_error else None),
+        node=_text(row.owner),
+        start=parse_time(_text(row.start)),
+        end=parse_time(_text(row.end)),
+        error=error if error is not None else (f"task {task_error}" if task_error else None),
     )
 
 

@@ -62,6 +62,9 @@ _HAS_FAILED = (
 class Filters:
     """Which executions a listing or a bulk action selects (None: any).
 
+    A state of `FAILED_STATES` also selects the executions with a task that
+    ended in it (their workflow may have 'finished').
+
     Times are ISO 8601 text as the journal writes them (`tukio._report.iso`).
     """
 
@@ -236,6 +239,11 @@ class SQLAdmin(Admin):
         params: list[Any] = []
         if filters.states is not None:
             clause, values = self.dialect.among("x.state", filters.states)
+            failures = [s for s in FAILED_STATES if s in filters.states]
+            if failures:  # (a workflow whose task failed may have 'finished': it is found too)
+                among, more = self.dialect.among("t.state", failures)
+                clause = f"({clause} OR EXISTS (SELECT 1 FROM {{p}}tasks AS t WHERE t.exec_id = x.exec_id AND {among}))"
+                values += more
             clauses.append(clause)
             params += values
         if filters.failed is not None:

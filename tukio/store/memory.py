@@ -158,7 +158,10 @@ class _MemoryAdmin(Admin):
         """Every execution `filters` selects, newest first (under the lock)."""
         rows = [self._row(r) for r in self._executions.values()]
         rows.sort(key=lambda r: (r.start or "", r.exec_id), reverse=True)
-        return [r for r in rows if _selected(r, filters)]
+        return [r for r in rows if _selected(r, self._task_states(r.exec_id), filters)]
+
+    def _task_states(self, exec_id: str) -> set[str]:
+        return {t.state for t in self._tasks.get(exec_id, {}).values()}
 
     def page(self, filters: Filters, limit: int, after: tuple[str, str] | None) -> list[Row]:
         """Up to `limit` executions, newest first, after the key `after` (see `Admin.page`)."""
@@ -225,12 +228,13 @@ class _MemoryAdmin(Admin):
         return len(gone)
 
 
-def _selected(row: Row, filters: Filters) -> bool:
-    """True when `row` meets every filter (`SQLAdmin` says the same in SQL)."""
+def _selected(row: Row, task_states: set[str], filters: Filters) -> bool:
+    """True when `row` (whose tasks are in `task_states`) meets every filter (`SQLAdmin` says it in SQL)."""
     start = row.start or ""
     failed = row.state in FAILED_STATES or row.task_error is not None
+    states = filters.states
     return (
-        (filters.states is None or row.state in filters.states)
+        (states is None or row.state in states or any(s in FAILED_STATES for s in task_states.intersection(states)))
         and (filters.failed is None or failed == filters.failed)
         and (filters.template is None or row.template_id == filters.template)
         and (filters.version is None or row.version == filters.version)

@@ -955,7 +955,7 @@ class PostgresStore(Store):
     def _admin_execute(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         async def op(conn: asyncpg.Connection) -> list[int]:
             async with conn.transaction():
-                return [int(str(await conn.execute(query, *params)).split()[-1]) for query, params in statements]
+                return [_count(await conn.execute(query, *params)) for query, params in statements]
 
         return self._run(self._reader.call(op))
 
@@ -1073,6 +1073,12 @@ class PostgresStore(Store):
 
 def _now() -> str | None:
     return iso_from_timestamp(time.time())
+
+
+def _count(status: str) -> int:
+    """The rows a statement touched, from its status ("DELETE 3"; 0 for "ANALYZE")."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
 
 
 def _info(row: Any) -> ExecutionInfo:
