@@ -1,16 +1,18 @@
 """What OpenTelemetry costs per task: the same workflows on an engine instrumented or not.
 
 Runs chains of no-op tasks (``--concurrent`` chains of ``--tasks`` tasks at
-once) on a plain engine and on one instrumented with `tukio.telemetry.instrument`
-(the OpenTelemetry SDK: a `TracerProvider` with a `BatchSpanProcessor` whose
-exporter drops every span, and a `MeterProvider` whose reader is never
-collected), alternating the two in the same process, and prints the median
-time per task of each, the difference (what the listener adds per task:
-two spans' worth of work for the execution and the task, and a histogram
-record) and the ratio. Two more cases: the listener with OpenTelemetry's
-no-op providers (the API without the SDK: the listener's own cost), and an
-engine that was instrumented and then uninstrumented (nothing is left behind
-on the hot path).
+once) on a plain engine and on one instrumented with
+`tukio.telemetry.instrument` (the OpenTelemetry SDK: a `TracerProvider`
+with a `BatchSpanProcessor` whose exporter drops every span, and a
+`MeterProvider` whose reader is never collected), alternating them in the
+same process, and prints the median CPU time per task of each (the
+process's CPU time, every thread included: on a shared machine it moves
+less than the wall clock), the difference (what the listener adds per
+task: a task's span, its share of the execution's, a histogram record) and
+the ratio. Two more cases: the listener with OpenTelemetry's no-op
+providers (the API without the SDK: the listener's own cost), and an
+engine that was instrumented and then uninstrumented (nothing is left
+behind on the hot path).
 
     python benchmarks/telemetry.py [--tasks 20] [--concurrent 100] [--runs 7]
 """
@@ -61,13 +63,14 @@ def chain(tasks: int) -> WorkflowTemplate:
 
 
 async def one_run(template: WorkflowTemplate, concurrent: int, setup: Callable[[Engine], object]) -> float:
-    """Seconds to run `concurrent` executions of `template` at once on a fresh engine."""
+    """CPU seconds of this process (every thread: the SDK's exporting one too) to run
+    `concurrent` executions of `template` at once on a fresh engine."""
     engine = Engine()
     setup(engine)
-    start = time.perf_counter()
+    start = time.process_time()
     workflows = [await engine.run_once(template, {}) for _ in range(concurrent)]
     await asyncio.wait([w for w in workflows if w is not None])
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     await engine.stop()
     return elapsed
 
@@ -115,7 +118,7 @@ def main() -> None:
     meter_provider.shutdown()
     medians = {name: statistics.median(samples) * 1e6 for name, samples in per_task.items()}
     base = medians["not instrumented"]
-    print(f"{args.concurrent} chains of {args.tasks} no-op tasks at once, median of {args.runs} runs, per task:")
+    print(f"{args.concurrent} chains of {args.tasks} no-op tasks at once, median of {args.runs} runs, CPU per task:")
     for name, value in medians.items():
         print(f"  {name:<36} {value:8.1f} us  ({value / base:.2f}x, {value - base:+.1f} us)")
 

@@ -24,7 +24,7 @@ from tukio import Engine, Workflow
 from tukio.errors import TukioError
 from tukio.recorder import NULL_RECORDER, Recorder, Recorders
 from tukio.store import MemoryStore
-from tukio.telemetry import Instrumentation, instrument
+from tukio.telemetry import Instrumentation, instrument, prometheus_text
 
 
 class Otel:
@@ -291,3 +291,19 @@ def test_without_opentelemetry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
     with pytest.raises(TukioError, match=r"pip install 'tukio\[otel\]'"):
         instrument(Engine.__new__(Engine))
+
+
+async def test_prometheus_text_of_the_instruments(
+    otel: Otel, instrumented: tuple[Engine, Instrumentation], tasks: dict[str, str]
+) -> None:
+    engine, _ = instrumented
+    await (await engine.run_once(template([("a", tasks["ok"])], {}, id="tele-prom"), {}))
+    lines = prometheus_text(otel.reader).splitlines()
+    assert "# TYPE tukio_executions_started_total counter" in lines
+    assert 'tukio_executions_started_total{tukio_template="tele-prom"} 1' in lines
+    assert "tukio_executions_queued 0" in lines
+    buckets = [line for line in lines if line.startswith("tukio_task_duration_bucket")]
+    assert buckets[-1].endswith(" 1")
+    assert 'le="+Inf"' in buckets[-1]
+    assert any(line.startswith('tukio_task_duration_count{tukio_template="tele-prom"') for line in lines)
+    assert prometheus_text(InMemoryMetricReader()) == ""  # a reader of no provider: nothing

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tukio.errors import TukioError
+from tukio.telemetry._prometheus import prometheus_text
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from tukio.engine import Engine
     from tukio.telemetry._listener import TelemetryListener
 
-__all__ = ["Instrumentation", "instrument"]
+__all__ = ["Instrumentation", "instrument", "prometheus_text"]
 
 #: The instrumentation scope of tukio's spans and metrics.
 SCOPE = "tukio"

@@ -38,7 +38,8 @@ def create_app(
         token: when given, every API request needs ``Authorization: Bearer
             <token>`` (the console asks for it once).
         metrics: returns more Prometheus text appended to ``/metrics`` (say,
-            this process's instruments: `tukio.telemetry.prometheus_text`).
+            this process's instruments: ``lambda: prometheus_text(reader)``
+            with `tukio.telemetry.prometheus_text`).
 
     Returns:
         The Starlette application.
