@@ -301,3 +301,23 @@ async def test_cancel_retry_and_resume(engine_on: Engine, store: Store, tasks: d
 
 async def _state_is(client: Any, exec_id: str, state: str) -> bool:
     return bool((await client.get(f"/api/executions/{exec_id}")).json()["state"] == state)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)
+async def test_a_cancel_reaches_the_owning_engine(store: Store, tasks: dict[str, str]) -> None:
+    """Served without the engine (as by another process): the cancel request reaches the node that runs it."""
+    import httpx2
+
+    engine = Engine(store=store, lease=5.0)  # a long lease: a loaded machine must not make the node look dead
+    try:
+        workflow = await engine.run_once(chain("web-owner", tasks["park"]), {"n": 1})
+        assert workflow is not None
+        await engine.flush()
+        transport = httpx2.ASGITransport(app=create_app(store))
+        async with httpx2.AsyncClient(transport=transport, base_url="http://testserver", headers=ACTION) as client:
+            response = await client.post(f"/api/executions/{workflow.uid}/cancel")
+        assert response.json() == {"id": workflow.uid, "result": "requested"}
+        await asyncio.wait_for(asyncio.wait([workflow]), 10)
+        assert workflow.cancelled()
+    finally:
+        await asyncio.wait_for(engine.stop(force=True), 10)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from browser import CHROMIUM, CHROMIUM_ARGS, need_browser, serve
+from browser import CHROMIUM, CHROMIUM_ARGS, need_browser, serve, serving
 from support import chain
 
 from tukio import Engine, WorkflowTemplate
@@ -158,3 +158,19 @@ async def test_a_refused_confirmation_does_nothing_and_the_cluster_page(
     assert await page.locator('[data-state="cancelled"]').count() == 0
     [workflow] = [w for w in engine.instances if w.uid == exec_id]
     assert not workflow.done()  # the refused confirmation sent nothing
+
+
+async def test_a_server_with_a_token_asks_for_it_once(page: Any, journal: Path) -> None:
+    with serving(journal, "--token", "console-secret") as base:
+        await page.goto(base + "/")
+        login = page.locator("#login")
+        await login.wait_for(timeout=SHOWN)  # the list's first request was refused: the console asks
+        await page.fill("#login-token", "wrong")
+        await page.press("#login-token", "Enter")
+        await page.wait_for_selector("#login[open]", timeout=SHOWN)  # asked again
+        await page.fill("#login-token", "console-secret")
+        await page.press("#login-token", "Enter")
+        await page.locator("#status", has_text="live").wait_for(timeout=SHOWN)  # the list was read
+        await page.goto(base + "/cluster")  # kept for the tab: not asked again
+        await page.locator("#status", has_text="live").wait_for(timeout=SHOWN)
+        assert not await login.is_visible()
