@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -22,20 +20,9 @@ __all__ = ["Api"]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def error(status: int, message: str, **more: Any) -> JSONResponse:
+def error(status: int, message: str, headers: dict[str, str] | None = None, **more: Any) -> JSONResponse:
     """A JSON error response: ``{"error": message, ...}``."""
-    return JSONResponse({"error": message, **more}, status_code=status)
-
-
-def jsonable(value: Any) -> Any:
-    """`value` with its dataclasses as dicts and its times in ISO 8601."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {field.name: jsonable(getattr(value, field.name)) for field in dataclasses.fields(value)}
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, list):
-        return [jsonable(item) for item in value]
-    return value
+    return JSONResponse({"error": message, **more}, status_code=status, headers=headers)
 
 
 class Api:
@@ -60,11 +47,7 @@ class Api:
             refused = refusal(request, self.token, action)
             if refused is not None:
                 status, why = refused
-                headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-                response = error(status, why)
-                if headers:
-                    response.headers.update(headers)
-                return response
+                return error(status, why, {"WWW-Authenticate": "Bearer"} if status == 401 else None)
             try:
                 return await handler(request)
             except BadParameter as exc:
@@ -113,7 +96,7 @@ class Api:
 
     async def nodes(self, request: Request) -> Response:
         """``GET /api/nodes``: the nodes of the cluster sharing the store."""
-        return JSONResponse({"nodes": jsonable(await self.manager.nodes())})
+        return JSONResponse({"nodes": [node.as_dict() for node in await self.manager.nodes()]})
 
     async def openapi(self, request: Request) -> Response:
         """``GET /api/openapi.json``: the API's OpenAPI 3 description."""
