@@ -24,13 +24,13 @@ def _cross_site(request: Request) -> str | None:
     fetch_site = request.headers.get("sec-fetch-site")
     if fetch_site is not None and fetch_site not in _SAME_SITE:
         return f"a {fetch_site} request (Sec-Fetch-Site)"
-    origin = request.headers.get("origin")
-    if origin is not None and origin != "null":
-        host = urlsplit(origin).netloc
-        if host != request.headers.get("host"):
+    match request.headers.get("origin"):
+        case None:
+            return None
+        case "null":
+            return "a request from an opaque origin"
+        case origin if urlsplit(origin).netloc != request.headers.get("host"):
             return f"a request from another origin ({origin})"
-    elif origin == "null":
-        return "a request from an opaque origin"
     return None
 
 
