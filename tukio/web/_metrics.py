@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
-from tukio.manage import MAX_LIMIT, STATES, Manager
+from tukio.manage import STATES, Manager
+from tukio.store._admin import Filters, Row
 
 __all__ = ["prometheus_text"]
 
@@ -22,24 +24,24 @@ def sample(name: str, kind: str, help_text: str, values: dict[str, float] | floa
 async def prometheus_text(manager: Manager) -> str:
     """Return the store's executions by state, the failed ones and the nodes alive, as Prometheus text.
 
-    It reads every execution of the store, a page at a time (a store with
-    many executions makes this slower: scrape it less often).
+    It reads the summary of every execution of the store (one query, and
+    one more for the failed ones): a store with many executions makes it
+    slower (about a second per 50,000 on SQLite here), so scrape it rarely.
     """
+    store = manager.store
+    admin = store.admin()
+    assert admin is not None  # the manager was made: the store has one
+
+    def read() -> tuple[list[Row], list[Row]]:
+        return admin.matching(Filters()), admin.matching(Filters(failed=True))
+
+    every, failed = await asyncio.to_thread(read) if store.blocking else read()
     states: Counter[str] = Counter(dict.fromkeys(STATES, 0))
-    failed = 0
-    after: str | None = None
-    while True:
-        page = await manager.list(limit=MAX_LIMIT, after=after)
-        for item in page.items:
-            states[item.state] += 1
-            failed += item.failed
-        after = page.next
-        if after is None:
-            break
+    states.update(row.state for row in every)
     nodes = await manager.nodes()
     return (
         sample("tukio_executions", "gauge", "Executions in the store, by state", dict(states), "state")
-        + sample("tukio_executions_failed", "gauge", "Executions where a task failed or timed out", failed)
+        + sample("tukio_executions_failed", "gauge", "Executions where a task failed or timed out", len(failed))
         + sample("tukio_nodes_alive", "gauge", "Nodes whose lease is current", sum(node.alive for node in nodes))
         + sample("tukio_nodes", "gauge", "Nodes known to the store", len(nodes))
     )
