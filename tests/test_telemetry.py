@@ -307,3 +307,18 @@ async def test_prometheus_text_of_the_instruments(
     assert 'le="+Inf"' in buckets[-1]
     assert any(line.startswith('tukio_task_duration_count{tukio_template="tele-prom"') for line in lines)
     assert prometheus_text(InMemoryMetricReader()) == ""  # a reader of no provider: nothing
+
+
+async def test_the_global_providers_are_used_never_set(otel: Otel, tasks: dict[str, str]) -> None:
+    from opentelemetry import metrics, trace
+
+    before = (trace.get_tracer_provider(), metrics.get_meter_provider())
+    engine = Engine()
+    try:
+        made = instrument(engine)  # the global providers: OpenTelemetry's no-op ones here
+        await (await engine.run_once(template([("a", tasks["ok"])], {}, id="tele-global"), {}))
+        instrument(engine, tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider)
+        assert (trace.get_tracer_provider(), metrics.get_meter_provider()) == before
+        made.uninstrument()
+    finally:
+        await asyncio.wait_for(engine.stop(force=True), 10)
