@@ -202,3 +202,32 @@ def _holding(path: str) -> bool:
         return bool(infos) and any(
             t["exec"] is not None and t["id"] == "hold" for t in store.load(infos[0].exec_id)["tasks"]
         )
+
+
+class _Terminal:
+    """A standard input that is a terminal, answering `answer`."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+
+    def isatty(self) -> bool:
+        return True
+
+    def readline(self) -> str:
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "code", "out"), [("y\n", 0, "old: deleted\n"), ("\n", 1, "aborted: nothing done\n")]
+)
+def test_the_confirmation_on_a_terminal(
+    tmp_path: Path, capsys: Capture, monkeypatch: pytest.MonkeyPatch, answer: str, code: int, out: str
+) -> None:
+    store = str(tmp_path / "j.db")
+    start = "2026-01-01T00:00:00.000000+00:00"
+    _journal(store, ExecutionRecord("old", "t", "finished", start, start))
+    monkeypatch.setattr(sys, "stdin", _Terminal(answer))
+    assert main(["executions", "delete", "--store", store, "old"]) == code
+    captured = capsys.readouterr()
+    assert captured.out == out
+    assert captured.err == f"delete 1 execution(s) in {store}? [y/N] "

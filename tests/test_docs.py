@@ -33,6 +33,7 @@ REFERENCE_PAGES = {
     "tukio.graph": "graph.md",
     "tukio.report_json": "report-json.md",
     "tukio.schema": "schema.md",
+    "tukio.manage": "manage.md",
 }
 
 
@@ -129,3 +130,12 @@ def test_the_readme_links_to_pages_that_exist() -> None:
     targets = re.findall(r"\]\(((?:docs/|CONTRIBUTING)[^)#]*)", readme)
     assert "docs/graph.png" in targets
     assert [t for t in targets if not (ROOT / t).exists()] == []
+
+
+def test_the_site_highlights_code_without_a_cdn() -> None:
+    """The mkdocs theme's highlight.js comes from cdnjs: off; pygments colours code at build time."""
+    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    assert "\n  highlightjs: false\n" in config
+    assert "use_pygments: true" in config
+    assert "  - css/pygments.css\n" in config
+    assert ".highlight .k " in (DOCS / "css" / "pygments.css").read_text(encoding="utf-8")

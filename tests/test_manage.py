@@ -16,7 +16,7 @@ from tukio import Engine, WorkflowTemplate
 from tukio._report import iso
 from tukio.manage import ExecutionDetail, Manager, UnknownExecution
 from tukio.store import MemoryStore, SQLiteStore
-from tukio.store.base import ExecutionRecord, Store
+from tukio.store.base import ExecutionRecord, Store, TaskRecord
 
 STORES = ["memory", "sqlite", "postgres"]
 
@@ -151,6 +151,28 @@ async def test_pages_follow_each_other_to_the_end(store: Store) -> None:
     base = datetime(2026, 1, 1, tzinfo=timezone.utc)
     window = await manager.list(since=base + timedelta(seconds=2), until=base + timedelta(seconds=4))
     assert [i.id for i in window.items] == [ids[3], ids[2]]
+
+
+async def test_pages_of_failures(store: Store) -> None:
+    """Failed executions page as the others do, whether their workflow or only a task failed."""
+    ids = journal(store, 9)
+    failing = ids[1::2]  # exec-0001, 0003...: half with the workflow in exception, half with a task only
+    for n, exec_id in enumerate(failing):
+        own = ExecutionRecord(exec_id, "t", "exception", None, None, "Boom")
+        task = TaskRecord(exec_id, "t1", None, "exception", None, None, "{}", "ValueError: boom")
+        store.write([own] if n % 2 else [task])
+    manager = Manager(store)
+    for filters in ({"failed": True}, {"state": "exception"}, {"state": ["exception", "timeout"]}):
+        seen: list[str] = []
+        cursor = None
+        for _ in range(len(failing) + 1):
+            page = await manager.list(limit=1, after=cursor, **filters)
+            seen += [i.id for i in page.items]
+            cursor = page.next
+            if cursor is None:
+                break
+        assert seen == failing[::-1], filters
+    assert [i.id for i in (await manager.list(failed=False)).items] == ids[0::2][::-1]
 
 
 async def test_version_and_node_filters(store: Store) -> None:

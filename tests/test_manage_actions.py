@@ -195,3 +195,40 @@ async def test_unfinished_executions_are_not_deleted_nor_retried(stores: tuple[S
         with pytest.raises(ValueError, match="'running' is unfinished"):
             await action()
     assert await manager.delete_many() == []
+
+
+async def test_postgres_cancel_reaches_the_owner_at_once(
+    pg_schema: tuple[str, str], registered: Callable[..., Any], task_name: Callable[[str], str]
+) -> None:
+    """A heartbeat every 10 s: the cancel arrives through NOTIFY, long before the next one."""
+    from tukio.store import PostgresStore
+
+    dsn, schema = pg_schema
+    tasks = Tasks(registered, task_name)
+    with PostgresStore(dsn, schema=schema) as mine, PostgresStore(dsn, schema=schema) as theirs:
+        engine = Engine(store=mine, lease=30)
+        try:
+            template = chain("slow-beat", tasks.names["wait"])
+            workflow = await engine.run_once(template, {"n": 1})
+            assert workflow is not None
+            await asyncio.wait_for(tasks.started.wait(), 10)
+            await engine.flush()
+            assert await Manager(theirs).cancel(workflow.uid) == "requested"
+            await asyncio.wait_for(asyncio.wait([workflow]), 5)
+            assert workflow.cancelled()
+        finally:
+            await asyncio.wait_for(engine.stop(force=True), 10)
+
+
+async def test_bulk_actions_act_on_what_they_select(stores: tuple[Store, Store]) -> None:
+    store = stores[1]
+    start = "2026-01-01T00:00:0{}.000000+00:00"
+    store.write([ExecutionRecord(f"left-{n}", "t", "pending", start.format(n), None) for n in range(2)])
+    manager = Manager(store)
+    assert await manager.cancel_many(template="t") == ["left-1", "left-0"]
+    assert {i.state for i in (await manager.list()).items} == {"cancelled"}
+    retried = await manager.retry_many(template="t")
+    assert retried == ["left-1", "left-0"]
+    assert len((await manager.list(state="pending")).items) == 2  # the new ones, for an engine to run
+    assert await manager.resume_many(state="cancelled") == ["left-1", "left-0"]
+    assert len((await manager.list(state="pending")).items) == 4

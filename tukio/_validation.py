@@ -7,13 +7,14 @@ at once with `tukio.errors.template_error`.
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tukio.dag import describe_cycle, find_cycle
-from tukio.errors import DAGValidationError, Problem, TemplateGraphError
+from tukio.errors import DAGValidationError, Problem, TemplateGraphError, UnknownTaskName
 from tukio.policy import OverrunPolicy
 
 TASK_KEYS = ("id", "name", "config", "topics", "timeout", "retry")
@@ -280,3 +281,24 @@ def check_retry(value: Any, where: str, out: list[Problem]) -> None:
     for i, name in enumerate(on):
         if not isinstance(name, str) or not name:
             out.append(Problem(f"{where}.on[{i}]", f"must be an exception class name, got {name!r}", TypeError))
+
+
+def name_problems(names: Sequence[Any]) -> list[Problem]:
+    """The unregistered task names among `names` (those of ``tasks[0]``, ``tasks[1]``...).
+
+    Each names the closest registered name when one is near ("did you
+    mean ..."). Names that are not strings are left to the structure checks.
+    """
+    from tukio.task.registry import TaskRegistry
+
+    known: list[str] | None = None
+    out: list[Problem] = []
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or TaskRegistry.registered(name):
+            continue
+        if known is None:
+            known = list(TaskRegistry.all())
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        out.append(Problem(f"tasks[{i}].name", f"unknown task name {name!r}{hint}", UnknownTaskName))
+    return out

@@ -264,7 +264,7 @@ class Cluster:
             if len(batch) < CLAIM_BATCH:
                 break
         if claimed:
-            log.warning("node %s took over %d execution(s) of dead node(s)", self.node, len(claimed))
+            log.info("node %s took over %d execution(s) of dead node(s)", self.node, len(claimed))
         return claimed
 
     # -- the heartbeat ---------------------------------------------------------------------

@@ -89,6 +89,12 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             is bounded: past `EAGER_DEPTH` levels, tasks start (and ends
             are handled) on the next turn as usual.
 
+    An engine belongs to one loop: made where no loop runs yet (at module
+    level), it takes the current loop of the thread, and works once that
+    loop runs (``loop.run_until_complete``). Used from another loop (the one
+    ``asyncio.run()`` makes), its coroutine methods raise `RuntimeError` at
+    once, saying so, rather than start workflows that would never run.
+
     Raises:
         ValueError: `node` is given but the store cannot be shared, or
             `lease` is not positive.
@@ -173,6 +179,23 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
     def _lost(self, exec_ids: list[str]) -> None:
         self._recorder.executions_lost(exec_ids)
 
+    def _check_loop(self) -> None:
+        """Refuse to work on another loop than the engine's (one made before `asyncio.run` started its own).
+
+        Raises:
+            RuntimeError: the running loop is not the engine's, saying what to do.
+        """
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if running is not self._loop:
+            raise RuntimeError(
+                "this Engine belongs to another event loop than the one running (it was made before the loop "
+                "started, e.g. at module level before asyncio.run()): its workflows would never run. Make the "
+                "Engine inside the coroutine that asyncio.run() runs, or pass loop= the loop that runs it."
+            )
+
     # -- state -------------------------------------------------------------------
     @property
     def instances(self) -> list[Workflow]:
@@ -199,6 +222,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             TemplateError: the template is invalid (see `WorkflowTemplate.validate`).
             TypeError: `template` is neither a `WorkflowTemplate` nor a dict.
         """
+        self._check_loop()
         if isinstance(template, dict):
             template = WorkflowTemplate.from_dict(template)
         _check_template(template)
@@ -214,6 +238,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             TemplateError: a template is invalid; nothing was changed.
             TypeError: an item is not a `WorkflowTemplate`; nothing was changed.
         """
+        self._check_loop()
         templates = list(templates)
         for template in templates:
             _check_template(template)
@@ -226,6 +251,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         Raises:
             KeyError: no template has that id.
         """
+        self._check_loop()
         return self.selector.remove(template_id)
 
     # -- starting workflows ----------------------------------------------------------
@@ -246,6 +272,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         Raises:
             ValueError: `data` is neither a dict nor an Event.
         """
+        self._check_loop()
         broker = self._broker
         if type(data) is dict and self._cluster is None and not broker.has_listeners(() if topic is None else (topic,)):
             # Nobody gets the dispatched event: each workflow's own copy is the only Event made.
@@ -291,6 +318,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             The workflow, or None (unknown template, policy said skip, or the
             engine is stopping).
         """
+        self._check_loop()
         template = self.selector.get(template_id)
         if template is None or self._stopping:
             return None
@@ -315,6 +343,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         Raises:
             TemplateError: the template is invalid.
         """
+        self._check_loop()
         if self._stopping:
             return None
         template.validate()
@@ -333,6 +362,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             RescueError: the report cannot be rescued (nothing is left behind).
             TemplateError: the template is invalid.
         """
+        self._check_loop()
         if self._stopping:
             return None
         template.validate()
@@ -392,6 +422,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         Raises:
             RuntimeError: the engine has no store.
         """
+        self._check_loop()
         if self._journal is None:
             raise RuntimeError("this engine has no store: there is nothing to recover")
         if self._stopping:

@@ -89,6 +89,21 @@ class JournalError(TukioError):
     """The journal of an engine could not record something (see `tukio.store`)."""
 
 
+class UnknownExecution(TukioError, KeyError):
+    """No execution of the store has this id (see `tukio.manage`); the message names it.
+
+    Args:
+        exec_id: the id asked for.
+    """
+
+    def __init__(self, exec_id: str) -> None:
+        super().__init__(f"no execution {exec_id!r} in the store")
+        self.exec_id = exec_id
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # (not KeyError's quoted repr of it)
+
+
 class DamagedRecordError(JournalError, ValueError):
     """A store holds a record of an execution that cannot be read back.
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from tukio._validation import name_problems
 from tukio.cli._common import (
     EXIT_BAD_INPUT,
     EXIT_OK,
     InputError,
     add_command,
     import_module,
+    load_json_file,
     load_template,
 )
 from tukio.errors import TemplateError
@@ -56,7 +58,10 @@ def problems_of(path: str, check_names: bool) -> tuple[WorkflowTemplate | None, 
     try:
         template = load_template(path)
     except InputError as exc:
-        return None, exc.details or [str(exc)]
+        found = exc.details or [str(exc)]
+        if check_names and exc.details:  # the names too, not only once the rest is fixed
+            found += [f"{path}: {p}" for p in name_problems(_raw_names(path))]
+        return None, found
     try:
         if check_names:
             template.validate()
@@ -65,6 +70,15 @@ def problems_of(path: str, check_names: bool) -> tuple[WorkflowTemplate | None, 
     except TemplateError as exc:
         return template, [f"{path}: {p}" for p in exc.problems]
     return template, []
+
+
+def _raw_names(path: str) -> list[Any]:
+    """The task names of a template file whose structure has problems (what can be read of them)."""
+    try:
+        tasks = load_json_file(path).get("tasks")
+    except (InputError, AttributeError):
+        return []
+    return [t.get("name") if isinstance(t, dict) else None for t in tasks] if isinstance(tasks, list) else []
 
 
 def run(args: Any) -> int:

@@ -91,7 +91,9 @@ class Manager:
         """List executions, newest first (by start time, then id), one page at a time.
 
         Args:
-            state: keep only executions in this state (or these states).
+            state: keep only executions in this state (or these states);
+                'exception' and 'timeout' also keep the executions with a
+                task that ended so (their workflow may have 'finished').
             failed: keep only those with (True) or without (False) a failed task.
             template: keep only executions of this template id.
             version: keep only executions of this template version.

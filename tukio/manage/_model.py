@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from tukio.errors import TukioError
+from tukio.errors import UnknownExecution
 
 __all__ = [
     "ExecutionDetail",
@@ -21,17 +21,6 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
 ]
-
-
-class UnknownExecution(TukioError, KeyError):
-    """No execution of the store has this id (the message names it)."""
-
-    def __init__(self, exec_id: str) -> None:
-        super().__init__(f"no execution {exec_id!r} in the store")
-        self.exec_id = exec_id
-
-    def __str__(self) -> str:
-        return str(self.args[0])  # (not KeyError's repr of it)
 
 
 def _json_ready(value: Any) -> Any:

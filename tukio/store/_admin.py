@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from tukio._report import iso_from_timestamp
@@ -52,10 +52,16 @@ _SUMMARY = (
     f"SELECT x.exec_id, x.template_id, {VERSION_COLUMN}, x.state, x.owner, x.started, x.ended, x.error, "
     f"{_TASK_ERROR} FROM {{p}}executions AS x"
 )
-_HAS_FAILED = (
-    "(x.state IN ('exception', 'timeout') OR EXISTS (SELECT 1 FROM {p}tasks AS t "
-    "WHERE t.exec_id = x.exec_id AND t.state IN ('exception', 'timeout')))"
-)
+# The order of listings: newest first.
+_ORDER = f"ORDER BY {_KEY} DESC, x.exec_id DESC"
+#: How many of the newest executions a listing of failures reads first (see `SQLAdmin.page`).
+SCAN_WINDOW = 5000
+# The executions with a failed task (spelled as the partial index ``tasks_failed`` is, so that it serves).
+_FAILURES = "'exception', 'timeout'"
+_FAILED_TASKS = "SELECT t.exec_id FROM {p}tasks AS t WHERE t.state IN ('exception', 'timeout')"
+# Whether one execution has a failed task (one probe of the tasks' primary key).
+_A_TASK_FAILED = "EXISTS (SELECT 1 FROM {p}tasks AS t WHERE t.exec_id = x.exec_id AND t.state IN ({states}))"
+_HAS_FAILED = f"(x.state IN ('exception', 'timeout') OR {_A_TASK_FAILED.format(p='{p}', states=_FAILURES)})"
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,21 @@ class Filters:
     node: str | None = None
     since: str | None = None
     until: str | None = None
+
+
+def _split(filters: Filters) -> tuple[tuple[str, ...], str] | None:
+    """For a listing of failures alone, the states of the executions and the condition on their tasks.
+
+    None when the filters are not that: `failed=True`, or states some of
+    which are `FAILED_STATES`, without the other.
+    """
+    if filters.failed is True and filters.states is None:
+        return FAILED_STATES, ""
+    if filters.failed is None and filters.states is not None:
+        failures = ", ".join(f"'{s}'" for s in FAILED_STATES if s in filters.states)  # (constants)
+        if failures:
+            return filters.states, f" AND t.state IN ({failures})"
+    return None
 
 
 class Row(NamedTuple):
@@ -234,16 +255,18 @@ class SQLAdmin(Admin):
     def _execute(self, statements: Sequence[Statement]) -> list[int]:
         return self.runner.execute([(self.dialect.sql(text), params) for text, params in statements])
 
-    def _where(self, filters: Filters) -> tuple[list[str], list[Any]]:
+    def _where(self, filters: Filters, after: tuple[str, str] | None = None) -> tuple[list[str], list[Any]]:
+        """The conditions of `filters` (and of the keyset `after`), with their parameters."""
         clauses: list[str] = []
         params: list[Any] = []
+        if after is not None:
+            clauses.append(f"({_KEY} < ? OR ({_KEY} = ? AND x.exec_id < ?))")
+            params += [after[0], after[0], after[1]]
         if filters.states is not None:
             clause, values = self.dialect.among("x.state", filters.states)
-            failures = [s for s in FAILED_STATES if s in filters.states]
+            failures = ", ".join(f"'{s}'" for s in FAILED_STATES if s in filters.states)  # (constants)
             if failures:  # (a workflow whose task failed may have 'finished': it is found too)
-                among, more = self.dialect.among("t.state", failures)
-                clause = f"({clause} OR EXISTS (SELECT 1 FROM {{p}}tasks AS t WHERE t.exec_id = x.exec_id AND {among}))"
-                values += more
+                clause = f"({clause} OR {_A_TASK_FAILED.format(p='{p}', states=failures)})"
             clauses.append(clause)
             params += values
         if filters.failed is not None:
@@ -266,19 +289,56 @@ class SQLAdmin(Admin):
 
     def page(self, filters: Filters, limit: int, after: tuple[str, str] | None) -> list[Row]:
         """Up to `limit` executions, newest first, after the key `after` (see `Admin.page`)."""
-        clauses, params = self._where(filters)
-        if after is not None:
-            clauses.append(f"({_KEY} < ? OR ({_KEY} = ? AND x.exec_id < ?))")
-            params += [after[0], after[0], after[1]]
-        where = " WHERE " + " AND ".join(clauses) if clauses else ""
-        rows = self._fetch(f"{_SUMMARY}{where} ORDER BY {_KEY} DESC, x.exec_id DESC LIMIT ?", [*params, limit])
+        split = _split(filters)
+        if split is None:
+            clauses, params = self._where(filters, after)
+            where = " WHERE " + " AND ".join(clauses) if clauses else ""
+            rows = self._fetch(f"{_SUMMARY}{where} {_ORDER} LIMIT ?", [*params, limit])
+            return [Row(*r) for r in rows]
+        # Failures: first the newest executions are read in order, down to the SCAN_WINDOW-th newest
+        # (after `after`): when failures are frequent, the page is full long before.
+        clauses, params = self._where(filters, after)
+        keys, key_params = self._where(Filters(), after)
+        newest = f"SELECT {_KEY} FROM {{p}}executions AS x{' WHERE ' if keys else ''}{' AND '.join(keys)}"
+        bound = f"{_KEY} >= coalesce(({newest} {_ORDER} LIMIT 1 OFFSET ?), '')"
+        rows = self._fetch(
+            f"{_SUMMARY} WHERE {' AND '.join([*clauses, bound])} {_ORDER} LIMIT ?",
+            [*params, *key_params, SCAN_WINDOW - 1, limit],
+        )
+        if len(rows) < limit:  # rare: found through their own indexes
+            others, others_params = self._where(replace(filters, states=None, failed=None), after)
+            rows = self._rare_failures(split, others, others_params, limit)
         return [Row(*r) for r in rows]
+
+    def _rare_failures(
+        self, split: tuple[tuple[str, ...], str], clauses: list[str], params: list[Any], limit: int
+    ) -> list[tuple[Any, ...]]:
+        """The newest executions in some states or with a task that failed so, when few are.
+
+        Each state's newest (through the index of states and start times), and
+        the newest of those with such a task (through the index of failed
+        tasks), at most a page of each, then the newest of all of them.
+        """
+        states, task_states = split
+        conditions: list[tuple[str, list[Any]]] = [("x.state = ?", [state]) for state in states]
+        conditions.append((f"x.exec_id IN ({_FAILED_TASKS}{task_states})", []))
+        branches: list[str] = []
+        values: list[Any] = []
+        for condition, extra in conditions:
+            branches.append(
+                f"SELECT b.exec_id FROM (SELECT x.exec_id FROM {{p}}executions AS x "
+                f"WHERE {' AND '.join([condition, *clauses])} {_ORDER} LIMIT ?) AS b"
+            )
+            values += [*extra, *params, limit]
+        return self._fetch(
+            f"{_SUMMARY} WHERE x.exec_id IN ({' UNION '.join(branches)}) {_ORDER} LIMIT ?", [*values, limit]
+        )
 
     def matching(self, filters: Filters) -> list[Row]:
         """Every execution `filters` selects, newest first."""
         clauses, params = self._where(filters)
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
-        return [Row(*r) for r in self._fetch(f"{_SUMMARY}{where} ORDER BY {_KEY} DESC, x.exec_id DESC", params)]
+        return [Row(*r) for r in self._fetch(f"{_SUMMARY}{where} {_ORDER}", params)]
 
     def row(self, exec_id: str) -> Row | None:
         """One execution, or None."""

@@ -278,7 +278,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX executions_by_start ON {s}.executions ((coalesce(started, '')), exec_id);
     CREATE INDEX executions_by_state_start ON {s}.executions (state, (coalesce(started, '')), exec_id);
     CREATE INDEX executions_by_template_start ON {s}.executions (template_id, (coalesce(started, '')), exec_id);
-    CREATE INDEX tasks_failed ON {s}.tasks (exec_id) WHERE state IN ('exception', 'timeout');
+    CREATE INDEX tasks_failed ON {s}.tasks (state, exec_id) WHERE state IN ('exception', 'timeout');
     """,
 )
 

@@ -137,7 +137,7 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX executions_by_start ON executions (coalesce(started, ''), exec_id);
     CREATE INDEX executions_by_state_start ON executions (state, coalesce(started, ''), exec_id);
     CREATE INDEX executions_by_template_start ON executions (template_id, coalesce(started, ''), exec_id);
-    CREATE INDEX tasks_failed ON tasks (exec_id) WHERE state IN ('exception', 'timeout');
+    CREATE INDEX tasks_failed ON tasks (state, exec_id) WHERE state IN ('exception', 'timeout');
     """,
 )
 #: The schema version this tukio writes.

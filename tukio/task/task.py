@@ -456,7 +456,7 @@ class TukioTask(asyncio.Task):  # type: ignore[type-arg]
                 outputs = self._teardown()
                 self._outputs = self._inputs if outputs is None else shallow_copy(outputs)
                 if not self._will_retry():
-                    log.warning("%s timed out", self._log_prefix())
+                    log.info("%s timed out", self._log_prefix())  # designed: a state, not a fault
                 self.emit(_TIMEOUT, self._outputs)
             case _:  # cancelled or suspended
                 outputs = self._teardown()

@@ -8,11 +8,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from tukio._validation import REPORT_KEY, WORKFLOW_KEYS, check_workflow, extensions, parse_json
+from tukio._validation import REPORT_KEY, WORKFLOW_KEYS, check_workflow, extensions, name_problems, parse_json
 from tukio.dag import DAG
-from tukio.errors import Problem, TemplateError, UnknownTaskName, WorkflowRootTaskError, template_error
+from tukio.errors import Problem, TemplateError, WorkflowRootTaskError, template_error
 from tukio.policy import OverrunPolicy
-from tukio.task.registry import TaskRegistry
 from tukio.task.template import TaskTemplate
 from tukio.utils import Listen
 
@@ -163,9 +162,7 @@ class WorkflowTemplate:
         if len(roots) != 1:
             where, message = self._root_problem(roots).split(": ", 1)
             problems.append(Problem(where, message, WorkflowRootTaskError))
-        for i, task in enumerate(self.dag.graph):
-            if not TaskRegistry.registered(task.name):
-                problems.append(Problem(f"tasks[{i}].name", f"unknown task name {task.name!r}", UnknownTaskName))
+        problems += name_problems([task.name for task in self.dag.graph])
         if problems:
             raise template_error(problems)
         self._plan = None
