@@ -174,12 +174,12 @@ def test_openapi_describes_every_endpoint() -> None:
     assert names == ["state", "failed", "template", "version", "node", "since", "until", "limit", "after"]
 
 
-def test_metrics_from_the_store(sqlite_store: Store) -> None:
-    journal(sqlite_store, 3, "m-done")
-    journal(sqlite_store, 2, "m-cancel", state="cancelled")
-    journal(sqlite_store, 1, "m-bad", state="exception")
+def test_metrics_from_the_store(store: Store) -> None:
+    journal(store, 3, "m-done")
+    journal(store, 2, "m-cancel", state="cancelled")
+    journal(store, 1, "m-bad", state="exception")
     extra = "# TYPE mine counter\nmine 1\n"
-    with TestClient(create_app(sqlite_store, metrics=lambda: extra)) as client:
+    with TestClient(create_app(store, metrics=lambda: extra)) as client:
         response = client.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain")
     lines = response.text.splitlines()
