@@ -24,16 +24,20 @@ def _template(name: str) -> WorkflowTemplate:
 
 
 def test_an_engine_made_before_asyncio_run_fails_at_once(noop: str) -> None:
-    engine = Engine()  # no loop runs: it takes the policy's current loop
-
-    async def main() -> None:
-        await engine.load(_template(noop))
-
+    current = asyncio.new_event_loop()
+    asyncio.set_event_loop(current)  # as at module level: the thread has a current loop, not running
     try:
+        engine = Engine()
+        assert engine.get_loop() is current
+
+        async def main() -> None:
+            await engine.load(_template(noop))
+
         with pytest.raises(RuntimeError, match=LOOP_ERROR) as caught:
             asyncio.run(main())
     finally:
-        engine.get_loop().close()
+        asyncio.set_event_loop(None)
+        current.close()
     assert "Make the Engine inside the coroutine that asyncio.run() runs" in str(caught.value)
 
 

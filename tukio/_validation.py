@@ -11,7 +11,7 @@ import difflib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from tukio.dag import describe_cycle, find_cycle
 from tukio.errors import DAGValidationError, Problem, TemplateGraphError, UnknownTaskName
@@ -283,22 +283,34 @@ def check_retry(value: Any, where: str, out: list[Problem]) -> None:
             out.append(Problem(f"{where}.on[{i}]", f"must be an exception class name, got {name!r}", TypeError))
 
 
-def name_problems(names: Sequence[Any]) -> list[Problem]:
+def name_problems(names: Sequence[Any], registry: Registry) -> list[Problem]:
     """The unregistered task names among `names` (those of ``tasks[0]``, ``tasks[1]``...).
 
     Each names the closest registered name when one is near ("did you
     mean ..."). Names that are not strings are left to the structure checks.
-    """
-    from tukio.task.registry import TaskRegistry
 
+    Args:
+        names: the task names, in the template's order.
+        registry: where task names are registered (`TaskRegistry`).
+    """
     known: list[str] | None = None
     out: list[Problem] = []
     for i, name in enumerate(names):
-        if not isinstance(name, str) or TaskRegistry.registered(name):
+        if not isinstance(name, str) or registry.registered(name):
             continue
         if known is None:
-            known = list(TaskRegistry.all())
+            known = list(registry.all())
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         out.append(Problem(f"tasks[{i}].name", f"unknown task name {name!r}{hint}", UnknownTaskName))
     return out
+
+
+class Registry(Protocol):
+    """What `name_problems` asks of the task registry."""
+
+    def registered(self, name: str) -> bool:
+        """True when `name` is registered."""
+
+    def all(self) -> Mapping[str, Any]:
+        """Every registered name (the keys)."""

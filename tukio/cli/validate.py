@@ -16,6 +16,7 @@ from tukio.cli._common import (
     load_template,
 )
 from tukio.errors import TemplateError
+from tukio.task.registry import TaskRegistry
 from tukio.workflow.template import WorkflowTemplate
 
 __all__ = ["add_parser", "problems_of", "run"]
@@ -60,7 +61,7 @@ def problems_of(path: str, check_names: bool) -> tuple[WorkflowTemplate | None, 
     except InputError as exc:
         found = exc.details or [str(exc)]
         if check_names and exc.details:  # the names too, not only once the rest is fixed
-            found += [f"{path}: {p}" for p in name_problems(_raw_names(path))]
+            found += [f"{path}: {p}" for p in name_problems(_raw_names(path), TaskRegistry)]
         return None, found
     try:
         if check_names:

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from tukio._report import iso_from_timestamp
 from tukio.policy import Decision, OverrunPolicy
-from tukio.store._admin import POSTGRES, Runner, SQLAdmin
 from tukio.store._pgschema import MIGRATIONS, SQL
+from tukio.store._sqladmin import POSTGRES, Runner, SQLAdmin
 from tukio.store.base import (
     ExecutionInfo,
     ExecutionRecord,

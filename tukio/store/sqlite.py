@@ -20,8 +20,8 @@ if sys.platform != "win32":
 
 from tukio._report import iso_from_timestamp
 from tukio.policy import Decision, OverrunPolicy
-from tukio.store._admin import SQLITE, Runner, SQLAdmin
 from tukio.store._gate import Running, rule
+from tukio.store._sqladmin import SQLITE, Runner, SQLAdmin
 from tukio.store.base import (
     UNFINISHED,
     ExecutionInfo,

@@ -12,6 +12,7 @@ from tukio._validation import REPORT_KEY, WORKFLOW_KEYS, check_workflow, extensi
 from tukio.dag import DAG
 from tukio.errors import Problem, TemplateError, WorkflowRootTaskError, template_error
 from tukio.policy import OverrunPolicy
+from tukio.task.registry import TaskRegistry
 from tukio.task.template import TaskTemplate
 from tukio.utils import Listen
 
@@ -162,7 +163,7 @@ class WorkflowTemplate:
         if len(roots) != 1:
             where, message = self._root_problem(roots).split(": ", 1)
             problems.append(Problem(where, message, WorkflowRootTaskError))
-        problems += name_problems([task.name for task in self.dag.graph])
+        problems += name_problems([task.name for task in self.dag.graph], TaskRegistry)
         if problems:
             raise template_error(problems)
         self._plan = None
