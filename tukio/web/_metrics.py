@@ -6,7 +6,8 @@ import asyncio
 from collections import Counter
 
 from tukio.manage import STATES, Manager
-from tukio.store._admin import Admin, Filters, SQLAdmin
+from tukio.store._admin import Admin, Filters
+from tukio.store._sqladmin import SQLAdmin
 
 __all__ = ["prometheus_text"]
 
