@@ -121,12 +121,23 @@ async def test_the_list_shows_a_running_execution_and_its_page_turns_green(
     assert '"n": 6' in await page.locator(".task-panel").inner_text()
 
 
-async def test_cancel_then_retry_from_a_task(page: Any, server: str, engine: Engine, tasks: dict[str, str]) -> None:
+async def test_cancel_resume_then_retry_from_a_task(
+    page: Any, server: str, engine: Engine, tasks: dict[str, str]
+) -> None:
     exec_id = await start(engine, chain("console-park", tasks["double"], tasks["park"]))
     await page.goto(f"{server}/executions/{exec_id}")
     await page.wait_for_selector('[data-task="t2"][data-state="pending"]', timeout=SHOWN)
     await page.click("#cancel")
     await page.click("#confirm-ok")  # the confirmation
+    await page.wait_for_selector('h1 .badge[data-state="cancelled"]', timeout=SHOWN)
+    await page.click("#resume")
+    assert "Resume execution" in await page.locator("#confirm-text").inner_text()
+    await page.click("#confirm-ok")
+    # Resumed under its id: the engine claims it again and runs t2 again (t1 kept).
+    await page.wait_for_selector('h1 .badge[data-state="pending"]', timeout=SHOWN)
+    await page.wait_for_selector('[data-task="t2"][data-state="pending"]', timeout=SHOWN)
+    await page.click("#cancel")
+    await page.click("#confirm-ok")
     await page.wait_for_selector('h1 .badge[data-state="cancelled"]', timeout=SHOWN)
     await page.locator('[data-task="t2"]').click()
     await page.click("#retry-from")

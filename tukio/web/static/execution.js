@@ -38,6 +38,11 @@ export function showExecution(page, execId) {
     const done = await act(`Cancel execution ${execId}? Its running tasks are cancelled.`, `${base}/cancel`);
     if (done) refresh();
   }
+  async function resume() {
+    const done = await act(`Resume execution ${execId}? Its failed, timed-out or cancelled tasks run again, under the same id.`,
+      `${base}/resume`);
+    if (done) refresh();
+  }
   async function retry(fromTask) {
     const text = fromTask
       ? `Retry from task ${fromTask}? A new execution reuses the outputs upstream of it and runs it and everything downstream again.`
@@ -48,6 +53,7 @@ export function showExecution(page, execId) {
 
   function render() {
     const running = detail.state === "pending";
+    const resumable = !running && (detail.failed || detail.state !== "finished");
     head.replaceChildren(
       el("h1", {}, detail.template || "execution", " ", badge(detail.state, detail.failed)),
       el("dl", { class: "facts" },
@@ -59,6 +65,7 @@ export function showExecution(page, execId) {
         detail.error ? field("Error", el("span", { class: "error-text" }, detail.error.split("\n")[0])) : []),
       el("div", { class: "actions" },
         running ? el("button", { type: "button", class: "danger", id: "cancel", onclick: cancel }, "Cancel") : null,
+        resumable ? el("button", { type: "button", id: "resume", onclick: resume }, "Resume") : null,
         el("button", { type: "button", id: "retry", onclick: () => retry(null) }, "Retry")));
     const tasks = new Map(detail.tasks.map((task) => [task.id, task]));
     graph.replaceChildren(drawDag(detail.graph, tasks, selected, (id) => {
