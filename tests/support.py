@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,13 @@ def template(
         extra = item[2] if len(item) == 3 else {}  # type: ignore[misc]
         task_dicts.append({"id": item[0], "name": item[1], **extra})
     return WorkflowTemplate.from_dict({"tasks": task_dicts, "graph": graph, **fields})
+
+
+def chain(template_id: str, *names: str) -> WorkflowTemplate:
+    """A template `template_id` running the tasks `names` one after the other (ids t1, t2...)."""
+    ids = [f"t{i}" for i in range(1, len(names) + 1)]
+    graph = {a: [b] for a, b in itertools.pairwise(ids)}
+    return template([(i, n) for i, n in zip(ids, names, strict=True)], graph, id=template_id)
 
 
 class Recorder:

@@ -139,3 +139,20 @@ def test_journal_size_benchmark_measures_a_store(tmp_path: Path) -> None:
     result = json.loads(done.stdout)
     assert set(result) == {"bytes_per_execution", "trigger_us", "per_second"}
     assert all(value > 0 for value in result.values())
+
+
+def test_telemetry_benchmark_runs_every_case(tmp_path: Path) -> None:
+    pytest.importorskip("opentelemetry.sdk", reason="the benchmark needs opentelemetry-sdk (requirements-dev.txt)")
+    script = ROOT / "benchmarks" / "telemetry.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--tasks", "3", "--concurrent", "2", "--runs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "not instrumented" in done.stdout
+    assert "instrumented (SDK, no-op exporter)" in done.stdout
+    assert "instrumented, then uninstrumented" in done.stdout

@@ -166,6 +166,8 @@ class Cluster:
         self._cancelling: asyncio.Task[None] | None = None
         self._left: asyncio.Future[None] | None = None  # done once closed and gone
         store.on_fenced = self._fenced
+        #: Told of the executions this node lost to others, before they are cancelled here.
+        self.on_lost: Callable[[list[str]], None] | None = None
         _local_nodes.setdefault(loop, set()).add(self.node)
 
     # -- start-up and recovery ------------------------------------------------------------
@@ -274,7 +276,7 @@ class Cluster:
         beat = await self._loop.run_in_executor(self._beat_thread, self.store.heartbeat)
         if beat == "replaced":
             log.error("node %s was restarted elsewhere (a newer epoch): cancelling its workflows", self.node)
-            self._cancel(list(self._instances), "node restarted elsewhere")
+            self._lose(list(self._instances), "node restarted elsewhere")
             self.close(leave=False)
             return
         if beat == "late":
@@ -283,7 +285,7 @@ class Cluster:
                 self._beat_thread, self.store.lost, [*self._instances, *self._claimed]
             )
             self._claimed.difference_update(gone)
-            self._cancel(gone, "taken over by another node while this one missed its lease")
+            self._lose(sorted(gone), "taken over by another node while this one missed its lease")
 
     def owns(self) -> bool:
         """True while the node's lease holds by its own clock: it owns its executions, without asking.
@@ -312,7 +314,7 @@ class Cluster:
             gone = set(await self._loop.run_in_executor(self._beat_thread, self.store.lost, list(exec_ids)))
             if gone:
                 self._claimed.difference_update(gone)
-                self._cancel(gone, "taken over by another node while this one missed its lease")
+                self._lose(sorted(gone), "taken over by another node while this one missed its lease")
                 log.warning("node %s: %d execution(s) taken over while it was late: not resumed", self.node, len(gone))
         aborted = self._policies.take_aborted(i for i in exec_ids if i not in gone)
         if aborted:  # an admission aborted them before they were resumed: they end here, cancelled
@@ -470,10 +472,16 @@ class Cluster:
         except RuntimeError:
             on_loop = False
         if on_loop:
-            self._cancel(exec_ids, "its writes were refused: another node owns it")
+            self._lose(exec_ids, "its writes were refused: another node owns it")
             return
         with contextlib.suppress(RuntimeError):  # a closed loop: nothing runs any more
-            self._loop.call_soon_threadsafe(self._cancel, exec_ids, "its writes were refused: another node owns it")
+            self._loop.call_soon_threadsafe(self._lose, exec_ids, "its writes were refused: another node owns it")
+
+    def _lose(self, exec_ids: list[str], why: str) -> None:
+        """Other nodes own `exec_ids` now: say so (`on_lost`), then cancel them here."""
+        if exec_ids and self.on_lost is not None:
+            self.on_lost(exec_ids)
+        self._cancel(exec_ids, why)
 
     def _cancel(self, exec_ids: Iterable[str], why: str) -> None:
         for exec_id in exec_ids:

@@ -18,7 +18,7 @@ from tukio.cluster import Cluster, LeasedStore
 from tukio.errors import DamagedRecordError, MigrationError, RescueError
 from tukio.event import Event
 from tukio.policy import OverrunPolicy
-from tukio.recorder import NULL_RECORDER, Recorder, Written
+from tukio.recorder import NULL_RECORDER, Recorder, Recorders, Written
 from tukio.selector import WorkflowSelector
 from tukio.store.journal import Journal
 from tukio.store.migrate import migrate
@@ -176,6 +176,44 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             elif node is not None:
                 raise ValueError(f"node={node!r} needs a store that several engines can share, not {store!r}")
             self._journal = self._recorder = Journal(store, self._loop)
+            if self._cluster is not None:
+                self._cluster.on_lost = self._lost
+
+    # -- listeners ---------------------------------------------------------------
+    def add_listener(self, listener: Recorder) -> None:
+        """Tell `listener` of every transition of the workflows started from now on.
+
+        A listener (tracing, metrics: see `tukio.telemetry`) observes; it never
+        delays a workflow. Workflows already running are not told. An engine
+        without listeners pays nothing for them.
+
+        Args:
+            listener: a `Recorder` whose methods are called at each transition.
+
+        Raises:
+            ValueError: `listener` was already added.
+        """
+        listeners = self._recorder.listeners if isinstance(self._recorder, Recorders) else ()
+        if listener in listeners:
+            raise ValueError(f"{listener!r} already listens to this engine")
+        primary = self._journal if self._journal is not None else NULL_RECORDER
+        self._recorder = Recorders(primary, (*listeners, listener))
+
+    def remove_listener(self, listener: Recorder) -> None:
+        """Stop telling `listener` of the transitions of workflows started from now on.
+
+        Raises:
+            ValueError: `listener` does not listen to this engine.
+        """
+        listeners = self._recorder.listeners if isinstance(self._recorder, Recorders) else ()
+        if listener not in listeners:
+            raise ValueError(f"{listener!r} does not listen to this engine")
+        rest = tuple(one for one in listeners if one is not listener)
+        primary = self._journal if self._journal is not None else NULL_RECORDER
+        self._recorder = Recorders(primary, rest) if rest else primary
+
+    def _lost(self, exec_ids: list[str]) -> None:
+        self._recorder.executions_lost(exec_ids)
 
     def _check_loop(self) -> None:
         """Refuse to work on another loop than the engine's (one made before `asyncio.run` started its own).
@@ -498,6 +536,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
 
     async def _take_over(self, infos: list[ExecutionInfo]) -> None:
         """Resume executions this node just claimed from dead nodes."""
+        self._recorder.executions_taken_over([info.exec_id for info in infos])
         recovered, left = await self._resume_all(infos)
         self._unrecovered.extend(left)
         log.info("took over %d workflow(s), %d left in the store", len(recovered), len(left))
@@ -608,6 +647,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             workflow = admit(template, len(group.instances), group.locked, group.instances.values(), self._new)
         if workflow is None:
             log.debug("template %s: skipped by policy %s", template.uid, template.policy.value)
+            self._recorder.workflow_skipped(template)
             return None
         self._track(workflow)
         written = self._run(workflow, event, timeout)
@@ -628,6 +668,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             return None
         if previous is None:
             log.debug("template %s: skipped by policy %s (across the nodes)", template.uid, template.policy.value)
+            self._recorder.workflow_skipped(template)
             return None
         if self._stopping:  # stopped while the store decided: it will not run
             await asyncio.to_thread(self._cluster.store.mark_cancelled, [workflow.uid])

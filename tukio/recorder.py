@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     import asyncio
 
     from tukio.event import Event
+    from tukio.workflow.template import WorkflowTemplate
     from tukio.workflow.workflow import Workflow
 
-__all__ = ["NULL_RECORDER", "WRITTEN", "Recorder", "Written"]
+__all__ = ["NULL_RECORDER", "WRITTEN", "Recorder", "Recorders", "Written"]
 
 _T = TypeVar("_T")
 
@@ -157,6 +158,88 @@ class Recorder:
         """Return what resolves once everything recorded so far is durable."""
         return WRITTEN
 
+    # -- what the engine tells (no workflow runs for these) --------------------------
+    def workflow_skipped(self, template: WorkflowTemplate) -> None:
+        """A trigger of `template` started nothing: its overrun policy skipped it."""
+
+    def executions_taken_over(self, exec_ids: list[str]) -> None:
+        """This node claimed `exec_ids` from dead nodes (they are resumed next)."""
+
+    def executions_lost(self, exec_ids: list[str]) -> None:
+        """This node lost `exec_ids` to other nodes (its lease had expired): they are cancelled here."""
+
 
 #: The recorder of workflows that nothing observes.
 NULL_RECORDER = Recorder()
+
+
+class Recorders(Recorder):
+    """One recorder that tells a `primary` and then each of its `listeners`.
+
+    The primary (an engine's journal, or `NULL_RECORDER`) alone decides what
+    the workflow waits for: a listener observes, it never delays the flow,
+    and what it returns is ignored. A listener that raises is reported to
+    the loop's exception handler; the others are still told.
+
+    Args:
+        primary: the recorder whose `Written` results the workflow waits on.
+        listeners: recorders that observe the same transitions.
+    """
+
+    __slots__ = ("listeners", "primary")
+
+    def __init__(self, primary: Recorder, listeners: tuple[Recorder, ...]) -> None:
+        self.primary = primary
+        self.listeners = listeners
+
+    def _tell(self, call: Callable[[Recorder], object]) -> None:
+        for listener in self.listeners:
+            try:
+                call(listener)
+            except Exception as exc:
+                _report(exc)
+
+    def workflow_begin(self, workflow: Workflow, data: Any) -> Written:
+        self._tell(lambda r: r.workflow_begin(workflow, data))
+        return self.primary.workflow_begin(workflow, data)
+
+    def workflow_rescued(self, workflow: Workflow, kept: dict[str, dict[str, Any]]) -> None:
+        self.primary.workflow_rescued(workflow, kept)
+        self._tell(lambda r: r.workflow_rescued(workflow, kept))
+
+    def task_started(self, workflow: Workflow, task_id: str) -> None:
+        self.primary.task_started(workflow, task_id)
+        self._tell(lambda r: r.task_started(workflow, task_id))
+
+    def task_retrying(self, workflow: Workflow, task_id: str) -> None:
+        self.primary.task_retrying(workflow, task_id)
+        self._tell(lambda r: r.task_retrying(workflow, task_id))
+
+    def task_ended(self, workflow: Workflow, task_id: str) -> Written:
+        written = self.primary.task_ended(workflow, task_id)
+        self._tell(lambda r: r.task_ended(workflow, task_id))
+        return written
+
+    def task_event(self, workflow: Workflow, task_id: str, event: Event) -> Written:
+        written = self.primary.task_event(workflow, task_id, event)
+        self._tell(lambda r: r.task_event(workflow, task_id, event))
+        return written
+
+    def workflow_end(self, workflow: Workflow, state: str, error: str | None) -> None:
+        self.primary.workflow_end(workflow, state, error)
+        self._tell(lambda r: r.workflow_end(workflow, state, error))
+
+    def flush(self) -> Written:
+        return self.primary.flush()
+
+    def workflow_skipped(self, template: WorkflowTemplate) -> None:
+        self.primary.workflow_skipped(template)
+        self._tell(lambda r: r.workflow_skipped(template))
+
+    def executions_taken_over(self, exec_ids: list[str]) -> None:
+        self.primary.executions_taken_over(exec_ids)
+        self._tell(lambda r: r.executions_taken_over(exec_ids))
+
+    def executions_lost(self, exec_ids: list[str]) -> None:
+        self.primary.executions_lost(exec_ids)
+        self._tell(lambda r: r.executions_lost(exec_ids))

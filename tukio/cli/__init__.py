@@ -20,7 +20,7 @@ from tukio.cli._output import silence_stdout
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 # Module names under tukio.cli, in the order `tukio --help` lists them.
-COMMANDS: tuple[str, ...] = ("validate", "show", "run", "graph", "inspect", "executions", "recover", "migrate")
+COMMANDS: tuple[str, ...] = ("validate", "show", "run", "graph", "inspect", "executions", "recover", "migrate", "serve")
 
 
 class Command(Protocol):

@@ -305,7 +305,8 @@ class SQLAdmin(Admin):
         self._execute(
             [
                 (
-                    f"INSERT INTO {{p}}executions (exec_id, template_id, state, started, template, event, version{texts}) "
+                    "INSERT INTO {p}executions "
+                    f"(exec_id, template_id, state, started, template, event, version{texts}) "
                     f"SELECT ?, template_id, 'pending', ?, template, event, version{texts} FROM {{p}}executions "
                     "WHERE exec_id = ?",
                     [new_id, now(), exec_id],
