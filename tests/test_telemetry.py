@@ -297,10 +297,11 @@ async def test_prometheus_text_of_the_instruments(
     otel: Otel, instrumented: tuple[Engine, Instrumentation], tasks: dict[str, str]
 ) -> None:
     engine, _ = instrumented
-    await (await engine.run_once(template([("a", tasks["ok"])], {}, id="tele-prom"), {}))
+    prom = template([("a", tasks["ok"])], {}, id="tele-prom")
+    await (await engine.run_once(prom, {}))
     lines = prometheus_text(otel.reader).splitlines()
     assert "# TYPE tukio_executions_started_total counter" in lines
-    assert 'tukio_executions_started_total{tukio_template="tele-prom"} 1' in lines
+    assert f'tukio_executions_started_total{{tukio_template="tele-prom",tukio_version="{prom.version}"}} 1' in lines
     assert "tukio_executions_queued 0" in lines
     buckets = [line for line in lines if line.startswith("tukio_task_duration_bucket")]
     assert buckets[-1].endswith(" 1")

@@ -46,10 +46,7 @@ class _Run:
 
 def template_attributes(template: WorkflowTemplate, node: str | None) -> dict[str, Any]:
     """Return the span and metric attributes naming `template` (and the node, when known)."""
-    attributes: dict[str, Any] = {"tukio.template": template.uid}
-    version = getattr(template, "version", None)  # pinned versions: known only where templates have one
-    if isinstance(version, str):
-        attributes["tukio.version"] = version
+    attributes: dict[str, Any] = {"tukio.template": template.uid, "tukio.version": template.version}
     if node is not None:
         attributes["tukio.node"] = node
     return attributes
