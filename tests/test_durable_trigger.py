@@ -245,7 +245,8 @@ def test_an_execution_trigger_returned_survives_a_sigkill(
     else:
         where = str(tmp_path / "killed.db")
     seeds = random.Random(f"{kind}-{policy}")
-    for _ in range(2):
+    # Two kills where the journal commits the begin, one where the admission does (within the CI budget).
+    for _ in range(2 if policy == "start-new" else 1):
         ids = _kill_after_trigger(kind, where, policy, seeds.randrange(1 << 16))
         store: Any
         if kind == "postgres":

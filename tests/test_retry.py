@@ -264,10 +264,10 @@ async def test_retries_are_journaled_and_counted_after_recovery(flaky: str) -> N
 
     engine = Engine(store=store)
     tmpl = retried(flaky, {"max_attempts": 2, "delay": 30})
-    wf = await engine.run_once(tmpl, {"v": 0})
-    assert wf is not None
-    rec = Recorder()
+    rec = Recorder()  # first: the root may fail once before run_once() returns (once its begin is committed)
     try:
+        wf = await engine.run_once(tmpl, {"v": 0})
+        assert wf is not None
         await wait_for_retry(rec, 1)
     finally:
         rec.close()

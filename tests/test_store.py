@@ -574,29 +574,27 @@ async def _commits_at_once_only_when_alone() -> None:
     store = CountingStore()
     loop = asyncio.get_running_loop()
     journal = journal_module.Journal(store, loop)
-    # One waiter at a time: commits run at once, but for one in every PROBE_EVERY, deferred to
-    # see whether others join it (here nobody does).
-    at_once: list[bool] = []
-    for _ in range(3 * journal_module.PROBE_EVERY):
-        written = journal.flush()
-        at_once.append(written.done())
-        await written
-    deferred = [i for i, done in enumerate(at_once) if not done]
-    assert len(deferred) == 3
-    assert deferred[1] - deferred[0] == deferred[2] - deferred[1] == journal_module.PROBE_EVERY
+    # One writer a turn: each commit runs at once (on the loop), nothing deferred.
+    for _ in range(5):
+        assert journal.flush().done()
+        await asyncio.sleep(0)  # the next turn
 
-    def crowded() -> None:  # the next probe finds a second waiter in its turn: they share its commit
-        for _ in range(journal_module.PROBE_EVERY):
-            probe = journal.flush()
-            if not probe.done():
-                break
-        seen.set_result((probe.done(), journal.flush() is probe))
+    def crowded() -> None:  # two writers in one turn: the second one's commit is deferred, then shared
+        first = journal.flush()
+        second, third = journal.flush(), journal.flush()
+        seen.set_result((first.done(), second.done(), second is third))
 
-    seen: asyncio.Future[tuple[bool, bool]] = loop.create_future()
+    seen: asyncio.Future[tuple[bool, bool, bool]] = loop.create_future()
     loop.call_soon(crowded)
-    assert await seen == (False, True)
-    assert not journal.flush().done()  # the last deferred commit was shared: the next one waits too
-    await journal.flush()
+    assert await seen == (True, False, True)
+    # Commits are grouped again (deferred to the end of their turn) until LONE_TURNS of them in a
+    # row had their turn alone: then they run at once again.
+    for _ in range(journal_module.LONE_TURNS):
+        deferred = journal.flush()
+        assert not deferred.done()
+        await deferred
+        await asyncio.sleep(0)
+    assert journal.flush().done()
 
 
 async def test_the_journal_commits_at_once_only_when_nobody_else_waits() -> None:

@@ -56,8 +56,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a record that nobody waits for may stay in memory before it is written.
 LAZY_DELAY = 0.05
-#: Commits made at once (nobody else was waiting) before one is deferred again, to see if others join.
-PROBE_EVERY = 8
+#: Deferred commits in a row that gathered one writer each, before commits run at once (see `Journal._submit`).
+LONE_TURNS = 3
 #: Seconds the writer thread waits for work before it exits (it restarts on demand).
 IDLE_EXIT = 1.0
 #: First and longest wait (seconds) before writing again to a store that failed.
@@ -244,11 +244,11 @@ class Journal(Recorder):
         self._writer: _Writer | None = None
         self._written: Written | None = None  # resolves once the batch being made is committed
         self._committing = False  # in `_commit`: a new batch waits for the next turn
-        # Whether the last deferred commit gathered no other waiter (then commits run at once),
-        # how many waiters joined the deferred commit being made, how many commits ran at once.
-        self._alone = True
+        # How many deferred commits in a row gathered no other waiter (from `LONE_TURNS` on,
+        # commits run at once), and how many waiters joined the deferred commit being made.
+        self._lone = LONE_TURNS
         self._joined = 0
-        self._at_once = 0
+        self._this_turn = False  # a commit ran at once in this turn of the loop
         self._in_thread = 0  # batches handed to the writer thread, not committed yet
         # The template versions this journal wrote: a store keeps one copy of each.
         self._versions: set[str] = set()
@@ -276,40 +276,45 @@ class Journal(Recorder):
         """Commit everything recorded so far at the end of this turn; return what resolves then.
 
         A commit deferred to the end of the turn groups whatever else is
-        recorded in it. When the last deferred commit gathered nobody else
-        (one workflow at a time, a chain), nothing is gained by waiting: the
-        commit then runs at once, which saves that turn (one poll of the
-        selector); when the store takes it on the loop, nobody has to wait
-        and `WRITTEN` is returned (no `Written` is made: a chain's every
-        task end comes here). Every `PROBE_EVERY` commits made at once, one
-        is deferred again, to see whether others now join it. This needs
-        nothing private of the loop (it works on uvloop as on asyncio). Not
-        from inside a commit (what it resolves may end tasks at once, with
-        eager start): those wait for the next turn, so the nesting stays
-        bounded.
+        recorded in it. When the last `LONE_TURNS` deferred commits gathered
+        nobody else (one workflow at a time, a chain), nothing is gained by
+        waiting: the first commit of a turn then runs at once, which saves that turn (one
+        poll of the selector); when the store takes it on the loop, nobody
+        has to wait and `WRITTEN` is returned (no `Written` is made: a
+        chain's every task end comes here). A second writer in the same turn
+        is deferred (and those after it join it): commits are grouped again.
+        This needs nothing private of the loop (it works on uvloop as on
+        asyncio). Not from inside a commit (what it resolves may end tasks
+        at once, with eager start): those wait for the next turn, so the
+        nesting stays bounded.
         """
         written = self._written
         if written is not None:
             self._joined += 1
             return written
-        if self._alone and not self._committing:
-            self._at_once += 1
-            if self._at_once % PROBE_EVERY:
+        if self._lone >= LONE_TURNS and not self._committing:
+            if not self._this_turn:
+                self._this_turn = True
+                self._loop.call_soon(self._turned)
                 self._committing = True
                 try:
                     return self._commit_batch(None)
                 finally:
                     self._committing = False
+            self._lone = 0  # another writer in the turn of a commit made at once: group again
         written = self._written = Written()
         self._joined = 0
         self._loop.call_soon(self._commit)
         return written
 
+    def _turned(self) -> None:
+        self._this_turn = False
+
     def _commit(self) -> None:
         written, self._written = self._written, None
         if written is None:  # committed at once by `_submit` already
             return
-        self._alone = self._joined == 0
+        self._lone = self._lone + 1 if self._joined == 0 else 0
         self._committing = True
         try:
             self._commit_batch(written)
