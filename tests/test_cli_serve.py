@@ -6,6 +6,7 @@ import json
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from browser import serving
@@ -53,3 +54,18 @@ def test_a_served_store_with_a_token_from_the_environment(journal: Path, monkeyp
             assert json.load(response) == {"items": [], "next": None}
         with urllib.request.urlopen(f"{base}/static/style.css", timeout=5) as response:
             assert response.headers["content-type"].startswith("text/css")
+
+
+def test_serve_runs_uvicorn_on_the_address_given(
+    journal: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In process: what ``tukio serve`` hands to uvicorn (the subprocess test shows it serving)."""
+    import uvicorn
+
+    served: list[tuple[Any, str, int]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **_: served.append((app, host, port)))
+    assert main(["serve", "--store", str(journal), "--host", "::1", "--port", "9999", "--token", "t"]) == 0
+    [(app, host, port)] = served
+    assert (host, port) == ("::1", 9999)
+    assert any(getattr(route, "path", None) == "/api/executions" for route in app.routes)
+    assert f"serving {journal} on http://[::1]:9999/" in capsys.readouterr().out

@@ -74,7 +74,8 @@ def run(args: Any) -> int:
     store = open_store(args)
     try:
         app = create_app(store, token)
-        print(f"tukio: serving {args.store} on http://{args.host}:{args.port}/", flush=True)
+        where = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address in a URL
+        print(f"tukio: serving {args.store} on http://{where}:{args.port}/", flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
         store.close()
