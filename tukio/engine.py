@@ -7,14 +7,19 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tukio._loop import resolve_loop
 from tukio._report import describe_error
 from tukio.broker import get_broker
 from tukio.cluster import Cluster, LeasedStore
-from tukio.errors import DamagedRecordError, RescueError
+from tukio.errors import DamagedRecordError, Problem, RescueError, template_error
 from tukio.event import Event
+from tukio.flow.control import FlowControl, FlowError, FlowHost, FlowRequest, QueuedExecution
+from tukio.flow.limits import ScheduleSpec, check_flow
+from tukio.flow.local import LocalFlow
+from tukio.flow.schedule import Schedule, Scheduler
 from tukio.policy import OverrunPolicy
 from tukio.recorder import NULL_RECORDER, Recorder
 from tukio.selector import WorkflowSelector
@@ -88,10 +93,18 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             parent task's end may return a workflow already done. Nesting
             is bounded: past `EAGER_DEPTH` levels, tasks start (and ends
             are handled) on the next turn as usual.
+        max_running: at most this many workflows of this engine run at once,
+            whatever their template; the others wait in the queue (see
+            `tukio.flow` and the flow-control guide).
+        flow: what admits executions under the templates' limits (a
+            `LocalFlow` when None: in memory, for this process); give a
+            `LocalFlow(max_running=..., clock=...)` to set its clock or key
+            retention.
 
     Raises:
-        ValueError: `node` is given but the store cannot be shared, or
-            `lease` is not positive.
+        ValueError: `node` is given but the store cannot be shared, `lease`
+            is not positive, `max_running` is not a positive integer, or both
+            `max_running` and `flow` are given.
     """
 
     _journal: Journal | None = None
@@ -107,6 +120,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         node: str | None = None,
         lease: float = 5.0,
         eager_start: bool = False,
+        max_running: int | None = None,
+        flow: FlowControl | None = None,
     ) -> None:
         super().__init__(loop=resolve_loop(loop))
         install_factory(self._loop)
@@ -134,6 +149,14 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             elif node is not None:
                 raise ValueError(f"node={node!r} needs a store that several engines can share, not {store!r}")
             self._journal = self._recorder = Journal(store, self._loop)
+        if flow is None:
+            flow = LocalFlow(max_running=max_running)
+        elif max_running is not None:
+            raise ValueError("give max_running to the flow control, not to the engine, when you give both")
+        self._flow = flow
+        flow.attach(FlowHost(self._launch, self._instances.get, store))
+        fired = self._fired_in_store if store is not None else None
+        self._schedules = Scheduler(flow.clock, self._fire_schedule, fired)
 
     # -- state -------------------------------------------------------------------
     @property
@@ -166,6 +189,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         _check_template(template)
         template.validate()
         self.selector.add(template)
+        self._sync_schedules()
         log.info("template %s loaded", template.uid)
         return template
 
@@ -181,6 +205,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             _check_template(template)
             template.validate()
         self.selector.load(templates)
+        self._sync_schedules()
 
     async def unload(self, template_id: str) -> WorkflowTemplate:
         """Unload and return the template with that id.
@@ -188,7 +213,9 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         Raises:
             KeyError: no template has that id.
         """
-        return self.selector.remove(template_id)
+        template = self.selector.remove(template_id)
+        self._sync_schedules()
+        return template
 
     # -- starting workflows ----------------------------------------------------------
     async def data_received(self, data: dict[str, Any] | Event, topic: str | None = None) -> list[Workflow] | None:
@@ -226,7 +253,9 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
                 trigger = Event(data, topic=topic)
             else:
                 trigger = Event(event, topic=event.topic, source=event.source)
-            if self._cluster is not None and template.policy is not OverrunPolicy.START_NEW:
+            if self._flow.governs(template):
+                workflow = await self._start_flow(template, trigger, None)
+            elif self._cluster is not None and template.policy is not OverrunPolicy.START_NEW:
                 workflow = await self._start_shared(template, trigger)
             else:
                 workflow = self._start(template, trigger)
@@ -235,27 +264,58 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         return started
 
     async def trigger(
-        self, template_id: str, data: dict[str, Any] | Event, timeout: float | None = None
+        self,
+        template_id: str,
+        data: dict[str, Any] | Event,
+        timeout: float | None = None,
+        *,
+        key: str | None = None,
+        priority: int | None = None,
+        not_before: datetime | float | None = None,
     ) -> Workflow | None:
-        """Start the loaded template `template_id` with `data`, policy applying.
+        """Start the loaded template `template_id` with `data`, policy and limits applying.
 
         Args:
             template_id: the id of a loaded template.
             data: the data the root task starts with.
             timeout: seconds after which this execution times out, as the
                 template's own `timeout` would (None: only the template's).
+            key: an idempotency key: while an execution of this template
+                triggered with the same key is remembered (running, queued,
+                or ended within the flow's key retention; with a store, while
+                the store keeps it), that execution is returned and no other
+                starts. The execution id is `tukio.flow.key_exec_id(template_id, key)`.
+            priority: in the queue of a template with limits, a higher
+                priority starts first (0 by default; FIFO within a priority).
+            not_before: an aware datetime, or a delay in seconds: the
+                execution waits (state 'queued') until then.
 
         With a store shared by several engines, the policy counts the
         instances of every engine: the store decides, in one transaction (see
-        `data_received`).
+        `data_received`); a template with flow-control settings, or a trigger
+        with `key`, `priority` or `not_before`, is admitted by this engine
+        alone (see the flow-control guide).
 
         Returns:
-            The workflow, or None (unknown template, policy said skip, or the
-            engine is stopping).
+            The workflow, started or queued (a queued one has not started:
+            `queued()` lists it; await it for its end, cancel it to drop it);
+            for a known `key`, that key's workflow. None: unknown template,
+            policy said skip, the engine is stopping, or the key's execution
+            is known only from the store (it ran before this process).
+
+        Raises:
+            FlowError: the data lacks the template's ``concurrency_key``, or
+                `key`, `priority` or `not_before` is invalid.
         """
         template = self.selector.get(template_id)
         if template is None or self._stopping:
             return None
+        if key is not None or priority is not None or not_before is not None or self._flow.governs(template):
+            request = self._flow.request(template, data, key, priority, not_before)
+            known = await self._flow.known(request)
+            if known is not None:
+                return known if isinstance(known, Workflow) else None
+            return await self._start_flow(template, Event(data), timeout, request)
         if self._cluster is not None and template.policy is not OverrunPolicy.START_NEW:
             return await self._start_shared(template, Event(data), timeout)
         return self._start(template, Event(data), timeout)
@@ -463,6 +523,13 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             TimeoutHandle(workflow, timeout).start()
 
     def _start(self, template: WorkflowTemplate, event: Event, timeout: float | None = None) -> Workflow | None:
+        workflow = self._admit(template)
+        if workflow is not None:
+            self._launch(workflow, event, timeout)
+        return workflow
+
+    def _admit(self, template: WorkflowTemplate) -> Workflow | None:
+        """Apply the template's overrun policy to the instances running here: a new workflow, or None."""
         group = self._running.get(template.uid)
         if group is None:
             workflow = admit(template, 0, 0, (), self._new)
@@ -470,10 +537,129 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             workflow = admit(template, len(group.instances), group.locked, group.instances.values(), self._new)
         if workflow is None:
             log.debug("template %s: skipped by policy %s", template.uid, template.policy.value)
-            return None
+        return workflow
+
+    def _launch(self, workflow: Workflow, event: Event, timeout: float | None) -> None:
         self._track(workflow)
         self._run(workflow, event, timeout)
-        return workflow
+
+    async def _start_flow(
+        self, template: WorkflowTemplate, event: Event, timeout: float | None, request: FlowRequest | None = None
+    ) -> Workflow | None:
+        """`_start` through the flow control: the policy first, then the limits (start now, or queue).
+
+        A trigger whose data lacks the template's concurrency key fails alone:
+        `data_received` (no `request`) logs it and starts the others.
+        """
+        if request is None:
+            try:
+                request = self._flow.request(template, event.data)
+            except FlowError as exc:
+                log.error("template %s: not started: %s", template.uid, exc)
+                return None
+        workflow = self._admit(template)
+        if workflow is None:
+            return None
+        return await self._flow.submit(workflow, event, timeout, request)
+
+    # -- flow control and schedules ---------------------------------------------------
+    @property
+    def flow(self) -> FlowControl:
+        """What admits this engine's executions under the templates' limits."""
+        return self._flow
+
+    def queued(self, template_id: str | None = None) -> list[QueuedExecution]:
+        """The executions waiting to start (state 'queued'), with their position.
+
+        Args:
+            template_id: only those of this template (None: all).
+
+        Returns:
+            Per template, those in line first (position 1 starts next), then
+            those waiting for their `not_before` (position None).
+        """
+        return self._flow.queued(template_id)
+
+    @property
+    def schedules(self) -> list[Schedule]:
+        """The schedules of the loaded templates, with their next and last ticks."""
+        return self._schedules.schedules
+
+    async def schedule(
+        self,
+        template_id: str,
+        cron: str,
+        *,
+        timezone: str = "UTC",
+        catch_up: str = "none",
+        data: dict[str, Any] | None = None,
+    ) -> Schedule:
+        """Give the loaded template `template_id` a schedule (replacing its ``"schedule"``).
+
+        Args:
+            template_id: the id of a loaded template.
+            cron: a five-field cron expression or an ``@alias``.
+            timezone: the IANA time zone of the cron times.
+            catch_up: which ticks missed while no engine ran fire on start:
+                "none", "last" or "all".
+            data: the trigger data of each tick (the tick is added as ``"tick"``).
+
+        Returns:
+            The schedule.
+
+        Raises:
+            KeyError: no template has that id.
+            TemplateError: the schedule is invalid (naming each problem).
+        """
+        template = self.selector.get(template_id)
+        if template is None:
+            raise KeyError(template_id)
+        spec: ScheduleSpec = {"cron": cron, "timezone": timezone, "catch_up": catch_up}
+        if data is not None:
+            spec["data"] = data
+        problems = check_flow({"schedule": spec})
+        if problems:
+            raise template_error(Problem(where, message, ValueError) for where, message in problems)
+        template.schedule = spec
+        self._sync_schedules()
+        schedule = self._schedules.get(template_id)
+        assert schedule is not None
+        return schedule
+
+    def pause_schedule(self, template_id: str) -> None:
+        """Stop firing the schedule of `template_id` (ticks until `resume_schedule` are skipped).
+
+        Raises:
+            KeyError: the template has no schedule.
+        """
+        self._schedules.pause(template_id)
+
+    def resume_schedule(self, template_id: str) -> None:
+        """Fire the schedule of `template_id` again, from its next tick.
+
+        Raises:
+            KeyError: the template has no schedule.
+        """
+        self._schedules.resume(template_id)
+
+    def _sync_schedules(self) -> None:
+        if self._stopping:
+            return
+        wanted = {t.uid: t.schedule for t in self.selector.templates}
+        for schedule in self._schedules.schedules:
+            if schedule.template_id not in wanted:
+                self._schedules.assign(schedule.template_id, None)
+        for template_id, spec in wanted.items():
+            self._schedules.assign(template_id, spec)
+
+    async def _fire_schedule(self, template_id: str, data: dict[str, Any], key: str) -> None:
+        await self.trigger(template_id, data, key=key)
+
+    async def _fired_in_store(self, template_id: str) -> set[str]:
+        store = self.store
+        assert store is not None
+        infos = await asyncio.to_thread(store.executions, template_id=template_id)
+        return {info.exec_id for info in infos}
 
     async def _start_shared(
         self, template: WorkflowTemplate, event: Event, timeout: float | None = None
@@ -548,6 +734,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             The engine, to be awaited until every workflow has ended.
         """
         self._stopping = True
+        self._schedules.close()
+        self._flow.close()
         if force:
             for workflow in list(self._instances.values()):
                 workflow.cancel()
