@@ -154,7 +154,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         elif max_running is not None:
             raise ValueError("give max_running to the flow control, not to the engine, when you give both")
         self._flow = flow
-        flow.attach(FlowHost(self._launch, self._instances.get, store))
+        self._flow_launched = False  # set once the flow launched a workflow: only then is it told of ends
+        flow.attach(FlowHost(self._launch_admitted, self._instances.get, store))
         fired = self._fired_in_store if store is not None else None
         self._schedules = Scheduler(flow.clock, self._fire_schedule, fired)
 
@@ -312,9 +313,10 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             return None
         if key is not None or priority is not None or not_before is not None or self._flow.governs(template):
             request = self._flow.request(template, data, key, priority, not_before)
-            known = await self._flow.known(request)
-            if known is not None:
-                return known if isinstance(known, Workflow) else None
+            if key is not None:
+                known = await self._flow.known(request)
+                if known is not None:
+                    return known if isinstance(known, Workflow) else None
             return await self._start_flow(template, Event(data), timeout, request)
         if self._cluster is not None and template.policy is not OverrunPolicy.START_NEW:
             return await self._start_shared(template, Event(data), timeout)
@@ -543,6 +545,11 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         self._track(workflow)
         self._run(workflow, event, timeout)
 
+    def _launch_admitted(self, workflow: Workflow, event: Event, timeout: float | None) -> None:
+        """Start a workflow the flow control admitted (told of its end in `_workflow_done`)."""
+        self._flow_launched = True
+        self._launch(workflow, event, timeout)
+
     async def _start_flow(
         self, template: WorkflowTemplate, event: Event, timeout: float | None, request: FlowRequest | None = None
     ) -> Workflow | None:
@@ -720,6 +727,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
                 self._spare = group
         if future._error is not None and not future.cancelled() and future.exception() is not None:
             log.error("[%s] workflow %s failed: %s", wid, uid, future.exception())
+        if self._flow_launched:
+            self._flow.ended(future)
         if self._stopping:
             self._check_stopped()
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tukio.errors import TukioError
+from tukio.errors import FlowError
 
 if TYPE_CHECKING:
     from tukio.event import Event
@@ -30,13 +30,9 @@ __all__ = ["QUEUED", "FlowControl", "FlowError", "FlowHost", "FlowRequest", "Que
 QUEUED = "queued"
 
 
-class FlowError(TukioError, ValueError):
-    """A trigger cannot be admitted: its data lacks the template's ``concurrency_key``, or a bad argument."""
-
-
-@dataclass(frozen=True)
+@dataclass
 class FlowRequest:
-    """How one trigger asks to be admitted (made by `FlowControl.request`).
+    """How one trigger asks to be admitted (made by `FlowControl.request`; read only).
 
     `partition` is the value of the template's ``concurrency_key`` in the
     data (None without one); `due` the time (seconds since the epoch) it may
@@ -123,7 +119,10 @@ class FlowControl(Protocol):
         """
 
     async def submit(self, workflow: Workflow, event: Event, timeout: float | None, request: FlowRequest) -> Workflow:
-        """Start `workflow` now or queue it; return it either way."""
+        """Start `workflow` now (through `FlowHost.launch`) or queue it; return it either way."""
+
+    def ended(self, workflow: Workflow) -> None:
+        """A workflow launched through `FlowHost.launch` ended (the engine tells, at once, in any end)."""
 
     def queued(self, template_id: str | None = None) -> list[QueuedExecution]:
         """The executions waiting to start (of one template, or all), in order."""

@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 
+from tukio.errors import CronError
+
 __all__ = ["CronError", "CronExpression"]
 
 _ALIASES = {
@@ -51,15 +53,6 @@ _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 # (a 29 February that is a given weekday comes back within 28 years).
 _HORIZON_YEARS = 30
 _MINUTE = timedelta(minutes=1)
-
-
-class CronError(ValueError):
-    """A cron expression cannot be parsed; the message says where and why."""
-
-    def __init__(self, expression: str, reason: str) -> None:
-        super().__init__(f"cannot parse {expression!r}: {reason}")
-        self.expression = expression
-        self.reason = reason
 
 
 def _value(text: str, name: str, low: int, high: int, names: tuple[str, ...]) -> int:

@@ -127,6 +127,8 @@ class LocalFlow:
         # Lanes that may start a ticket, in the order they take turns.
         self._pending: dict[str, _Lane] = {}
         self._running = 0
+        # What the workflows launched and not ended asked for, by execution id.
+        self._held: dict[str, FlowRequest] = {}
         self._seq = itertools.count()
         self._closed = False
 
@@ -219,17 +221,23 @@ class LocalFlow:
         if request.key is not None:
             workflow.uid = key_exec_id(request.template_id, request.key)
             self._keys.add(workflow)
-        now = self._clock.time()
-        ticket = _Ticket(workflow, event, timeout, request, next(self._seq), now)
-        workflow.add_done_callback(functools.partial(self._done, ticket))
         lane = self._lane(workflow.template)
         if self._closed:
             workflow.cancel()
-        elif request.due is not None and request.due > now:
+            return workflow
+        due = request.due
+        if due is None and self._take_slot(lane, request):  # the limit is not reached: no ticket, no timer
+            self._launch(workflow, event, timeout, request)
+            return workflow
+        now = self._clock.time()
+        ticket = _Ticket(workflow, event, timeout, request, next(self._seq), now)
+        # Told if the workflow is cancelled while it waits.
+        workflow.add_done_callback(functools.partial(self._done, ticket))
+        if due is not None and due > now:
             lane.delayed[workflow.uid] = ticket
-            ticket.timer = self._clock.call_at(request.due, functools.partial(self._due, lane, ticket))
+            ticket.timer = self._clock.call_at(due, functools.partial(self._due, lane, ticket))
         else:
-            self._admit(lane, ticket, now)
+            self._enqueue(lane, ticket)
         return workflow
 
     def _lane(self, template: WorkflowTemplate) -> _Lane:
@@ -247,17 +255,20 @@ class LocalFlow:
     def _global_free(self) -> bool:
         return self.max_running is None or self._running < self.max_running
 
-    def _admit(self, lane: _Lane, ticket: _Ticket, now: float) -> None:
+    def _take_slot(self, lane: _Lane, request: FlowRequest) -> bool:
+        """Take a slot now if the limits allow and nobody waits ahead; True if taken."""
+        if self.max_running is not None and (self._running >= self.max_running or self._pending):
+            return False
         rate = lane.rate
-        if (
-            (self.max_running is None or (self._running < self.max_running and not self._pending))
-            and (rate is None or rate.wait(now) == 0.0)
-            and lane.queue.start_now(ticket.partition)
-        ):
-            if rate is not None:
-                rate.take(now)
-            self._launch(ticket)
-            return
+        if rate is None:
+            return lane.queue.start_now(request.partition)
+        now = self._clock.time()
+        if rate.wait(now) > 0.0 or not lane.queue.start_now(request.partition):
+            return False
+        rate.take(now)
+        return True
+
+    def _enqueue(self, lane: _Lane, ticket: _Ticket) -> None:
         lane.queue.push(ticket)
         self._pending.setdefault(lane.template_id, lane)
         self._drain()
@@ -265,14 +276,22 @@ class LocalFlow:
     def _due(self, lane: _Lane, ticket: _Ticket) -> None:
         lane.delayed.pop(ticket.workflow.uid, None)
         ticket.timer = None
-        if ticket.live and not self._closed:
-            self._admit(lane, ticket, self._clock.time())
+        if not ticket.live or self._closed:
+            return
+        if self._take_slot(lane, ticket.request):
+            self._launch_ticket(ticket)
+        else:
+            self._enqueue(lane, ticket)
 
-    def _launch(self, ticket: _Ticket) -> None:
+    def _launch(self, workflow: Workflow, event: Event, timeout: float | None, request: FlowRequest) -> None:
         assert self._host is not None, "LocalFlow.attach() was not called"
-        ticket.started = True
         self._running += 1
-        self._host.launch(ticket.workflow, ticket.event, ticket.timeout)
+        self._held[workflow.uid] = request
+        self._host.launch(workflow, event, timeout)
+
+    def _launch_ticket(self, ticket: _Ticket) -> None:
+        ticket.started = True
+        self._launch(ticket.workflow, ticket.event, ticket.timeout, ticket.request)
 
     def _start_one(self, lane: _Lane) -> bool:
         """Start the next ticket of `lane` if its slots and rate allow; True if one started."""
@@ -290,7 +309,7 @@ class LocalFlow:
             rate.take(now)
         ticket = queue.pop()
         assert ticket is not None
-        self._launch(ticket)
+        self._launch_ticket(ticket)
         return True
 
     def _drain(self) -> None:
@@ -308,20 +327,28 @@ class LocalFlow:
             self._pending.setdefault(lane.template_id, lane)
             self._drain()
 
+    def ended(self, workflow: Workflow) -> None:
+        """A workflow this flow launched ended, in any way: free its slot, start what may start."""
+        request = self._held.pop(workflow.uid, None)
+        if request is None:
+            return
+        if request.key is not None:
+            self._keys.ended(workflow, self._clock.time())
+        self._running -= 1
+        lane = self._lanes[request.template_id]
+        lane.queue.release(request.partition)
+        if lane.queue.can_pop():
+            self._pending.setdefault(lane.template_id, lane)
+        self._drain()
+
     def _done(self, ticket: _Ticket, workflow: asyncio.Future[Any]) -> None:
-        """A workflow of this flow ended: free its slot, or take it out of the queue."""
-        lane = self._lanes.get(ticket.request.template_id)
+        """The workflow of a ticket that waited ended: if it never started, take it out of the line."""
+        if ticket.started:
+            return  # its end went through `ended`
         if ticket.request.key is not None:
             self._keys.ended(ticket.workflow, self._clock.time())
-        if lane is None:
-            return
-        if ticket.started:
-            self._running -= 1
-            lane.queue.release(ticket.partition)
-            if lane.queue.can_pop():
-                self._pending.setdefault(lane.template_id, lane)
-            self._drain()
-        elif ticket.timer is not None:  # cancelled while delayed
+        lane = self._lanes[ticket.request.template_id]
+        if ticket.timer is not None:  # cancelled while delayed
             ticket.timer.cancel()
             lane.delayed.pop(ticket.workflow.uid, None)
         else:  # cancelled while queued
