@@ -14,12 +14,10 @@ from tukio._loop import resolve_loop
 from tukio._report import describe_error
 from tukio.broker import get_broker
 from tukio.cluster import Cluster, LeasedStore
-from tukio.errors import DamagedRecordError, Problem, RescueError, template_error
+from tukio.errors import DamagedRecordError, RescueError
 from tukio.event import Event
-from tukio.flow.control import FlowControl, FlowError, FlowHost, FlowRequest, QueuedExecution
-from tukio.flow.limits import ScheduleSpec, check_flow
-from tukio.flow.local import LocalFlow
-from tukio.flow.schedule import Schedule, Scheduler
+from tukio.flow._engine import EngineFlow
+from tukio.flow.control import FlowControl, FlowError, FlowHost, FlowRequest
 from tukio.policy import OverrunPolicy
 from tukio.recorder import NULL_RECORDER, Recorder
 from tukio.selector import WorkflowSelector
@@ -60,7 +58,7 @@ class _Running:
         self.locked -= 1
 
 
-class Engine(asyncio.Future):  # type: ignore[type-arg]
+class Engine(EngineFlow, asyncio.Future):  # type: ignore[type-arg]
     """Loads workflow templates and runs them when data arrives.
 
     The engine installs `tukio_factory` on its loop; a task factory already
@@ -149,15 +147,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             elif node is not None:
                 raise ValueError(f"node={node!r} needs a store that several engines can share, not {store!r}")
             self._journal = self._recorder = Journal(store, self._loop)
-        if flow is None:
-            flow = LocalFlow(max_running=max_running)
-        elif max_running is not None:
-            raise ValueError("give max_running to the flow control, not to the engine, when you give both")
-        self._flow = flow
         self._flow_launched = False  # set once the flow launched a workflow: only then is it told of ends
-        flow.attach(FlowHost(self._launch_admitted, self._instances.get, store))
-        fired = self._fired_in_store if store is not None else None
-        self._schedules = Scheduler(flow.clock, self._fire_schedule, fired)
+        self._init_flow(flow, max_running, FlowHost(self._launch_admitted, self._instances.get, store))
 
     # -- state -------------------------------------------------------------------
     @property
@@ -568,105 +559,6 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         if workflow is None:
             return None
         return await self._flow.submit(workflow, event, timeout, request)
-
-    # -- flow control and schedules ---------------------------------------------------
-    @property
-    def flow(self) -> FlowControl:
-        """What admits this engine's executions under the templates' limits."""
-        return self._flow
-
-    def queued(self, template_id: str | None = None) -> list[QueuedExecution]:
-        """The executions waiting to start (state 'queued'), with their position.
-
-        Args:
-            template_id: only those of this template (None: all).
-
-        Returns:
-            Per template, those in line first (position 1 starts next), then
-            those waiting for their `not_before` (position None).
-        """
-        return self._flow.queued(template_id)
-
-    @property
-    def schedules(self) -> list[Schedule]:
-        """The schedules of the loaded templates, with their next and last ticks."""
-        return self._schedules.schedules
-
-    async def schedule(
-        self,
-        template_id: str,
-        cron: str,
-        *,
-        timezone: str = "UTC",
-        catch_up: str = "none",
-        data: dict[str, Any] | None = None,
-    ) -> Schedule:
-        """Give the loaded template `template_id` a schedule (replacing its ``"schedule"``).
-
-        Args:
-            template_id: the id of a loaded template.
-            cron: a five-field cron expression or an ``@alias``.
-            timezone: the IANA time zone of the cron times.
-            catch_up: which ticks missed while no engine ran fire on start:
-                "none", "last" or "all".
-            data: the trigger data of each tick (the tick is added as ``"tick"``).
-
-        Returns:
-            The schedule.
-
-        Raises:
-            KeyError: no template has that id.
-            TemplateError: the schedule is invalid (naming each problem).
-        """
-        template = self.selector.get(template_id)
-        if template is None:
-            raise KeyError(template_id)
-        spec: ScheduleSpec = {"cron": cron, "timezone": timezone, "catch_up": catch_up}
-        if data is not None:
-            spec["data"] = data
-        problems = check_flow({"schedule": spec})
-        if problems:
-            raise template_error(Problem(where, message, ValueError) for where, message in problems)
-        template.schedule = spec
-        self._sync_schedules()
-        schedule = self._schedules.get(template_id)
-        assert schedule is not None
-        return schedule
-
-    def pause_schedule(self, template_id: str) -> None:
-        """Stop firing the schedule of `template_id` (ticks until `resume_schedule` are skipped).
-
-        Raises:
-            KeyError: the template has no schedule.
-        """
-        self._schedules.pause(template_id)
-
-    def resume_schedule(self, template_id: str) -> None:
-        """Fire the schedule of `template_id` again, from its next tick.
-
-        Raises:
-            KeyError: the template has no schedule.
-        """
-        self._schedules.resume(template_id)
-
-    def _sync_schedules(self) -> None:
-        if self._stopping:
-            return
-        wanted = {t.uid: t.schedule for t in self.selector.templates}
-        for schedule in self._schedules.schedules:
-            if schedule.template_id not in wanted:
-                self._schedules.assign(schedule.template_id, None)
-        for template_id, spec in wanted.items():
-            self._schedules.assign(template_id, spec)
-
-    async def _fire_schedule(self, template_id: str, data: dict[str, Any], key: str) -> None:
-        await self.trigger(template_id, data, key=key)
-
-    async def _fired_in_store(self, template_id: str) -> set[str]:
-        store = self.store
-        assert store is not None
-        infos = await asyncio.to_thread(store.executions, template_id=template_id)
-        return {info.exec_id for info in infos}
 
     async def _start_shared(
         self, template: WorkflowTemplate, event: Event, timeout: float | None = None
