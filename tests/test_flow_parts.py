@@ -6,12 +6,17 @@ import asyncio
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from support import until
 
-from tukio.flow import SystemClock, VirtualClock, key_exec_id
+from tukio import Event, Workflow, WorkflowTemplate
+from tukio.errors import DamagedRecordError
+from tukio.flow import FlowHost, LocalFlow, Schedule, Scheduler, SystemClock, VirtualClock, key_exec_id
 from tukio.flow.queue import FairQueue
 from tukio.flow.rate import SlidingWindow
+from tukio.store.memory import MemoryStore
 
 
 @dataclass(eq=False)
@@ -134,3 +139,71 @@ async def test_system_clock_timers_fire_and_cancel() -> None:
     never.cancel()
     never.cancel()
     await asyncio.wait_for(fired.wait(), 5)
+
+
+def test_local_flow_arguments_and_attachment() -> None:
+    with pytest.raises(ValueError, match="max_running must be a positive integer, got True"):
+        LocalFlow(max_running=True)
+    with pytest.raises(ValueError, match="retention must be >= 0 seconds"):
+        LocalFlow(key_retention=-1)
+    flow = LocalFlow()
+    first = FlowHost(launch=lambda *_: None, find=lambda _: None)
+    flow.attach(first)
+    flow.attach(first)  # the same engine again: fine
+    with pytest.raises(RuntimeError, match="already serves another engine"):
+        flow.attach(FlowHost(launch=lambda *_: None, find=lambda _: None))
+    assert flow.queued("unknown") == []
+
+
+async def test_a_closed_flow_cancels_what_it_is_given(noop: str) -> None:
+    flow = LocalFlow()
+    launched: list[Workflow] = []
+    flow.attach(FlowHost(launch=lambda wf, *_: launched.append(wf), find=lambda _: None))
+    template = WorkflowTemplate.from_dict({"id": "closed", "tasks": [{"id": "a", "name": noop}]})
+    request = flow.request(template, {})
+    flow.close()
+    workflow = await flow.submit(Workflow(template), Event({}), None, request)
+    assert workflow.cancelled()
+    assert launched == []
+
+
+async def test_a_key_in_a_damaged_store_record_still_counts(noop: str, caplog: pytest.LogCaptureFixture) -> None:
+    class Damaged(MemoryStore):
+        def load(self, exec_id: str) -> dict[str, Any]:
+            raise DamagedRecordError(exec_id, "unreadable")
+
+    flow = LocalFlow()
+    flow.attach(FlowHost(launch=lambda *_: None, find=lambda _: None, store=Damaged()))
+    template = WorkflowTemplate.from_dict({"id": "damaged", "tasks": [{"id": "a", "name": noop}]})
+    request = flow.request(template, {}, key="k")
+    assert await flow.known(request) == key_exec_id("damaged", "k")
+    assert "cannot load it" in caplog.text
+    assert await flow.known(flow.request(template, {})) is None
+
+
+def test_a_schedule_refuses_a_bad_catch_up_rule() -> None:
+    with pytest.raises(ValueError, match="catch_up must be one of none, last, all, got 'sometimes'"):
+        Schedule.from_spec("t", {"cron": "@daily", "catch_up": "sometimes"})
+
+
+async def test_a_failed_firing_or_store_read_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    clock = VirtualClock(start=1_800_000_000.0)
+
+    async def fire(template_id: str, data: dict[str, Any], key: str) -> None:
+        raise RuntimeError("boom")
+
+    async def fired(template_id: str) -> set[str]:
+        raise OSError("store down")
+
+    scheduler = Scheduler(clock, fire, fired)
+    schedule = scheduler.assign("t", {"cron": "* * * * *", "catch_up": "all"})
+    assert schedule is not None
+    await until(lambda: schedule.next_tick is not None)
+    assert "cannot read the store, no catch-up" in caplog.text
+    clock.advance(60)
+    await until(lambda: "did not fire" in caplog.text)
+    assert scheduler.assign("t", {"cron": "* * * * *", "catch_up": "all"}) is schedule  # unchanged: kept
+    scheduler.close()
+    assert scheduler.assign("u", {"cron": "@daily"}) is None
+    scheduler.resume("t")
+    assert schedule.next_tick is None

@@ -57,8 +57,17 @@ def scheduled(uid: str, task: str, **schedule: Any) -> WorkflowTemplate:
     )
 
 
+async def within(predicate: Callable[[], object], seconds: float = 10.0) -> None:
+    """Poll until `predicate()` holds (the catch-up reads the store from a thread); fail after `seconds`."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition never became true: {predicate}")
+        await asyncio.sleep(0.001)
+
+
 async def armed(engine: Engine, template_id: str) -> None:
-    await until(lambda: any(s.template_id == template_id and s.next_tick is not None for s in engine.schedules))
+    await within(lambda: any(s.template_id == template_id and s.next_tick is not None for s in engine.schedules))
 
 
 async def test_fires_once_per_tick(engine: Engine, clock: VirtualClock, ticks: tuple[Ticks, str]) -> None:
@@ -167,7 +176,7 @@ async def test_catch_up_from_the_store(clock: VirtualClock, ticks: tuple[Ticks, 
         await second.load(scheduled(uid, task, cron="*/5 * * * *", catch_up=rule))
         await armed(second, uid)
         count = len(expected)
-        await until(lambda: len(seen.seen) == count)  # noqa: B023 - awaited within the iteration
+        await within(lambda: len(seen.seen) == count)  # noqa: B023 - awaited within the iteration
         await asyncio.sleep(0)
         assert seen.seen == expected, rule
         await asyncio.wait_for(second.stop(), 5)
@@ -216,3 +225,20 @@ async def test_ticks_missed_by_a_stalled_process_follow_the_catch_up_rule(
     assert sorted(seen.seen) == expected
     assert engine.schedules[0].next_tick == datetime(2026, 3, 1, 0, 25, tzinfo=UTC)
     await asyncio.wait_for(engine.stop(), 5)
+
+
+async def test_catch_up_looks_back_further_than_an_hour(clock: VirtualClock, ticks: tuple[Ticks, str]) -> None:
+    seen, task = ticks
+    store = MemoryStore()
+    first = Engine(store=store, flow=LocalFlow(clock=clock))
+    await first.load(scheduled("hourly", task, cron="0 * * * *", catch_up="all"))
+    await armed(first, "hourly")
+    clock.set(START + 3600)
+    await until(lambda: seen.seen == ["01:00"])
+    await asyncio.wait_for(first.stop(), 5)
+    clock.set(START + 5.5 * 3600)  # down from 01:00 to 05:30
+    second = Engine(store=store, flow=LocalFlow(clock=clock))
+    await second.load(scheduled("hourly", task, cron="0 * * * *", catch_up="all"))
+    await within(lambda: len(seen.seen) == 5)
+    assert seen.seen == ["01:00", "02:00", "03:00", "04:00", "05:00"]
+    await asyncio.wait_for(second.stop(), 5)

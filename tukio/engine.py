@@ -221,8 +221,13 @@ class Engine(EngineFlow, asyncio.Future):  # type: ignore[type-arg]
         the cluster guide); a template the store could not decide on is
         logged and not started.
 
+        A template with flow-control settings (see `tukio.flow`) may queue
+        its execution instead of starting it: the queued workflow is in the
+        list; data lacking its ``concurrency_key`` is logged, and that
+        template alone is not started.
+
         Returns:
-            The workflows started, or None once the engine is stopping.
+            The workflows started or queued, or None once the engine is stopping.
 
         Raises:
             ValueError: `data` is neither a dict nor an Event.

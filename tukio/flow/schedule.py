@@ -169,11 +169,6 @@ class Scheduler:
             if not self._closed:
                 self._arm(schedule, self._now())
 
-    async def settle(self) -> None:
-        """Wait until the ticks fired so far have been triggered (for tests and shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
     def close(self) -> None:
         """Fire nothing more (the engine stops)."""
         self._closed = True
@@ -231,7 +226,7 @@ class Scheduler:
         except Exception:
             log.exception("schedule of %s: cannot read the store, no catch-up", schedule.template_id)
             fired = set()
-        missed = await asyncio.to_thread(self._missed, schedule, now, fired)
+        missed = await asyncio.to_thread(self._missed, schedule, now, fired) if fired else []
         if self._closed or schedule.paused or self._schedules.get(schedule.template_id) is not schedule:
             return
         for tick in schedule.select(missed):
@@ -240,10 +235,19 @@ class Scheduler:
 
     @staticmethod
     def _missed(schedule: Schedule, now: datetime, fired: set[str]) -> list[datetime]:
-        """The ticks after the last one that fired (within `LOOKBACK`); none if none fired."""
-        start = datetime.fromtimestamp(now.timestamp() - LOOKBACK, timezone.utc)
-        ticks = schedule.cron.ticks_between(start, now, schedule.zone)
-        for i in range(len(ticks) - 1, -1, -1):
-            if key_exec_id(schedule.template_id, tick_key(ticks[i])) in fired:
-                return ticks[i + 1 :]
-        return []
+        """The ticks after the last one that fired (within `LOOKBACK`); none if none fired.
+
+        It looks back an hour, then twice as far each time nothing fired in
+        the window, so that a schedule that fired recently costs little.
+        """
+        span = 3600.0
+        while True:
+            span = min(span, LOOKBACK)
+            start = datetime.fromtimestamp(now.timestamp() - span, timezone.utc)
+            ticks = schedule.cron.ticks_between(start, now, schedule.zone)
+            for i in range(len(ticks) - 1, -1, -1):
+                if key_exec_id(schedule.template_id, tick_key(ticks[i])) in fired:
+                    return ticks[i + 1 :]
+            if span >= LOOKBACK:
+                return []
+            span *= 2
