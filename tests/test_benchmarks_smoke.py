@@ -122,3 +122,24 @@ def test_events_benchmark_measures_every_case(tmp_path: Path) -> None:
         "across/sqlite poll 0.01s",
     }
     assert all(row["median_ms"] > 0 for row in results.values())
+
+
+@pytest.mark.slow
+def test_flow_benchmark_prints_every_figure(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "flow.py"),
+            *("--triggers", "200", "--runs", "1", "--queue", "200", "--flood", "50"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("ratio") == 3
+    assert "most running at once: 50" in done.stdout
+    assert "keys 1-9 wait p50" in done.stdout
+    assert "plain FIFO queue" in done.stdout
