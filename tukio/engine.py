@@ -103,6 +103,7 @@ class Engine(EngineFlow, asyncio.Future):  # type: ignore[type-arg]
         ValueError: `node` is given but the store cannot be shared, `lease`
             is not positive, `max_running` is not a positive integer, or both
             `max_running` and `flow` are given.
+        RuntimeError: `flow` already serves another engine.
     """
 
     _journal: Journal | None = None
