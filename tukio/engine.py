@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -252,7 +252,8 @@ class Engine(EngineFlow, asyncio.Future):  # type: ignore[type-arg]
             else:
                 trigger = Event(event, topic=event.topic, source=event.source)
             if self._flow.governs(template):
-                workflow = await self._start_flow(template, trigger, None)
+                submitted = self._start_flow(template, trigger, None)
+                workflow = await submitted if submitted is not None else None
             elif self._cluster is not None and template.policy is not OverrunPolicy.START_NEW:
                 workflow = await self._start_shared(template, trigger)
             else:
@@ -314,7 +315,8 @@ class Engine(EngineFlow, asyncio.Future):  # type: ignore[type-arg]
                 known = await self._flow.known(request)
                 if known is not None:
                     return known if isinstance(known, Workflow) else None
-            return await self._start_flow(template, Event(data), timeout, request)
+            submitted = self._start_flow(template, Event(data), timeout, request)
+            return await submitted if submitted is not None else None
         if self._cluster is not None and template.policy is not OverrunPolicy.START_NEW:
             return await self._start_shared(template, Event(data), timeout)
         return self._start(template, Event(data), timeout)
@@ -545,15 +547,18 @@ class Engine(EngineFlow, asyncio.Future):  # type: ignore[type-arg]
     def _launch_admitted(self, workflow: Workflow, event: Event, timeout: float | None) -> None:
         """Start a workflow the flow control admitted (told of its end in `_workflow_done`)."""
         self._flow_launched = True
-        self._launch(workflow, event, timeout)
+        self._track(workflow)
+        self._run(workflow, event, timeout)
 
-    async def _start_flow(
+    def _start_flow(
         self, template: WorkflowTemplate, event: Event, timeout: float | None, request: FlowRequest | None = None
-    ) -> Workflow | None:
+    ) -> Coroutine[Any, Any, Workflow] | None:
         """`_start` through the flow control: the policy first, then the limits (start now, or queue).
 
-        A trigger whose data lacks the template's concurrency key fails alone:
-        `data_received` (no `request`) logs it and starts the others.
+        Returns what to await for the workflow (started or queued), or None
+        when the policy skipped it. A trigger whose data lacks the template's
+        concurrency key fails alone: `data_received` (no `request`) logs it
+        and starts the others.
         """
         if request is None:
             try:
@@ -564,7 +569,7 @@ class Engine(EngineFlow, asyncio.Future):  # type: ignore[type-arg]
         workflow = self._admit(template)
         if workflow is None:
             return None
-        return await self._flow.submit(workflow, event, timeout, request)
+        return self._flow.submit(workflow, event, timeout, request)
 
     async def _start_shared(
         self, template: WorkflowTemplate, event: Event, timeout: float | None = None

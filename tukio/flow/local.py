@@ -245,7 +245,7 @@ class LocalFlow:
         lane = self._lanes.get(template.uid)
         if lane is None:
             lane = self._lanes[template.uid] = _Lane(template.uid, FairQueue(template.concurrency))
-        else:
+        elif template.concurrency != lane.queue.limit:
             lane.queue.set_limit(template.concurrency)
         if template.rate != lane.rate_spec:
             lane.rate_spec = template.rate
@@ -336,10 +336,10 @@ class LocalFlow:
             self._keys.ended(workflow, self._clock.time())
         self._running -= 1
         lane = self._lanes[request.template_id]
-        lane.queue.release(request.partition)
-        if lane.queue.can_pop():
+        if lane.queue.release(request.partition):
             self._pending.setdefault(lane.template_id, lane)
-        self._drain()
+        if self._pending:  # this lane's next, or, under max_running, another lane's
+            self._drain()
 
     def _done(self, ticket: _Ticket, workflow: asyncio.Future[Any]) -> None:
         """The workflow of a ticket that waited ended: if it never started, take it out of the line."""

@@ -98,8 +98,13 @@ class FairQueue(Generic[T]):
         the caller starts its execution at once, and must call `release` as
         it ends.
         """
-        part = self._part(key)
-        if part.head() is not None or not self._may_start(part):
+        part = self._partitions.get(key)
+        if part is None:
+            part = self._partitions[key] = _Partition(key)
+        elif part.heap and part.head() is not None:
+            return False
+        limit = self.limit
+        if limit is not None and part.running >= limit:
             return False
         part.running += 1
         part.turn = next(self._turns)
@@ -140,16 +145,24 @@ class FairQueue(Generic[T]):
             heapq.heappop(ready)
         return False
 
-    def release(self, key: Hashable) -> None:
-        """An execution of partition `key` ended: its slot is free."""
+    def release(self, key: Hashable) -> bool:
+        """An execution of partition `key` ended: its slot is free.
+
+        Returns:
+            True when a ticket of that partition waits and may start now.
+        """
         part = self._partitions.get(key)
         if part is None:
-            return
+            return False
         part.running -= 1
-        if part.running <= 0 and part.head() is None:
-            del self._partitions[key]  # many keys come and go: keep only the busy ones
-        elif self._may_start(part):
-            self._offer(part)
+        if not part.heap or part.head() is None:
+            if part.running <= 0:
+                del self._partitions[key]  # many keys come and go: keep only the busy ones
+            return False
+        if not self._may_start(part):
+            return False
+        self._offer(part)
+        return True
 
     def running(self, key: Hashable) -> int:
         """How many executions of partition `key` run."""
