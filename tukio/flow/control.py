@@ -30,9 +30,9 @@ __all__ = ["QUEUED", "FlowControl", "FlowError", "FlowHost", "FlowRequest", "Que
 QUEUED = "queued"
 
 
-@dataclass
+@dataclass(frozen=True)
 class FlowRequest:
-    """How one trigger asks to be admitted (made by `FlowControl.request`; read only).
+    """How one trigger asks to be admitted (made by `FlowControl.request`).
 
     `partition` is the value of the template's ``concurrency_key`` in the
     data (None without one); `due` the time (seconds since the epoch) it may

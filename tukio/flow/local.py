@@ -127,6 +127,7 @@ class LocalFlow:
         # Lanes that may start a ticket, in the order they take turns.
         self._pending: dict[str, _Lane] = {}
         self._running = 0
+        self._plain: dict[str, FlowRequest] = {}
         # What the workflows launched and not ended asked for, by execution id.
         self._held: dict[str, FlowRequest] = {}
         self._seq = itertools.count()
@@ -191,6 +192,11 @@ class LocalFlow:
                     f"template {template.uid}: the value of {field_name!r} (its concurrency_key) "
                     f"must be hashable, got {type(partition).__name__}"
                 )
+        if key is None and priority is None and due is None and partition is None:
+            plain = self._plain.get(template.uid)  # the common request: made once per template
+            if plain is None:
+                plain = self._plain[template.uid] = FlowRequest(template.uid)
+            return plain
         return FlowRequest(template.uid, key, priority or 0, due, partition)
 
     async def known(self, request: FlowRequest) -> Workflow | str | None:
