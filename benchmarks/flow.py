@@ -13,7 +13,8 @@ see the same machine:
 - **queue throughput**: ``--queue`` one-step workflows triggered at once on a
   template with ``"concurrency": 50``: workflows per second from the first
   trigger to the last end, and the most executions seen running at once
-  (sampled by every task as it starts: never above 50);
+  (sampled by every task as it starts: never above 50); and the same
+  workflows on the template without a limit (all running at once);
 - **fairness**: 10 keys on a template with ``"concurrency_key"`` (5 per
   key) on an engine with ``max_running=10``, each task taking about 1 ms;
   key 0 floods ``--flood`` triggers at once, then, while they are
@@ -84,11 +85,11 @@ async def trigger_cost(fields: dict[str, Any], triggers: int) -> float:
     return elapsed / triggers
 
 
-async def queue_throughput(count: int) -> tuple[float, int]:
-    """Workflows per second through a queue of concurrency 50, and the peak seen running."""
+async def queue_throughput(count: int, limit: int | None) -> tuple[float, int]:
+    """Workflows per second through a queue of concurrency `limit` (None: no limit), and the peak seen running."""
     engine = Engine()
     PROBE_TASK.engine, PROBE_TASK.peak, PROBE_TASK.waits = engine, 0, {}
-    await engine.load(template("queue", PROBE, concurrency=50))
+    await engine.load(template("queue", PROBE, **({"concurrency": limit} if limit is not None else {})))
     start = time.perf_counter()
     started = [await engine.trigger("queue", {"t0": start, "template": "queue"}) for _ in range(count)]
     await asyncio.gather(*(w for w in started if w is not None))
@@ -158,14 +159,16 @@ async def main(args: argparse.Namespace) -> None:
         for name, samples in costs.items():
             median = statistics.median(samples)
             print(f"  {name:<25} {median * 1e6:7.2f} us/trigger  ratio {median / base:.3f}")
-        rates, peaks = [], []
+        rates, peaks, unlimited = [], [], []
         for _ in range(args.runs):
-            rate, peak = await queue_throughput(args.queue)
+            rate, peak = await queue_throughput(args.queue, 50)
             rates.append(rate)
             peaks.append(peak)
+            unlimited.append((await queue_throughput(args.queue, None))[0])
         print(
             f"queue, concurrency 50, {args.queue} workflows: {statistics.median(rates):,.0f} workflows/s "
-            f"(median of {args.runs}), most running at once: {max(peaks)}"
+            f"(median of {args.runs}), most running at once: {max(peaks)}; "
+            f"the same workflows with no limit: {statistics.median(unlimited):,.0f} workflows/s"
         )
         fair = [await fairness(args.flood, keyed=True) for _ in range(args.runs)]
         fifo = [await fairness(args.flood, keyed=False) for _ in range(args.runs)]
