@@ -128,8 +128,8 @@ class LocalFlow:
         self._pending: dict[str, _Lane] = {}
         self._running = 0
         self._plain: dict[str, FlowRequest] = {}
-        # What the workflows launched and not ended asked for, by execution id.
-        self._held: dict[str, FlowRequest] = {}
+        # What the workflows launched and not ended asked for (keyed by the object: no id to read).
+        self._held: dict[Workflow, FlowRequest] = {}
         self._seq = itertools.count()
         self._closed = False
 
@@ -263,9 +263,11 @@ class LocalFlow:
 
     def _take_slot(self, lane: _Lane, request: FlowRequest) -> bool:
         """Take a slot now if the limits allow and nobody waits ahead; True if taken."""
+        rate = lane.rate
+        if self.max_running is None and rate is None:  # the usual case: one check of the template's slots
+            return lane.queue.start_now(request.partition)
         if self.max_running is not None and (self._running >= self.max_running or self._pending):
             return False
-        rate = lane.rate
         if rate is None:
             return lane.queue.start_now(request.partition)
         now = self._clock.time()
@@ -292,7 +294,7 @@ class LocalFlow:
     def _launch(self, workflow: Workflow, event: Event, timeout: float | None, request: FlowRequest) -> None:
         assert self._host is not None, "LocalFlow.attach() was not called"
         self._running += 1
-        self._held[workflow.uid] = request
+        self._held[workflow] = request
         self._host.launch(workflow, event, timeout)
 
     def _launch_ticket(self, ticket: _Ticket) -> None:
@@ -335,7 +337,7 @@ class LocalFlow:
 
     def ended(self, workflow: Workflow) -> None:
         """A workflow this flow launched ended, in any way: free its slot, start what may start."""
-        request = self._held.pop(workflow.uid, None)
+        request = self._held.pop(workflow, None)
         if request is None:
             return
         if request.key is not None:
