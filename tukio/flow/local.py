@@ -59,7 +59,8 @@ class _Ticket:
 
     @property
     def live(self) -> bool:
-        return not self.started and not self.workflow.done()
+        # Not cancelled: a ticket leaves the queue (or the delayed ones) as it starts.
+        return not self.workflow.done()
 
 
 @dataclass(eq=False)
@@ -304,10 +305,10 @@ class LocalFlow:
     def _start_one(self, lane: _Lane) -> bool:
         """Start the next ticket of `lane` if its slots and rate allow; True if one started."""
         queue = lane.queue
-        if not queue.can_pop():
-            return False
         rate = lane.rate
         if rate is not None:
+            if not queue.can_pop():
+                return False
             now = self._clock.time()
             wait = rate.wait(now)
             if wait > 0.0:
@@ -316,7 +317,8 @@ class LocalFlow:
                 return False
             rate.take(now)
         ticket = queue.pop()
-        assert ticket is not None
+        if ticket is None:
+            return False
         self._launch_ticket(ticket)
         return True
 

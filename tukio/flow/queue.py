@@ -73,7 +73,7 @@ class FairQueue(Generic[T]):
         if limit != self.limit:
             self.limit = limit
             for part in self._partitions.values():
-                self._offer(part)
+                self._offer(part, part.head())
 
     def _part(self, key: Hashable) -> _Partition[T]:
         part = self._partitions.get(key)
@@ -84,9 +84,8 @@ class FairQueue(Generic[T]):
     def _may_start(self, part: _Partition[T]) -> bool:
         return self.limit is None or part.running < self.limit
 
-    def _offer(self, part: _Partition[T]) -> None:
-        """Put `part` in the ready heap under its current head (the old entry goes stale)."""
-        head = part.head()
+    def _offer(self, part: _Partition[T], head: T | None) -> None:
+        """Put `part` in the ready heap under its `head` (the old entry goes stale)."""
         part.version += 1
         if head is not None and self._may_start(part):
             heapq.heappush(self._ready, (-head.priority, part.turn, next(self._ties), part.version, part))
@@ -113,10 +112,11 @@ class FairQueue(Generic[T]):
     def push(self, ticket: T) -> None:
         """Queue `ticket` in its partition."""
         part = self._part(ticket.partition)
-        head = part.head()
-        heapq.heappush(part.heap, (-ticket.priority, ticket.seq, ticket))
-        if head is None or part.heap[0][2] is not head:
-            self._offer(part)
+        heap = part.heap
+        heapq.heappush(heap, (-ticket.priority, ticket.seq, ticket))
+        top = heap[0][2]
+        if top is ticket or not top.live:  # a new head
+            self._offer(part, part.head())
 
     def pop(self) -> T | None:
         """Take the next ticket that may start (counted as running), or None."""
@@ -131,7 +131,7 @@ class FairQueue(Generic[T]):
             heapq.heappop(part.heap)
             part.running += 1
             part.turn = next(self._turns)
-            self._offer(part)
+            self._offer(part, part.head())
             return head
         return None
 
@@ -155,13 +155,14 @@ class FairQueue(Generic[T]):
         if part is None:
             return False
         part.running -= 1
-        if not part.heap or part.head() is None:
+        head = part.head() if part.heap else None
+        if head is None:
             if part.running <= 0:
                 del self._partitions[key]  # many keys come and go: keep only the busy ones
             return False
         if not self._may_start(part):
             return False
-        self._offer(part)
+        self._offer(part, head)
         return True
 
     def running(self, key: Hashable) -> int:
@@ -180,6 +181,7 @@ class FairQueue(Generic[T]):
         """A ticket of partition `key` died (cancelled): re-offer the partition under its new head."""
         part = self._partitions.get(key)
         if part is not None:
-            self._offer(part)
-            if part.running <= 0 and part.head() is None:
+            head = part.head()
+            self._offer(part, head)
+            if part.running <= 0 and head is None:
                 del self._partitions[key]
