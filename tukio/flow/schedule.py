@@ -109,6 +109,8 @@ class Scheduler:
         self._fired = fired
         self._schedules: dict[str, Schedule] = {}
         self._timers: dict[Schedule, Timer] = {}
+        # The last firing of each schedule not triggered yet: the next one waits for it.
+        self._firing: dict[Schedule, asyncio.Task[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
 
@@ -176,10 +178,11 @@ class Scheduler:
             self._disarm(schedule)
 
     # -- timers ------------------------------------------------------------------------
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _disarm(self, schedule: Schedule) -> None:
         timer = self._timers.pop(schedule, None)
@@ -207,11 +210,23 @@ class Scheduler:
         self._arm(schedule, tick)
 
     def _trigger(self, schedule: Schedule, tick: datetime) -> None:
+        """Fire `tick` once the schedule's previous firing was triggered: ticks start in their order."""
         schedule.last_tick = tick
         data = {**schedule.data, "tick": tick.astimezone(timezone.utc).isoformat()}
-        self._spawn(self._fire_logged(schedule.template_id, data, tick_key(tick)))
+        previous = self._firing.get(schedule)
+        task = self._spawn(self._fire_logged(previous, schedule.template_id, data, tick_key(tick)))
+        self._firing[schedule] = task
+        task.add_done_callback(functools.partial(self._fired_one, schedule))
 
-    async def _fire_logged(self, template_id: str, data: dict[str, Any], key: str) -> None:
+    def _fired_one(self, schedule: Schedule, task: asyncio.Task[Any]) -> None:
+        if self._firing.get(schedule) is task:
+            del self._firing[schedule]
+
+    async def _fire_logged(
+        self, previous: asyncio.Task[Any] | None, template_id: str, data: dict[str, Any], key: str
+    ) -> None:
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])  # a trigger may wait for the store: keep the ticks in order
         try:
             await self._fire(template_id, data, key)
         except Exception:
