@@ -156,3 +156,24 @@ def test_telemetry_benchmark_runs_every_case(tmp_path: Path) -> None:
     assert "not instrumented" in done.stdout
     assert "instrumented (SDK, no-op exporter)" in done.stdout
     assert "instrumented, then uninstrumented" in done.stdout
+
+
+@pytest.mark.slow
+def test_flow_benchmark_prints_every_figure(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "flow.py"),
+            *("--triggers", "200", "--runs", "1", "--queue", "200", "--flood", "50"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("ratio") == 3
+    assert "most running at once: 50" in done.stdout
+    assert "keys 1-9 wait p50" in done.stdout
+    assert "plain FIFO queue" in done.stdout

@@ -30,6 +30,7 @@ REFERENCE_PAGES = {
     "tukio.dag": "dag.md",
     "tukio.utils": "utils.md",
     "tukio.store": "store.md",
+    "tukio.flow": "flow.md",
     "tukio.graph": "graph.md",
     "tukio.report_json": "report-json.md",
     "tukio.schema": "schema.md",

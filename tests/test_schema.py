@@ -49,7 +49,10 @@ def test_the_schema_names_what_the_code_defines() -> None:
     task_keys = set(TaskTemplate.from_dict({"name": "a", "retry": {}}).as_dict())
     assert set(schema["$defs"]["task"]["properties"]) == task_keys
     assert set(schema["$defs"]["retry"]["properties"]) == {f.name for f in dataclasses.fields(RetryPolicy)}
-    assert set(schema["properties"]) == set(WorkflowTemplate().as_dict())
+    # The flow-control keys are written only when set (1.1.2 templates round-trip unchanged).
+    flow = {"concurrency": 1, "concurrency_key": "k", "rate": {"limit": 1, "period": 1}, "schedule": {"cron": "@daily"}}
+    assert set(WorkflowTemplate().as_dict()).isdisjoint(flow)
+    assert set(schema["properties"]) == set(WorkflowTemplate.from_dict(flow).as_dict())
 
 
 EXAMPLE: dict[str, Any] = {

@@ -15,10 +15,11 @@ from typing import Any, Protocol
 
 from tukio.dag import describe_cycle, find_cycle
 from tukio.errors import DAGValidationError, Problem, TemplateGraphError, UnknownTaskName
+from tukio.flow.limits import FLOW_KEYS, check_flow
 from tukio.policy import OverrunPolicy
 
 TASK_KEYS = ("id", "name", "config", "topics", "timeout", "retry")
-WORKFLOW_KEYS = ("id", "title", "policy", "topics", "timeout", "schema", "tasks", "graph")
+WORKFLOW_KEYS = ("id", "title", "policy", "topics", "timeout", "schema", "tasks", "graph", *FLOW_KEYS)
 # What a report adds to a template: never kept as an extension key.
 REPORT_KEY = "exec"
 
@@ -181,6 +182,7 @@ def check_workflow(d: Any) -> list[Problem]:
     schema = d.get("schema")
     if schema is not None and (isinstance(schema, bool) or not isinstance(schema, int) or schema < 1):
         out.append(Problem("schema", f"must be a positive integer, got {short_repr(schema)}", ValueError))
+    out.extend(Problem(where, message, ValueError) for where, message in check_flow(d))
     ids = _check_tasks(d.get("tasks", []), out)
     _check_graph(d.get("graph", {}), ids, out)
     return out

@@ -7,7 +7,8 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from tukio._loop import resolve_loop
@@ -17,6 +18,8 @@ from tukio.broker import get_broker
 from tukio.cluster import Cluster, LeasedStore
 from tukio.errors import DamagedRecordError, MigrationError, RescueError
 from tukio.event import Event
+from tukio.flow._engine import EngineFlow
+from tukio.flow.control import FlowControl, FlowError, FlowHost, FlowRequest
 from tukio.policy import OverrunPolicy
 from tukio.recorder import NULL_RECORDER, Recorder, Recorders, Written
 from tukio.selector import WorkflowSelector
@@ -70,7 +73,7 @@ class _Running:
         self.locked -= 1
 
 
-class Engine(asyncio.Future):  # type: ignore[type-arg]
+class Engine(EngineFlow, asyncio.Future):  # type: ignore[type-arg]
     """Loads workflow templates and runs them when data arrives.
 
     The engine installs `tukio_factory` on its loop; a task factory already
@@ -111,6 +114,13 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             parent task's end may return a workflow already done. Nesting
             is bounded: past `EAGER_DEPTH` levels, tasks start (and ends
             are handled) on the next turn as usual.
+        max_running: at most this many workflows of this engine run at once,
+            whatever their template; the others wait in the queue (see
+            `tukio.flow` and the flow-control guide).
+        flow: what admits executions under the templates' limits (a
+            `LocalFlow` when None: in memory, for this process); give a
+            `LocalFlow(max_running=..., clock=...)` to set its clock or key
+            retention.
 
     An engine belongs to one loop: made where no loop runs yet (at module
     level), it takes the current loop of the thread, and works once that
@@ -119,8 +129,10 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
     once, saying so, rather than start workflows that would never run.
 
     Raises:
-        ValueError: `node` is given but the store cannot be shared, or
-            `lease` is not positive.
+        ValueError: `node` is given but the store cannot be shared, `lease`
+            is not positive, `max_running` is not a positive integer, or both
+            `max_running` and `flow` are given.
+        RuntimeError: `flow` already serves another engine.
     """
 
     _journal: Journal | None = None
@@ -140,6 +152,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         node: str | None = None,
         lease: float = 5.0,
         eager_start: bool = False,
+        max_running: int | None = None,
+        flow: FlowControl | None = None,
     ) -> None:
         super().__init__(loop=resolve_loop(loop))
         install_factory(self._loop)
@@ -178,6 +192,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             self._journal = self._recorder = Journal(store, self._loop)
             if self._cluster is not None:
                 self._cluster.on_lost = self._lost
+        self._flow_launched = False  # set once the flow launched a workflow: only then is it told of ends
+        self._init_flow(flow, max_running, FlowHost(self._launch_admitted, self._instances.get, store))
 
     # -- listeners ---------------------------------------------------------------
     def add_listener(self, listener: Recorder) -> None:
@@ -268,6 +284,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         _check_template(template)
         template.validate()
         self.selector.add(template)
+        self._sync_schedules()
         log.info("template %s loaded", template.uid)
         return template
 
@@ -284,6 +301,7 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             _check_template(template)
             template.validate()
         self.selector.load(templates)
+        self._sync_schedules()
 
     async def unload(self, template_id: str) -> WorkflowTemplate:
         """Unload and return the template with that id.
@@ -292,7 +310,9 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             KeyError: no template has that id.
         """
         self._check_loop()
-        return self.selector.remove(template_id)
+        template = self.selector.remove(template_id)
+        self._sync_schedules()
+        return template
 
     # -- starting workflows ----------------------------------------------------------
     async def data_received(self, data: dict[str, Any] | Event, topic: str | None = None) -> list[Workflow] | None:
@@ -309,8 +329,13 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         With a store, it returns once the begin records of the workflows
         started (with their data) are committed.
 
+        A template with flow-control settings (see `tukio.flow`) may queue
+        its execution instead of starting it: the queued workflow is in the
+        list; data lacking its ``concurrency_key`` is logged, and that
+        template alone is not started.
+
         Returns:
-            The workflows started, or None once the engine is stopping.
+            The workflows started or queued, or None once the engine is stopping.
 
         Raises:
             ValueError: `data` is neither a dict nor an Event.
@@ -335,7 +360,12 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
                 trigger = Event(data, topic=topic)
             else:
                 trigger = Event(event, topic=event.topic, source=event.source)
-            if self._cluster is not None and template.policy is not OverrunPolicy.START_NEW:
+            if self._flow.governs(template):
+                submitted = self._start_flow(template, trigger, None)
+                workflow = await submitted if submitted is not None else None
+                if workflow is not None:  # started now: its begin commits with the others' (queued: later)
+                    begun.append(workflow.begin_recorded)
+            elif self._cluster is not None and template.policy is not OverrunPolicy.START_NEW:
                 workflow = await self._start_shared(template, trigger)
             else:
                 workflow = self._start(template, trigger, begun=begun)
@@ -345,29 +375,66 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         return started
 
     async def trigger(
-        self, template_id: str, data: dict[str, Any] | Event, timeout: float | None = None
+        self,
+        template_id: str,
+        data: dict[str, Any] | Event,
+        timeout: float | None = None,
+        *,
+        key: str | None = None,
+        priority: int | None = None,
+        not_before: datetime | float | None = None,
     ) -> Workflow | None:
-        """Start the loaded template `template_id` with `data`, policy applying.
+        """Start the loaded template `template_id` with `data`, policy and limits applying.
 
         Args:
             template_id: the id of a loaded template.
             data: the data the root task starts with.
             timeout: seconds after which this execution times out, as the
                 template's own `timeout` would (None: only the template's).
+            key: an idempotency key: while an execution of this template
+                triggered with the same key is remembered (running, queued,
+                or ended within the flow's key retention; with a store, while
+                the store keeps it), that execution is returned and no other
+                starts. The execution id is `tukio.flow.key_exec_id(template_id, key)`.
+            priority: in the queue of a template with limits, a higher
+                priority starts first (0 by default; FIFO within a priority).
+            not_before: an aware datetime, or a delay in seconds: the
+                execution waits (state 'queued') until then.
 
         With a store shared by several engines, the policy counts the
         instances of every engine: the store decides, in one transaction (see
         `data_received`). With a store, it returns once the execution's
-        begin record (with `data`) is committed.
+        begin record (with `data`) is committed. A template with flow-control
+        settings, or a trigger with `key`, `priority` or `not_before`, is
+        admitted by this engine alone (see the flow-control guide); a queued
+        execution's begin is recorded when it starts.
 
         Returns:
-            The workflow, or None (unknown template, policy said skip, or the
-            engine is stopping).
+            The workflow, started or queued (a queued one has not started:
+            `queued()` lists it; await it for its end, cancel it to drop it);
+            for a known `key`, that key's workflow. None: unknown template,
+            policy said skip, the engine is stopping, or the key's execution
+            is known only from the store (it ran before this process).
+
+        Raises:
+            FlowError: the data lacks the template's ``concurrency_key``, or
+                `key`, `priority` or `not_before` is invalid.
         """
         self._check_loop()
         template = self.selector.get(template_id)
         if template is None or self._stopping:
             return None
+        if key is not None or priority is not None or not_before is not None or self._flow.governs(template):
+            request = self._flow.request(template, data, key, priority, not_before)
+            if key is not None:
+                known = await self._flow.known(request)
+                if known is not None:
+                    return known if isinstance(known, Workflow) else None
+            submitted = self._start_flow(template, Event(data), timeout, request)
+            workflow = await submitted if submitted is not None else None
+            if workflow is not None:  # started now: durable on return (a queued one's begin is recorded when it starts)
+                await _committed([workflow.begin_recorded])
+            return workflow
         if self._cluster is not None and template.policy is not OverrunPolicy.START_NEW:
             return await self._start_shared(template, Event(data), timeout)
         begun: list[Written] = []
@@ -640,6 +707,15 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         begun: list[Written] | None = None,
     ) -> Workflow | None:
         """Start `template` under its policy, as this engine sees it; add what commits its begin to `begun`."""
+        workflow = self._admit(template)
+        if workflow is not None:
+            written = self._launch(workflow, event, timeout)
+            if begun is not None and not written.done():
+                begun.append(written)
+        return workflow
+
+    def _admit(self, template: WorkflowTemplate) -> Workflow | None:
+        """Apply the template's overrun policy to the instances running here: a new workflow, or None."""
         group = self._running.get(template.uid)
         if group is None:
             workflow = admit(template, 0, 0, (), self._new)
@@ -648,12 +724,37 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
         if workflow is None:
             log.debug("template %s: skipped by policy %s", template.uid, template.policy.value)
             self._recorder.workflow_skipped(template)
-            return None
-        self._track(workflow)
-        written = self._run(workflow, event, timeout)
-        if begun is not None and not written.done():
-            begun.append(written)
         return workflow
+
+    def _launch(self, workflow: Workflow, event: Event, timeout: float | None) -> Written:
+        self._track(workflow)
+        return self._run(workflow, event, timeout)
+
+    def _launch_admitted(self, workflow: Workflow, event: Event, timeout: float | None) -> None:
+        """Start a workflow the flow control admitted (told of its end in `_workflow_done`)."""
+        self._flow_launched = True
+        self._launch(workflow, event, timeout)
+
+    def _start_flow(
+        self, template: WorkflowTemplate, event: Event, timeout: float | None, request: FlowRequest | None = None
+    ) -> Coroutine[Any, Any, Workflow] | None:
+        """`_start` through the flow control: the policy first, then the limits (start now, or queue).
+
+        Returns what to await for the workflow (started or queued), or None
+        when the policy skipped it. A trigger whose data lacks the template's
+        concurrency key fails alone: `data_received` (no `request`) logs it
+        and starts the others.
+        """
+        if request is None:
+            try:
+                request = self._flow.request(template, event.data)
+            except FlowError as exc:
+                log.error("template %s: not started: %s", template.uid, exc)
+                return None
+        workflow = self._admit(template)
+        if workflow is None:
+            return None
+        return self._flow.submit(workflow, event, timeout, request)
 
     async def _start_shared(
         self, template: WorkflowTemplate, event: Event, timeout: float | None = None
@@ -728,6 +829,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
                 self._spare = group
         if future._error is not None and not future.cancelled() and future.exception() is not None:
             log.error("[%s] workflow %s failed: %s", wid, uid, future.exception())
+        if self._flow_launched:
+            self._flow.ended(future)
         if self._stopping:
             self._check_stopped()
 
@@ -742,6 +845,8 @@ class Engine(asyncio.Future):  # type: ignore[type-arg]
             The engine, to be awaited until every workflow has ended.
         """
         self._stopping = True
+        self._schedules.close()
+        self._flow.close()
         if force:
             for workflow in list(self._instances.values()):
                 workflow.cancel()

@@ -145,6 +145,24 @@ class MigrationError(TukioError, ValueError):
         self.problems = problems
 
 
+class FlowError(TukioError, ValueError):
+    """A trigger cannot be admitted: its data lacks the template's ``concurrency_key``, or an argument is bad."""
+
+
+class CronError(TukioError, ValueError):
+    """A cron expression cannot be parsed; the message says where and why.
+
+    Args:
+        expression: the expression as given.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, expression: str, reason: str) -> None:
+        super().__init__(f"cannot parse {expression!r}: {reason}")
+        self.expression = expression
+        self.reason = reason
+
+
 class Problem(NamedTuple):
     """One problem found in a template: where, what, and the legacy class."""
 

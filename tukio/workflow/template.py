@@ -13,6 +13,7 @@ from typing import Any
 from tukio._validation import REPORT_KEY, WORKFLOW_KEYS, check_workflow, extensions, name_problems, parse_json
 from tukio.dag import DAG
 from tukio.errors import Problem, TemplateError, WorkflowRootTaskError, template_error
+from tukio.flow.limits import FLOW_KEYS, RateSpec, ScheduleSpec, check_flow
 from tukio.policy import OverrunPolicy
 from tukio.task.registry import TaskRegistry
 from tukio.task.template import TaskTemplate
@@ -51,6 +52,19 @@ class WorkflowTemplate:
         title: a human-readable title.
         extra: extension keys (your own metadata): kept, and returned by
             `as_dict` (and in reports) after the others.
+        concurrency: at most this many executions run at once; further
+            triggers wait in the engine's queue (None: no limit). See
+            `tukio.flow` and the flow-control guide.
+        concurrency_key: a top-level key of the trigger data: the
+            `concurrency` limit applies per distinct value (needs `concurrency`).
+        rate: ``{"limit": N, "period": seconds}``: at most N starts in any
+            `period` seconds.
+        schedule: ``{"cron": "...", "timezone": "UTC", "catch_up": "none",
+            "data": {...}}``: the engine fires the template at each tick.
+
+    The four flow-control settings are plain JSON values, checked by
+    `validate` (and `from_dict`); set them as attributes to override a JSON
+    template from Python.
 
     Raises:
         ValueError: unknown policy, or an `extra` key that tukio uses.
@@ -67,6 +81,10 @@ class WorkflowTemplate:
         title: str | None = None,
         *,
         extra: dict[str, Any] | None = None,
+        concurrency: int | None = None,
+        concurrency_key: str | None = None,
+        rate: RateSpec | None = None,
+        schedule: ScheduleSpec | None = None,
     ) -> None:
         clash = sorted(set(extra or ()) & {*WORKFLOW_KEYS, REPORT_KEY})
         if clash:
@@ -79,6 +97,10 @@ class WorkflowTemplate:
         self.timeout = timeout
         self.schema = schema if schema is not None else 1
         self.extra: dict[str, Any] = dict(extra) if extra else {}
+        self.concurrency = concurrency
+        self.concurrency_key = concurrency_key
+        self.rate = rate
+        self.schedule = schedule
         self.dag: DAG[TaskTemplate] = DAG()
         self._plan: Plan | None = None
         self._version: tuple[Plan, str] | None = None
@@ -154,7 +176,7 @@ class WorkflowTemplate:
         return f"graph: {len(roots)} root tasks ({', '.join(t.uid for t in roots)}), expected 1"
 
     def validate(self) -> bool:
-        """Check the template can run: one root, every task name registered.
+        """Check the template can run: one root, every task name registered, flow control valid.
 
         Returns:
             True (as the original did), when the template is valid.
@@ -162,9 +184,10 @@ class WorkflowTemplate:
         Raises:
             WorkflowRootTaskError: zero or several roots (naming them).
             UnknownTaskName: naming every unregistered task name.
-            TemplateError: both at once (an instance of both classes above).
+            TemplateError: both at once (an instance of both classes
+                above), or a flow-control setting is invalid.
         """
-        problems: list[Problem] = []
+        problems = [Problem(where, message, ValueError) for where, message in check_flow(self.flow_settings())]
         roots = self.dag.root_nodes()
         if len(roots) != 1:
             where, message = self._root_problem(roots).split(": ", 1)
@@ -220,6 +243,11 @@ class WorkflowTemplate:
             cached = self._version = (plan, version_of(self.as_dict()))
         return cached[1]
 
+    def flow_settings(self) -> dict[str, Any]:
+        """The flow-control settings that are set, as in the JSON (``{}`` when none is)."""
+        values = (self.concurrency, self.concurrency_key, self.rate, self.schedule)
+        return {key: value for key, value in zip(FLOW_KEYS, values, strict=True) if value is not None}
+
     # -- (de)serialisation -------------------------------------------------
     @classmethod
     def from_dict(cls, wf_dict: dict[str, Any]) -> WorkflowTemplate:
@@ -247,6 +275,7 @@ class WorkflowTemplate:
             schema=wf_dict.get("schema"),
             title=wf_dict.get("title"),
             extra=extensions(wf_dict, WORKFLOW_KEYS),
+            **{key: copy.deepcopy(wf_dict[key]) for key in FLOW_KEYS if wf_dict.get(key) is not None},
         )
         by_id: dict[str, TaskTemplate] = {}
         for task_dict in wf_dict.get("tasks", []):
@@ -297,6 +326,7 @@ class WorkflowTemplate:
             "tasks": [task.as_dict() for task in self.dag.graph],
             "graph": {uid: list(succs) for uid, succs in plan.successors.items()},
         }
+        d.update(copy.deepcopy(self.flow_settings()))
         d.update(self.extra)
         return d
 
@@ -310,6 +340,7 @@ class WorkflowTemplate:
             schema=self.schema,
             title=self.title,
             extra=copy.deepcopy(self.extra),
+            **copy.deepcopy(self.flow_settings()),
         )
         clones = {task: task.copy() for task in self.dag.graph}
         for task, succs in self.dag.graph.items():
