@@ -399,17 +399,28 @@ async def _misbehave(fleet: _Fleet, proxy: Any, rng: random.Random, lease: float
 
 
 async def _settle(fleet: _Fleet, database: _Database) -> None:
-    """Wait until no execution is left unfinished (each listener gets its stops first), `settle` seconds at most."""
+    """Wait until no execution is left unfinished, `settle` seconds at most.
+
+    Each listening task ends once it got the m "stop/k/m" events, one per
+    live node. They are published again every second: a listening task
+    taken over from a lost node may resume only after the first ones (it
+    misses what was published meanwhile: its node was cut off).
+    """
     live = fleet.live()
-    for k, name in enumerate(live):
-        fleet.send(name, f"publish stop/{k}/{len(live)}")
+    stops = [f"publish stop/{k}/{len(live)}" for k in range(len(live))]
     deadline = now() + fleet.scenario.settle
+    polls = 0
     while True:
+        if polls % 3 == 0:
+            live = fleet.live()
+            for k, stop in enumerate(stops):
+                fleet.send(live[k % len(live)], stop)
         if not await asyncio.to_thread(database.unfinished):
             return
         if now() > deadline:
             return  # the checker names what did not end
         await asyncio.sleep(0.3)
+        polls += 1
 
 
 def _judge(workdir: Path, fleet: _Fleet, database: _Database, events: int) -> Outcome:
