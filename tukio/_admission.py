@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tukio._report import iso_from_timestamp, storable
@@ -74,7 +74,9 @@ class Admissions:
         self._aborted.difference_update(aborted)
         return aborted
 
-    async def admit(self, workflow: Workflow, data: Any, running: Iterable[str] = ()) -> list[Any] | None:
+    async def admit(
+        self, workflow: Workflow, data: Any, running: Callable[[], Iterable[str]] = tuple
+    ) -> list[Any] | None:
         """Ask the store to admit `workflow` (not started yet) under its template's policy.
 
         Unless the policy says skip, the store has recorded the workflow's
@@ -84,7 +86,9 @@ class Admissions:
         Args:
             workflow: the new workflow.
             data: its triggering data.
-            running: the ids of the instances of its template running on this node.
+            running: returns the ids of the instances of its template running
+                on this node; asked once the admission holds the gate (an
+                instance that began while it waited for a claim counts).
 
         Returns:
             None when the policy says skip; else what the workflow waits
@@ -97,7 +101,7 @@ class Admissions:
         self._admitting.add(uid)
         try:
             async with self._gate.admission():
-                here = [*running, *self._admitting, *self.claimed]
+                here = [*running(), *self._admitting, *self.claimed]
                 future = self._store.admit_soon(policy, begin, here)  # no thread when the store needs none
                 if future is not None:
                     decision, waits = await asyncio.wrap_future(future)

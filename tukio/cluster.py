@@ -393,7 +393,9 @@ class Cluster:
         """This node's side of the overrun policies across the nodes."""
         return self._policies
 
-    async def admit(self, workflow: Workflow, data: Any, running: Iterable[str] = ()) -> list[Any] | None:
+    async def admit(
+        self, workflow: Workflow, data: Any, running: Callable[[], Iterable[str]] = tuple
+    ) -> list[Any] | None:
         """Ask the store to admit `workflow` (not started yet) under its template's policy.
 
         See `Admissions.admit`: what this node claimed and has not resumed
@@ -402,8 +404,8 @@ class Cluster:
         Args:
             workflow: the new workflow.
             data: its triggering data.
-            running: the ids of the instances of its template running on this
-                node that its policy counts (under 'skip-until-unlock', the
+            running: returns the ids of the instances of its template running on this
+                node that its policy counts, asked once the admission may run (under 'skip-until-unlock', the
                 locked ones: an unlock counts here before the store has it).
 
         Returns:

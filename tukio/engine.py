@@ -763,7 +763,7 @@ class Engine(EngineFlow, asyncio.Future):  # type: ignore[type-arg]
         assert self._cluster is not None
         workflow = self._new(template)
         try:
-            previous = await self._cluster.admit(workflow, event.data, self._counted(template))
+            previous = await self._cluster.admit(workflow, event.data, functools.partial(self._counted, template))
         except Exception as exc:  # the store retried what it could: this trigger is lost, not the others
             log.error("template %s: not started, the store could not apply its policy: %s", template.uid, exc)
             return None
