@@ -16,7 +16,7 @@ from tukio import Engine, WorkflowTemplate
 from tukio.store import SQLiteStore
 
 # One loop for the module: the browser is shared by its tests, and the engine runs beside it.
-pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow, pytest.mark.browser]
 #: Milliseconds the console has to show a change (it polls every second).
 SHOWN = 15_000
 #: What a finished task's box is filled with (style.css: --finished).
