@@ -11,11 +11,11 @@ __all__ = ["MIGRATIONS", "SQL"]
 
 #: One trigger's admission in one round trip: the rule of `tukio.store._gate`, in SQL (a test
 #: holds the two to the same answers). Made by migration 3, remade by 5 (liveness: the lease alone).
-_ADMIT = """
+_ADMIT_BODY = """
     CREATE OR REPLACE FUNCTION {s}.admit(
         p_node text, p_epoch bigint, p_lock integer, p_key integer, p_ns integer, p_policy text,
         p_here text[], p_exec_id text, p_template_id text, p_started text, p_template bytea,
-        p_event bytea, p_texts boolean, p_now text, OUT decision text, OUT waits text[]
+        p_event bytea, p_texts boolean, p_now text<VERSION>, OUT decision text, OUT waits text[]
     ) LANGUAGE plpgsql AS $fn$
     DECLARE
         r record;
@@ -67,9 +67,7 @@ _ADMIT = """
         IF decision = 'skip' THEN
             RETURN;
         END IF;
-        INSERT INTO {s}.executions (exec_id, template_id, state, started, template, event, texts, owner, epoch)
-        VALUES (p_exec_id, p_template_id, 'pending', p_started, p_template, p_event, p_texts, p_node, p_epoch);
-        IF decision = 'abort-then-start' THEN
+<INSERT>        IF decision = 'abort-then-start' THEN
             -- A dead node's execution is cancelled now, and made this node's: its zombie is fenced.
             UPDATE {s}.executions SET state = 'cancelled', ended = p_now, locked = false, owner = p_node,
                    epoch = p_epoch
@@ -84,6 +82,34 @@ _ADMIT = """
     END
     $fn$;
 """
+
+
+def _admit(*, versioned: bool) -> str:
+    """The `admit` function: the one rule of `tukio.store._gate` on the rows of a template, in one round trip.
+
+    `versioned`: the begin record names its template version (migration 7
+    on), and the template is kept once per version.
+    """
+    if not versioned:
+        return _ADMIT_BODY.replace("<VERSION>", "").replace("<INSERT>", _INSERT_UNVERSIONED.lstrip("\n"))
+    return _ADMIT_BODY.replace("<VERSION>", ", p_version text").replace("<INSERT>", _INSERT_VERSIONED.lstrip("\n"))
+
+
+_INSERT_UNVERSIONED = """
+        INSERT INTO {s}.executions (exec_id, template_id, state, started, template, event, texts, owner, epoch)
+        VALUES (p_exec_id, p_template_id, 'pending', p_started, p_template, p_event, p_texts, p_node, p_epoch);
+"""
+_INSERT_VERSIONED = """
+        IF p_version IS NOT NULL AND p_template IS NOT NULL THEN
+            INSERT INTO {s}.versions (version, template_id, template, texts)
+            VALUES (p_version, p_template_id, p_template, p_texts) ON CONFLICT (version) DO NOTHING;
+        END IF;
+        INSERT INTO {s}.executions (exec_id, template_id, state, started, template, event, texts, version, owner,
+                                    epoch)
+        VALUES (p_exec_id, p_template_id, 'pending', p_started, CASE WHEN p_version IS NULL THEN p_template END,
+                p_event, p_texts, p_version, p_node, p_epoch);
+"""
+_ADMIT = _admit(versioned=False)
 
 #: Migration n (1-based) brings the schema from version n-1 to n.
 MIGRATIONS: tuple[str, ...] = (
@@ -382,83 +408,9 @@ MIGRATIONS: tuple[str, ...] = (
         RETURN fenced;
     END
     $fn$;
-    CREATE FUNCTION {s}.admit(
-        p_node text, p_epoch bigint, p_lock integer, p_key integer, p_ns integer, p_policy text,
-        p_here text[], p_exec_id text, p_template_id text, p_started text, p_template bytea,
-        p_event bytea, p_texts boolean, p_now text, p_version text, OUT decision text, OUT waits text[]
-    ) LANGUAGE plpgsql AS $fn$
-    DECLARE
-        r record;
-        n_running integer := 0;
-        n_locked integer := 0;
-        dead text[] := '{{}}';
-        remote text[] := '{{}}';
-        mine text[] := '{{}}';
-    BEGIN
-        waits := '{{}}';
-        -- One admission of the template at a time, until the commit; every statement after it
-        -- sees what the admissions before committed.
-        PERFORM pg_advisory_xact_lock(p_lock, p_key);
-        PERFORM 1 FROM {s}.nodes WHERE name = p_node AND epoch = p_epoch FOR SHARE;
-        IF NOT FOUND THEN
-            decision := 'replaced';
-            RETURN;
-        END IF;
-        IF EXISTS (SELECT 1 FROM {s}.executions WHERE exec_id = p_exec_id) THEN
-            decision := 'start';  -- admitted by an attempt whose answer was lost
-            RETURN;
-        END IF;
-        FOR r IN
-            SELECT x.exec_id, x.locked, x.owner, x.epoch,
-                   x.owner IN (SELECT n.name FROM {s}.nodes AS n WHERE n.expires >= now()) AS alive
-              FROM {s}.executions AS x
-             WHERE x.state = 'pending' AND x.template_id = p_template_id
-             ORDER BY x.exec_id FOR UPDATE OF x
-        LOOP
-            IF r.owner = p_node AND r.epoch = p_epoch THEN
-                -- This node's own: counted only while it runs here (else its end is not committed yet).
-                CONTINUE WHEN NOT r.exec_id = ANY(p_here);
-                mine := mine || r.exec_id;
-            ELSIF r.alive THEN
-                remote := remote || r.exec_id;
-            ELSE
-                dead := dead || r.exec_id;
-            END IF;
-            n_running := n_running + 1;
-            IF r.locked THEN
-                n_locked := n_locked + 1;
-            END IF;
-        END LOOP;
-        decision := CASE
-            WHEN p_policy = 'skip' AND n_running > 0 THEN 'skip'
-            WHEN p_policy = 'skip-until-unlock' AND n_locked > 0 THEN 'skip'
-            WHEN p_policy = 'abort-running' AND n_running > 0 THEN 'abort-then-start'
-            ELSE 'start' END;
-        IF decision = 'skip' THEN
-            RETURN;
-        END IF;
-        IF p_version IS NOT NULL AND p_template IS NOT NULL THEN
-            INSERT INTO {s}.versions (version, template_id, template, texts)
-            VALUES (p_version, p_template_id, p_template, p_texts) ON CONFLICT (version) DO NOTHING;
-        END IF;
-        INSERT INTO {s}.executions (exec_id, template_id, state, started, template, event, texts, version, owner,
-                                    epoch)
-        VALUES (p_exec_id, p_template_id, 'pending', p_started, CASE WHEN p_version IS NULL THEN p_template END,
-                p_event, p_texts, p_version, p_node, p_epoch);
-        IF decision = 'abort-then-start' THEN
-            -- A dead node's execution is cancelled now, and made this node's: its zombie is fenced.
-            UPDATE {s}.executions SET state = 'cancelled', ended = p_now, locked = false, owner = p_node,
-                   epoch = p_epoch
-             WHERE exec_id = ANY(dead);
-            INSERT INTO {s}.cancels (exec_id, by_node) SELECT unnest(remote), p_node
-                ON CONFLICT (exec_id) DO NOTHING;
-            IF cardinality(remote) > 0 THEN
-                PERFORM pg_notify('tukio_cancels_' || p_ns, '');  -- the owners act at once
-            END IF;
-            waits := remote || mine;
-        END IF;
-    END
-    $fn$;
+    """
+    + _admit(versioned=True).replace("CREATE OR REPLACE FUNCTION", "CREATE FUNCTION", 1)
+    + """
     CREATE FUNCTION {s}.write_batch_events(
         p_node text, p_epoch bigint,
         e_id text[], e_template_id text[], e_state text[], e_started text[], e_ended text[],
