@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from tukio import Engine, WorkflowTemplate
 from tukio._report import iso
 from tukio.store import MemoryStore, SQLiteStore
-from tukio.store.base import ExecutionRecord, Store
+from tukio.store.base import ExecutionRecord, Store, TaskRecord
 from tukio.web import create_app
 
 ACTION = {"X-Tukio-Action": "1"}
@@ -175,9 +175,11 @@ def test_openapi_describes_every_endpoint() -> None:
 
 
 def test_metrics_from_the_store(store: Store) -> None:
-    journal(store, 3, "m-done")
+    done = journal(store, 3, "m-done")
     journal(store, 2, "m-cancel", state="cancelled")
     journal(store, 1, "m-bad", state="exception")
+    # A finished workflow two of whose tasks failed counts once among the failed.
+    store.write([TaskRecord(done[0], tid, None, "exception", None, None, "{}", "boom") for tid in ("a", "b")])
     extra = "# TYPE mine counter\nmine 1\n"
     with TestClient(create_app(store, metrics=lambda: extra)) as client:
         response = client.get("/metrics")
@@ -187,7 +189,7 @@ def test_metrics_from_the_store(store: Store) -> None:
     assert 'tukio_executions{state="cancelled"} 2' in lines
     assert 'tukio_executions{state="pending"} 0' in lines
     assert 'tukio_executions{state="exception"} 1' in lines
-    assert "tukio_executions_failed 1" in lines  # cancelled is not failed
+    assert "tukio_executions_failed 2" in lines  # cancelled is not failed
     assert "tukio_nodes_alive 0" in lines
     assert lines[-1] == "mine 1"
 

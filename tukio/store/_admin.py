@@ -73,6 +73,17 @@ class Admin(abc.ABC):
     def matching(self, filters: Filters) -> list[Row]:
         """Every execution `filters` selects, newest first."""
 
+    def counts(self) -> tuple[dict[str, int], int]:
+        """The executions by state, and how many failed (the workflow or one of its tasks).
+
+        This default reads every execution; a database counts them itself.
+        """
+        rows = self.matching(Filters())
+        by_state: dict[str, int] = {}
+        for r in rows:
+            by_state[r.state] = by_state.get(r.state, 0) + 1
+        return by_state, len(self.matching(Filters(failed=True)))
+
     @abc.abstractmethod
     def row(self, exec_id: str) -> Row | None:
         """One execution, or None when the store has no such id."""

@@ -6,8 +6,6 @@ import asyncio
 from collections import Counter
 
 from tukio.manage import STATES, Manager
-from tukio.store._admin import Admin, Filters
-from tukio.store._sqladmin import SQLAdmin
 
 __all__ = ["prometheus_text"]
 
@@ -22,29 +20,15 @@ def sample(name: str, kind: str, help_text: str, values: dict[str, float] | floa
     return "\n".join(lines) + "\n"
 
 
-#: The executions by state, in one query (the state column is indexed for the listings).
-_BY_STATE = "SELECT state, count(*) FROM {p}executions GROUP BY state"
-
-
-def _counts(admin: Admin) -> tuple[dict[str, int], int]:
-    """The executions by state, and how many failed (a workflow or one of its tasks)."""
-    failed = len(admin.matching(Filters(failed=True)))
-    if isinstance(admin, SQLAdmin):  # counted by the database
-        rows = admin.runner.fetch(admin.dialect.sql(_BY_STATE), ())
-        return {str(state): int(count) for state, count in rows}, failed
-    return dict(Counter(row.state for row in admin.matching(Filters()))), failed
-
-
 async def prometheus_text(manager: Manager) -> str:
     """Return the store's executions by state, the failed ones and the nodes alive, as Prometheus text.
 
-    The states are counted by the database; the failed executions are read
-    (there should be few: a store with many makes it slower).
+    A database store counts them itself (see `tukio.store._admin.Admin.counts`).
     """
     store = manager.store
     admin = store.admin()
     assert admin is not None  # the manager was made: the store has one
-    by_state, failed = await asyncio.to_thread(_counts, admin) if store.blocking else _counts(admin)
+    by_state, failed = await asyncio.to_thread(admin.counts) if store.blocking else admin.counts()
     states: Counter[str] = Counter(dict.fromkeys(STATES, 0))
     states.update(by_state)
     nodes = await manager.nodes()
