@@ -300,12 +300,14 @@ async def test_a_node_late_by_its_own_clock_does_not_start_what_was_taken_over(
 ) -> None:
     clock = FakeClock()
     path = tmp_path / "paused.db"
+    made: list[Any] = []
 
     def new(held: Held | None = None, clock_: Any = None) -> Any:
         cls = SQLiteStore if held is None else holding(SQLiteStore)
         store = cls(path, clock=clock)
         if held is not None:
             store.held = held
+        made.append(store)
         return store
 
     gone, _ = await dead_nodes_execution(new, chain)
@@ -325,6 +327,8 @@ async def test_a_node_late_by_its_own_clock_does_not_start_what_was_taken_over(
     assert paused.instances == []
     assert Counter({("gone", "a"): 1, ("other", "a"): 1, ("other", "b"): 1}) == RUNS  # nothing ran on "paused"
     await stop(gone, paused, other)
+    for store in made:
+        store.close()
 
 
 # -- item 5: SQLite leases on a clock the wall clock does not move ---------------------------------------
