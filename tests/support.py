@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from tukio import Event, WorkflowTemplate, get_broker
+from tukio import Engine, Event, WorkflowTemplate, get_broker
 
 
 def template(
@@ -28,6 +28,15 @@ def chain(template_id: str, *names: str) -> WorkflowTemplate:
     ids = [f"t{i}" for i in range(1, len(names) + 1)]
     graph = {a: [b] for a, b in itertools.pairwise(ids)}
     return template([(i, n) for i, n in zip(ids, names, strict=True)], graph, id=template_id)
+
+
+async def run_to_end(engine: Engine, template: WorkflowTemplate, n: int = 1) -> str:
+    """Run `template` to its end on `engine` with ``{"n": n}``, its journal flushed; return the execution id."""
+    workflow = await engine.run_once(template, {"n": n})
+    assert workflow is not None
+    await asyncio.wait_for(asyncio.wait([workflow]), 10)
+    await engine.flush()
+    return workflow.uid
 
 
 class Recorder:

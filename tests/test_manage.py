@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -11,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import chain
+from support import run_to_end as run
 
-from tukio import Engine, WorkflowTemplate
+from tukio import Engine
 from tukio._report import iso
 from tukio.manage import ExecutionDetail, Manager, UnknownExecution
 from tukio.store import MemoryStore, SQLiteStore
@@ -56,32 +57,11 @@ def tasks(registered: Callable[..., Any], task_name: Callable[[str], str]) -> di
     return names
 
 
-def chain(template_id: str, *names: str) -> WorkflowTemplate:
-    """A template running `names` one after the other (task ids t1, t2...)."""
-    ids = [f"t{i}" for i in range(1, len(names) + 1)]
-    return WorkflowTemplate.from_dict(
-        {
-            "id": template_id,
-            "tasks": [{"id": i, "name": n} for i, n in zip(ids, names, strict=True)],
-            "graph": {a: [b] for a, b in itertools.pairwise(ids)},
-        }
-    )
-
-
 @pytest.fixture
 async def engine_on(store: Store) -> AsyncIterator[Engine]:
     engine = Engine(store=store, lease=0.3)
     yield engine
     await asyncio.wait_for(engine.stop(force=True), 10)
-
-
-async def run(engine: Engine, template: WorkflowTemplate, n: int = 1) -> str:
-    """Run `template` to its end on `engine` with ``{"n": n}``; return the execution id."""
-    workflow = await engine.run_once(template, {"n": n})
-    assert workflow is not None
-    await asyncio.wait_for(asyncio.wait([workflow]), 10)
-    await engine.flush()
-    return workflow.uid
 
 
 async def test_list_and_get_what_an_engine_ran(engine_on: Engine, store: Store, tasks: dict[str, str]) -> None:

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_manage import STORES, chain, open_store, run
+from support import chain
+from support import run_to_end as run
+from test_manage import STORES, open_store
 
 from tukio import Engine
 from tukio.manage import ExecutionDetail, Manager, UnknownExecution

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 from support import chain
+from support import run_to_end as run
 
 pytest.importorskip("starlette", reason="the web tests need the web extra (requirements-dev.txt)")
 pytest.importorskip("httpx2", reason="Starlette's TestClient needs httpx2 (requirements-dev.txt)")
 
 from starlette.testclient import TestClient
 
-from tukio import Engine, WorkflowTemplate
+from tukio import Engine
 from tukio._report import iso
 from tukio.store import MemoryStore, SQLiteStore
 from tukio.store.base import ExecutionRecord, Store, TaskRecord
@@ -86,14 +87,6 @@ async def engine_on(store: Store) -> AsyncIterator[Engine]:
     engine = Engine(store=store, lease=0.3)
     yield engine
     await asyncio.wait_for(engine.stop(force=True), 10)
-
-
-async def run(engine: Engine, template: WorkflowTemplate, n: int = 1) -> str:
-    workflow = await engine.run_once(template, {"n": n})
-    assert workflow is not None
-    await asyncio.wait_for(asyncio.wait([workflow]), 10)
-    await engine.flush()
-    return workflow.uid
 
 
 async def test_list_and_get(engine_on: Engine, store: Store, tasks: dict[str, str]) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Callable, Iterable
+import functools
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -299,6 +300,16 @@ class Manager:
         rows = await self._call(self._admin.matching, checked)
         return [r.exec_id for r in rows if _rows.eligible(action, r)]
 
+    async def _each(
+        self, action: str, filters: dict[str, Any], dry_run: bool, act: Callable[[str], Awaitable[object]]
+    ) -> builtins.list[str]:
+        """Select what `action` applies to, then (unless `dry_run`) `act` on each id in turn; return the ids."""
+        ids = await self._select(action, filters)
+        if not dry_run:
+            for exec_id in ids:
+                await act(exec_id)
+        return ids
+
     async def cancel_many(self, *, dry_run: bool = False, **filters: Any) -> builtins.list[str]:
         """Cancel every unfinished execution `filters` select (those of `list`), as `cancel` does.
 
@@ -308,11 +319,7 @@ class Manager:
         Raises:
             ValueError: an unknown filter or filter value.
         """
-        ids = await self._select("cancel", filters)
-        if not dry_run:
-            for exec_id in ids:
-                await self.cancel(exec_id)
-        return ids
+        return await self._each("cancel", filters, dry_run, self.cancel)
 
     async def resume_many(self, *, dry_run: bool = False, **filters: Any) -> builtins.list[str]:
         """Resume every failed or cancelled execution `filters` select, as `resume` does.
@@ -323,11 +330,7 @@ class Manager:
         Raises:
             ValueError: an unknown filter or filter value.
         """
-        ids = await self._select("resume", filters)
-        if not dry_run:
-            for exec_id in ids:
-                await self.resume(exec_id)
-        return ids
+        return await self._each("resume", filters, dry_run, self.resume)
 
     async def retry_many(
         self, *, dry_run: bool = False, from_task: str | None = None, **filters: Any
@@ -342,11 +345,7 @@ class Manager:
             ValueError: an unknown filter or filter value, or `from_task`
                 does not apply to one of them (those before were retried).
         """
-        ids = await self._select("retry", filters)
-        if not dry_run:
-            for exec_id in ids:
-                await self.retry(exec_id, from_task=from_task)
-        return ids
+        return await self._each("retry", filters, dry_run, functools.partial(self.retry, from_task=from_task))
 
     async def delete_many(self, *, dry_run: bool = False, **filters: Any) -> builtins.list[str]:
         """Delete every ended execution `filters` select (unfinished ones are left alone).
