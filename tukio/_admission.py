@@ -25,9 +25,10 @@ from tukio.store.base import UNFINISHED, ExecutionRecord
 
 if TYPE_CHECKING:
     from tukio.store._shared import LeasedStore
+    from tukio.store.base import Serializer
     from tukio.workflow.workflow import Workflow
 
-__all__ = ["Admissions"]
+__all__ = ["Admissions", "begin_record"]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class Admissions:
             stand-ins that end when the instances of other nodes have ended.
         """
         policy = workflow.template.policy
-        begin = self._begin_record(workflow, data)
+        begin = begin_record(self._store.serializer, workflow, data)
         uid = workflow.uid
         self._admitting.add(uid)
         try:
@@ -120,23 +121,6 @@ class Admissions:
         if previous:
             log.info("[%s] waits for %d aborted execution(s) to end (abort-running)", uid, len(previous))
         return previous
-
-    def _begin_record(self, workflow: Workflow, data: Any) -> ExecutionRecord:
-        dumps = self._store.serializer.dumps
-        template: str | bytes | None = None
-        event: str | bytes | None = None
-        # What cannot be serialized is left out: the journal then records the workflow as failed.
-        with contextlib.suppress(Exception):
-            template, event = _storable(dumps(workflow.template.as_dict())), _storable(dumps(data))
-        return ExecutionRecord(
-            storable(workflow.uid),
-            storable(str(workflow.template.uid)),
-            UNFINISHED,
-            iso_from_timestamp(time.time()),
-            template=template,
-            event=event,
-            version=workflow.template.version,
-        )
 
     def unlocked(self, workflow: Workflow) -> None:
         """`workflow` unlocked while it runs: record it, so other nodes no longer skip for it."""
@@ -247,3 +231,24 @@ class _Elsewhere(asyncio.Future):  # type: ignore[type-arg]
 
 def _storable(blob: str | bytes) -> str | bytes:
     return storable(blob) if isinstance(blob, str) else blob
+
+
+def begin_record(serializer: Serializer, workflow: Workflow, data: Any) -> ExecutionRecord:
+    """The begin record of `workflow` (not started yet) triggered by `data`, owned by nobody yet.
+
+    What cannot be serialized is left out: the journal then records the workflow as failed.
+    """
+    template: str | bytes | None = None
+    event: str | bytes | None = None
+    with contextlib.suppress(Exception):
+        template = _storable(serializer.dumps(workflow.template.as_dict()))
+        event = _storable(serializer.dumps(data))
+    return ExecutionRecord(
+        storable(workflow.uid),
+        storable(str(workflow.template.uid)),
+        UNFINISHED,
+        iso_from_timestamp(time.time()),
+        template=template,
+        event=event,
+        version=workflow.template.version,
+    )

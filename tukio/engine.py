@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from tukio.flow.control import FlowControl, FlowError, FlowHost, FlowRequest
 from tukio.policy import OverrunPolicy
 from tukio.recorder import NULL_RECORDER, Recorder, Recorders, Written
 from tukio.selector import WorkflowSelector
+from tukio.store.base import UNFINISHED, ExecutionInfo
 from tukio.store.journal import Journal
 from tukio.store.migrate import migrate
 from tukio.task._start import EAGER_SUPPORTED
@@ -33,7 +34,7 @@ from tukio.workflow.template import WorkflowTemplate
 from tukio.workflow.workflow import Workflow
 
 if TYPE_CHECKING:
-    from tukio.store.base import ExecutionInfo, Store
+    from tukio.store.base import Store
 
 __all__ = ["Engine"]
 
@@ -193,7 +194,16 @@ class Engine(EngineFlow, asyncio.Future):  # type: ignore[type-arg]
             if self._cluster is not None:
                 self._cluster.on_lost = self._lost
         self._flow_launched = False  # set once the flow launched a workflow: only then is it told of ends
-        self._init_flow(flow, max_running, FlowHost(self._launch_admitted, self._instances.get, store))
+        host = FlowHost(
+            self._launch_admitted,
+            self._instances.get,
+            store,
+            self.selector.get,
+            lambda: self.selector.templates,
+            self._resume_admitted,
+            self._after_commit,
+        )
+        self._init_flow(flow, max_running, host, shared=self._cluster is not None)
 
     # -- listeners ---------------------------------------------------------------
     def add_listener(self, listener: Recorder) -> None:
@@ -432,7 +442,7 @@ class Engine(EngineFlow, asyncio.Future):  # type: ignore[type-arg]
                     return known if isinstance(known, Workflow) else None
             submitted = self._start_flow(template, Event(data), timeout, request)
             workflow = await submitted if submitted is not None else None
-            if workflow is not None:  # started now: durable on return (a queued one's begin is recorded when it starts)
+            if workflow is not None:  # durable on return (a queued one's begin is recorded when it starts)
                 await _committed([workflow.begin_recorded])
             return workflow
         if self._cluster is not None and template.policy is not OverrunPolicy.START_NEW:
@@ -597,6 +607,20 @@ class Engine(EngineFlow, asyncio.Future):  # type: ignore[type-arg]
         await self._journal.flush()
         return await asyncio.to_thread(migrate, self._journal.store, exec_ids, to, mapping)
 
+    async def _resume_admitted(self, template_id: str, exec_ids: list[str]) -> None:
+        """Run executions of this node that the store's queue admitted and no workflow here waits for.
+
+        They were queued before this engine (of the same node name) restarted.
+        """
+        infos = [ExecutionInfo(exec_id, template_id, UNFINISHED, None, None) for exec_id in exec_ids]
+        recovered, left = await self._resume_all(infos)
+        self._unrecovered.extend(left)
+        log.info("started %d queued workflow(s) of an earlier run of this node", len(recovered))
+
+    def _after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once every transition recorded so far is committed (or could not be)."""
+        self._recorder.flush().then(lambda _, __: callback(), None)
+
     def _remote_data(self, data: Any, topic: str | None) -> None:
         """Dispatch data another engine of the cluster received (its workflows were started there)."""
         self._broker.dispatch(Event(data, topic=topic), topics=topic)
@@ -737,7 +761,7 @@ class Engine(EngineFlow, asyncio.Future):  # type: ignore[type-arg]
 
     def _start_flow(
         self, template: WorkflowTemplate, event: Event, timeout: float | None, request: FlowRequest | None = None
-    ) -> Coroutine[Any, Any, Workflow] | None:
+    ) -> Coroutine[Any, Any, Workflow | None] | None:
         """`_start` through the flow control: the policy first, then the limits (start now, or queue).
 
         Returns what to await for the workflow (started or queued), or None

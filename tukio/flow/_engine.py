@@ -15,6 +15,7 @@ from tukio.flow.control import FlowControl, FlowHost, QueuedExecution
 from tukio.flow.limits import ScheduleSpec, check_flow
 from tukio.flow.local import LocalFlow
 from tukio.flow.schedule import Schedule, Scheduler
+from tukio.flow.shared import SharedFlow
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -51,15 +52,21 @@ class EngineFlow:
             not_before: datetime | float | None = None,
         ) -> Workflow | None: ...
 
-    def _init_flow(self, flow: FlowControl | None, max_running: int | None, host: FlowHost) -> None:
-        """Set the flow control up (a `LocalFlow` when None) and the scheduler on its clock.
+    def _init_flow(
+        self, flow: FlowControl | None, max_running: int | None, host: FlowHost, *, shared: bool = False
+    ) -> None:
+        """Set the flow control up and the scheduler on its clock.
+
+        Without a `flow`: a `SharedFlow` when the store is `shared` by
+        engines (the limits, queue and keys are the cluster's), else a
+        `LocalFlow`.
 
         Raises:
             ValueError: both `flow` and `max_running` are given, or
                 `max_running` is not a positive integer.
         """
         if flow is None:
-            flow = LocalFlow(max_running=max_running)
+            flow = SharedFlow(max_running=max_running) if shared else LocalFlow(max_running=max_running)
         elif max_running is not None:
             raise ValueError("give max_running to the flow control, not to the engine, when you give both")
         self._flow = flow

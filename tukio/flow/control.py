@@ -10,7 +10,7 @@ changing the engine: it implements the same methods.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -74,12 +74,21 @@ class FlowHost:
 
     `launch(workflow, event, timeout)` starts an admitted workflow now;
     `find(exec_id)` returns the workflow running in the engine under that id,
-    or None; `store` is the engine's store, or None.
+    or None; `store` is the engine's store, or None. For a flow in a shared
+    store: `template(id)` and `templates()` give the loaded templates;
+    `resume(template_id, exec_ids)` runs executions of this engine admitted
+    from the store's queue that it holds no workflow for (queued before a
+    restart); `after_commit(callback)` calls back once what the engine
+    recorded so far is committed.
     """
 
     launch: Callable[[Workflow, Event, float | None], None]
     find: Callable[[str], Workflow | None]
     store: Store | None = None
+    template: Callable[[str], WorkflowTemplate | None] | None = None
+    templates: Callable[[], Iterable[WorkflowTemplate]] | None = None
+    resume: Callable[[str, list[str]], Awaitable[object]] | None = None
+    after_commit: Callable[[Callable[[], None]], None] | None = None
 
 
 class FlowControl(Protocol):
@@ -118,8 +127,13 @@ class FlowControl(Protocol):
             store (it is not in this process); None when the key is new.
         """
 
-    async def submit(self, workflow: Workflow, event: Event, timeout: float | None, request: FlowRequest) -> Workflow:
-        """Start `workflow` now (through `FlowHost.launch`) or queue it; return it either way."""
+    async def submit(
+        self, workflow: Workflow, event: Event, timeout: float | None, request: FlowRequest
+    ) -> Workflow | None:
+        """Start `workflow` now (through `FlowHost.launch`) or queue it; return it either way.
+
+        None: its key names an execution a shared store holds that does not run in this engine.
+        """
 
     def ended(self, workflow: Workflow) -> None:
         """A workflow launched through `FlowHost.launch` ended (the engine tells, at once, in any end)."""

@@ -219,7 +219,9 @@ class LocalFlow:
             log.warning("[%s] key %r: the store holds this execution but cannot load it: %s", exec_id, request.key, exc)
         return exec_id
 
-    async def submit(self, workflow: Workflow, event: Event, timeout: float | None, request: FlowRequest) -> Workflow:
+    async def submit(
+        self, workflow: Workflow, event: Event, timeout: float | None, request: FlowRequest
+    ) -> Workflow | None:
         """Start `workflow` now, or queue it until its turn and its time (see `FlowControl.submit`).
 
         A queued workflow has not started: cancel it to take it out of the

@@ -460,6 +460,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX executions_by_template_start ON {s}.executions (template_id, (coalesce(started, '')), exec_id);
     CREATE INDEX tasks_failed ON {s}.tasks (state, exec_id) WHERE state IN ('exception', 'timeout');
     """,
+    # 9: flow control: the durable queue (state 'queued'; see tukio.store._flowsql): each queued
+    # execution's priority, partition, due time and arrival (seconds, the server's clock); when each
+    # started (rates); whether its owner has yet to launch it.
+    """
+    ALTER TABLE {s}.executions ADD COLUMN priority integer NOT NULL DEFAULT 0;
+    ALTER TABLE {s}.executions ADD COLUMN part text;
+    ALTER TABLE {s}.executions ADD COLUMN due double precision;
+    ALTER TABLE {s}.executions ADD COLUMN queued_at double precision;
+    ALTER TABLE {s}.executions ADD COLUMN admitted double precision;
+    ALTER TABLE {s}.executions ADD COLUMN launch integer NOT NULL DEFAULT 0;
+    CREATE INDEX executions_queue ON {s}.executions (template_id, priority DESC, queued_at, exec_id)
+        WHERE state = 'queued';
+    CREATE INDEX executions_admitted ON {s}.executions (template_id, admitted) WHERE admitted IS NOT NULL;
+    CREATE INDEX executions_launch ON {s}.executions (owner, epoch, template_id) WHERE launch = 1;
+    """,
 )
 
 
@@ -514,7 +529,8 @@ class SQL:
             "beat = excluded.beat, expires = excluded.expires RETURNING epoch"
         )
         self.take_back = (
-            f"UPDATE {s}.executions SET epoch = $2 WHERE owner = $1 AND state = 'pending' RETURNING {self.columns}"
+            f"UPDATE {s}.executions SET epoch = $2 WHERE owner = $1 AND state IN ('pending', 'queued') "
+            f"RETURNING {self.columns}"
         )
         # Returns whether the lease was still running when renewed (no row: the epoch moved on).
         self.heartbeat = (

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tukio._report import iso_from_timestamp
 from tukio.policy import Decision, OverrunPolicy
+from tukio.store._flow_postgres import PostgresFlow
+from tukio.store._flow_postgres import blob as _blob
 from tukio.store._lease import Beat, NodeLease, lease_clock
 from tukio.store._pgschema import MIGRATIONS, SQL
 from tukio.store._sqladmin import POSTGRES, Runner, SQLAdmin
@@ -286,12 +288,6 @@ def _lost_errors(pg: Any) -> tuple[type[BaseException], ...]:
     )
 
 
-def _blob(value: str | bytes | None) -> tuple[bytes | None, bool]:
-    if value is None:
-        return None, True
-    return (value.encode(), True) if isinstance(value, str) else (value, False)
-
-
 def _unblob(value: bytes | None, texts: bool) -> str | bytes | None:
     if value is None:
         return None
@@ -369,7 +365,7 @@ def _event_columns(events: Sequence[TaskEventRecord]) -> list[list[Any]]:
     return cols
 
 
-class PostgresStore(Store, NodeLease):
+class PostgresStore(PostgresFlow, Store, NodeLease):
     """Keeps executions in a PostgreSQL database; several engines may share it.
 
     The tables live in their own schema, created and migrated when the store
@@ -631,7 +627,10 @@ class PostgresStore(Store, NodeLease):
     def prune(self, *, before: datetime | None = None, template_id: str | None = None) -> int:
         """Delete finished executions (see `Store.prune`)."""
         s = self.sql.schema
-        where = "state <> 'pending' AND ($1::text IS NULL OR ended < $1) AND ($2::text IS NULL OR template_id = $2)"
+        where = (
+            "state NOT IN ('pending', 'queued') AND ($1::text IS NULL OR ended < $1) "
+            "AND ($2::text IS NULL OR template_id = $2)"
+        )
 
         async def op(conn: asyncpg.Connection) -> int:
             async with conn.transaction():

@@ -21,6 +21,8 @@ if sys.platform != "win32":
 
 from tukio._report import iso_from_timestamp
 from tukio.policy import Decision, OverrunPolicy
+from tukio.store._flow_sqlite import SQLiteFlow
+from tukio.store._flowsql import QUEUED
 from tukio.store._gate import Running, rule
 from tukio.store._lease import Beat, Clock, NodeLease, lease_clock
 from tukio.store._sqladmin import SQLITE, Runner, SQLAdmin
@@ -147,6 +149,21 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX executions_by_state_start ON executions (state, coalesce(started, ''), exec_id);
     CREATE INDEX executions_by_template_start ON executions (template_id, coalesce(started, ''), exec_id);
     CREATE INDEX tasks_failed ON tasks (state, exec_id) WHERE state IN ('exception', 'timeout');
+    """,
+    # 7: flow control: the durable queue (state 'queued'; see tukio.store._flowsql): each queued
+    # execution's priority, partition, due time and arrival; when each started (rates); whether its
+    # owner has yet to launch it.
+    """
+    ALTER TABLE executions ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE executions ADD COLUMN part TEXT;
+    ALTER TABLE executions ADD COLUMN due REAL;
+    ALTER TABLE executions ADD COLUMN queued_at REAL;
+    ALTER TABLE executions ADD COLUMN admitted REAL;
+    ALTER TABLE executions ADD COLUMN launch INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX executions_queue ON executions (template_id, priority DESC, queued_at, exec_id)
+        WHERE state = 'queued';
+    CREATE INDEX executions_admitted ON executions (template_id, admitted) WHERE admitted IS NOT NULL;
+    CREATE INDEX executions_launch ON executions (owner, epoch, template_id) WHERE launch = 1;
     """,
 )
 #: The schema version this tukio writes.
@@ -342,7 +359,7 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return code in _BUSY if code is not None else "locked" in str(exc) or "busy" in str(exc)
 
 
-class SQLiteStore(Store, NodeLease):
+class SQLiteStore(SQLiteFlow, Store, NodeLease):
     """Keeps executions in an SQLite database file, in WAL mode.
 
     A commit is durable against a crash of the process as soon as it returns.
@@ -742,8 +759,8 @@ class SQLiteStore(Store, NodeLease):
 
     def prune(self, *, before: datetime | None = None, template_id: str | None = None) -> int:
         """Delete finished executions and give their space back (see `Store.prune`)."""
-        clauses = ["state != ?"]
-        params: list[Any] = [UNFINISHED]
+        clauses = ["state NOT IN (?, ?)"]
+        params: list[Any] = [UNFINISHED, QUEUED]
         if before is not None:
             clauses.append("ended < ?")
             params.append(iso(before))
@@ -820,7 +837,8 @@ class SQLiteStore(Store, NodeLease):
                     (node, epoch, self.lease, now, now + self.lease, int(self.ephemeral)),
                 )
                 taken = db.execute(
-                    "UPDATE executions SET epoch = ? WHERE owner = ? AND state = ?", (epoch, node, UNFINISHED)
+                    "UPDATE executions SET epoch = ? WHERE owner = ? AND state IN (?, ?)",
+                    (epoch, node, UNFINISHED, QUEUED),
                 ).rowcount
                 db.execute("COMMIT")
             except BaseException:
@@ -1370,3 +1388,6 @@ class SQLiteStore(Store, NodeLease):
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {self.path!r}>"
+
+    #: One write transaction on a connection (for `SQLiteFlow`).
+    _transaction = staticmethod(_transaction)

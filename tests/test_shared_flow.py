@@ -1,0 +1,337 @@
+"""Flow control across engines sharing a store (SQLite file, PostgreSQL schema): `tukio.flow.shared`.
+
+Several engines in one process, each with its own store object on one
+journal, as separate processes would be: the limits, the queue, the keys
+and the delays are the store's, not each engine's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tukio import Engine, WorkflowTemplate
+from tukio.flow.shared import SharedFlow
+from tukio.store import PostgresStore, SQLiteStore
+from tukio.store._flowsql import QUEUED
+
+StoreFactory = Callable[[], Any]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Makes store objects on one journal (closed after the test)."""
+    made: list[Any] = []
+    if request.param == "sqlite":
+
+        def make() -> Any:
+            made.append(SQLiteStore(tmp_path / "journal.db"))
+            return made[-1]
+
+    else:
+        pg_schema = request.getfixturevalue("pg_schema")
+
+        def make() -> Any:
+            made.append(PostgresStore(pg_schema[0], schema=pg_schema[1]))
+            return made[-1]
+
+    yield make
+    for store in made:
+        store.close()
+
+
+class Bodies:
+    """What the task bodies did: how many run now, the most at once, every run's data; a gate they wait on."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+        self.runs: list[Any] = []
+        self.gate = asyncio.Event()
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+
+    async def body(self, data: Any) -> Any:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        self.runs.append(data)
+        self._check()
+        try:
+            await self.gate.wait()
+        finally:
+            self.running -= 1
+            self._check()
+        return data
+
+    def _check(self) -> None:
+        for condition, future in list(self._waiters):
+            if condition() and not future.done():
+                future.set_result(None)
+
+    async def until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until `condition()` holds (checked as bodies start and end)."""
+        if condition():
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append((condition, future))
+        await asyncio.wait_for(future, timeout)
+
+
+@pytest.fixture
+def bodies(task_name: Callable[[str], str], registered: Callable[..., Any]) -> tuple[str, Bodies]:
+    name = task_name("gated")
+    state = Bodies()
+
+    async def gated(event: Any) -> Any:
+        return await state.body(getattr(event, "data", event))
+
+    registered(name, gated)
+    return name, state
+
+
+def _template(task: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": "shared",
+        "policy": "start-new",
+        "tasks": [{"id": "t1", "name": task}],
+        "graph": {"t1": []},
+        **fields,
+    }
+
+
+@pytest.fixture
+async def engines(journal: StoreFactory) -> AsyncIterator[Callable[..., Any]]:
+    """Makes engines (each with a store of its own on the journal); stops them all after the test."""
+    made: list[Engine] = []
+
+    async def make(node: str, template: dict[str, Any] | None = None, **options: Any) -> Engine:
+        engine = Engine(store=journal(), node=node, lease=options.pop("lease", 2.0), **options)
+        made.append(engine)
+        if template is not None:
+            await engine.load(WorkflowTemplate.from_dict(template))
+        return engine
+
+    yield make
+    for engine in made:
+        if not engine.done():
+            await asyncio.wait_for(engine.stop(force=True), 10)
+
+
+async def _queued_in_store(engine: Engine, template_id: str = "shared") -> list[Any]:
+    store = engine.store
+    assert store is not None
+    return await asyncio.to_thread(store.flow_queue, template_id)  # type: ignore[attr-defined]
+
+
+async def test_a_store_shared_by_engines_gives_them_a_shared_flow(engines: Callable[..., Any]) -> None:
+    engine = await engines("a")
+    assert isinstance(engine.flow, SharedFlow)
+
+
+async def test_concurrency_holds_across_engines(engines: Callable[..., Any], bodies: tuple[str, Bodies]) -> None:
+    task, state = bodies
+    a = await engines("a", _template(task, concurrency=2))
+    b = await engines("b", _template(task, concurrency=2))
+    workflows = []
+    for i in range(10):
+        workflow = await (a if i % 2 else b).trigger("shared", {"i": i})
+        assert workflow is not None
+        workflows.append(workflow)
+    await state.until(lambda: state.running == 2)
+    queued = await _queued_in_store(a)
+    assert len(queued) == 8
+    assert {row.owner for row in queued} == {"a", "b"}
+    assert len(a.queued()) + len(b.queued()) == 8
+    assert all(q.state == QUEUED for q in a.queued())
+    state.gate.set()
+    await asyncio.wait_for(asyncio.gather(*workflows), 20)
+    assert state.peak == 2
+    assert sorted(r["i"] for r in state.runs) == list(range(10))
+    assert await _queued_in_store(a) == []
+
+
+async def test_the_queue_is_fifo_within_a_priority(engines: Callable[..., Any], bodies: tuple[str, Bodies]) -> None:
+    task, state = bodies
+    a = await engines("a", _template(task, concurrency=1))
+    first = await a.trigger("shared", {"i": "first"})
+    await state.until(lambda: state.running == 1)
+    later = [
+        await a.trigger("shared", {"i": "low-1"}, priority=0),
+        await a.trigger("shared", {"i": "high"}, priority=5),
+        await a.trigger("shared", {"i": "low-2"}, priority=0),
+        await a.trigger("shared", {"i": "mid"}, priority=1),
+    ]
+    assert [q.position for q in a.queued()] == [1, 2, 3, 4]
+    assert [q.workflow.uid for q in a.queued()][:1] == [later[1].uid]  # type: ignore[union-attr]
+    state.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, *later), 20)  # type: ignore[arg-type]
+    assert [r["i"] for r in state.runs] == ["first", "high", "mid", "low-1", "low-2"]
+
+
+async def test_concurrency_key_limits_each_value(engines: Callable[..., Any], bodies: tuple[str, Bodies]) -> None:
+    task, state = bodies
+    a = await engines("a", _template(task, concurrency=1, concurrency_key="customer"))
+    b = await engines("b", _template(task, concurrency=1, concurrency_key="customer"))
+    w1 = await a.trigger("shared", {"customer": "acme", "n": 1})
+    w2 = await b.trigger("shared", {"customer": "acme", "n": 2})
+    w3 = await b.trigger("shared", {"customer": "globex", "n": 3})
+    await state.until(lambda: state.running == 2)
+    assert sorted(r["n"] for r in state.runs) == [1, 3]
+    queued = await _queued_in_store(a)
+    assert [(row.owner, row.part) for row in queued] == [("b", '"acme"')]
+    state.gate.set()
+    await asyncio.wait_for(asyncio.gather(w1, w2, w3), 20)  # type: ignore[arg-type]
+    assert state.peak == 2
+
+
+async def test_an_idempotency_key_starts_one_execution_across_engines_and_restarts(
+    engines: Callable[..., Any], bodies: tuple[str, Bodies]
+) -> None:
+    task, state = bodies
+    state.gate.set()
+    a = await engines("a", _template(task))
+    b = await engines("b", _template(task))
+    first = await a.trigger("shared", {"n": 1}, key="order-42")
+    assert first is not None
+    assert await a.trigger("shared", {"n": 2}, key="order-42") is first
+    assert await b.trigger("shared", {"n": 3}, key="order-42") is None  # held by a's
+    await asyncio.wait_for(first, 10)
+    await a.flush()
+    await asyncio.wait_for(a.stop(), 10)
+    c = await engines("c", _template(task))
+    assert await c.trigger("shared", {"n": 4}, key="order-42") is None
+    other = await c.trigger("shared", {"n": 5}, key="order-43")
+    assert other is not None
+    assert other.uid != first.uid
+    await asyncio.wait_for(other, 10)
+    assert [r["n"] for r in state.runs] == [1, 5]
+
+
+async def test_two_engines_racing_on_one_key_start_it_once(
+    engines: Callable[..., Any], bodies: tuple[str, Bodies]
+) -> None:
+    task, state = bodies
+    state.gate.set()
+    a = await engines("a", _template(task))
+    b = await engines("b", _template(task))
+    got = await asyncio.gather(*(e.trigger("shared", {"e": e.node}, key="race") for e in (a, b, a, b)))
+    started = [w for w in got if w is not None]
+    assert len({w.uid for w in started}) == 1
+    await asyncio.wait_for(asyncio.gather(*started), 10)
+    assert len(state.runs) == 1
+
+
+async def test_rate_limits_starts_across_engines(engines: Callable[..., Any], bodies: tuple[str, Bodies]) -> None:
+    task, state = bodies
+    state.gate.set()
+    rate = {"limit": 3, "period": 3600}
+    a = await engines("a", _template(task, rate=rate))
+    b = await engines("b", _template(task, rate=rate))
+    workflows = [await (a if i % 2 else b).trigger("shared", {"i": i}) for i in range(7)]
+    await state.until(lambda: len(state.runs) == 3)
+    await a.flush()
+    await b.flush()
+    assert len(await _queued_in_store(a)) == 4
+    assert sum(not w.done() for w in workflows if w is not None) == 4
+    assert len(state.runs) == 3
+
+
+async def test_a_queued_execution_outlives_its_engine(engines: Callable[..., Any], bodies: tuple[str, Bodies]) -> None:
+    """Stopping an engine leaves its queued triggers in the store; another engine runs them."""
+    task, state = bodies
+    a = await engines("a", _template(task, concurrency=1))
+    blocker = await a.trigger("shared", {"n": 0})
+    queued = [await a.trigger("shared", {"n": n}) for n in (1, 2)]
+    await state.until(lambda: state.running == 1)
+    await asyncio.wait_for(a.stop(force=True), 10)
+    assert blocker is not None
+    assert blocker.cancelled()
+    assert all(w is not None and w.cancelled() for w in queued)  # here: the rows stay queued in the store
+    b = await engines("b", _template(task, concurrency=1))
+    assert len(await _queued_in_store(b)) == 2
+    state.gate.set()
+    await state.until(lambda: sorted(r["n"] for r in state.runs) == [0, 1, 2], timeout=20)
+    assert state.peak == 1
+
+
+async def test_a_restarted_node_runs_what_it_had_queued(
+    engines: Callable[..., Any], bodies: tuple[str, Bodies]
+) -> None:
+    task, state = bodies
+    a = await engines("a", _template(task, concurrency=1))
+    await a.trigger("shared", {"n": 0})
+    await a.trigger("shared", {"n": 1}, not_before=0.2)
+    await state.until(lambda: state.running == 1)
+    await asyncio.wait_for(a.stop(force=True), 10)
+    state.gate.set()
+    again = await engines("a", _template(task, concurrency=1))
+    await again.recover()
+    await state.until(lambda: [r["n"] for r in state.runs].count(1) == 1, timeout=20)
+    assert [r["n"] for r in state.runs].count(1) == 1
+
+
+async def test_not_before_waits_in_the_store(engines: Callable[..., Any], bodies: tuple[str, Bodies]) -> None:
+    task, state = bodies
+    state.gate.set()
+    a = await engines("a", _template(task))
+    later = await a.trigger("shared", {"n": 1}, not_before=0.3)
+    assert later is not None
+    rows = await _queued_in_store(a)
+    assert [row.exec_id for row in rows] == [later.uid]
+    assert rows[0].due is not None
+    assert a.queued()[0].position is None  # waiting for its time, not in line
+    await asyncio.wait_for(later, 10)
+    assert state.runs == [{"n": 1}]
+
+
+async def test_cancelling_a_queued_workflow_cancels_its_row(
+    engines: Callable[..., Any], bodies: tuple[str, Bodies]
+) -> None:
+    task, state = bodies
+    a = await engines("a", _template(task, concurrency=1))
+    first = await a.trigger("shared", {"n": 0})
+    second = await a.trigger("shared", {"n": 1})
+    assert first is not None
+    assert second is not None
+    await state.until(lambda: state.running == 1)
+    second.cancel()
+    await asyncio.wait_for(asyncio.wait([second]), 5)
+    state.gate.set()
+    await asyncio.wait_for(first, 10)
+    await a.flush()
+    store = a.store
+    assert store is not None
+    for _ in range(100):  # the pump records the cancel on its next turn
+        if await _queued_in_store(a) == []:
+            break
+        await asyncio.sleep(0.02)
+    assert await _queued_in_store(a) == []
+    assert await asyncio.to_thread(lambda: store.load(second.uid)["exec"]["state"]) == "cancelled"
+    assert [r["n"] for r in state.runs] == [0]
+
+
+async def test_max_running_limits_one_node(engines: Callable[..., Any], bodies: tuple[str, Bodies]) -> None:
+    task, state = bodies
+    a = await engines("a", _template(task), max_running=1)
+    workflows = [await a.trigger("shared", {"n": n}) for n in range(3)]
+    await state.until(lambda: state.running == 1)
+    state.gate.set()
+    await asyncio.wait_for(asyncio.gather(*workflows), 10)  # type: ignore[arg-type]
+    assert state.peak == 1
+
+
+async def test_data_received_queues_in_the_store(engines: Callable[..., Any], bodies: tuple[str, Bodies]) -> None:
+    task, state = bodies
+    a = await engines("a", _template(task, concurrency=1, topics=["orders"]))
+    started = []
+    for n in range(4):
+        started.extend(await a.data_received({"n": n}, topic="orders") or [])
+    assert len(started) == 4
+    await state.until(lambda: state.running == 1)
+    assert len(await _queued_in_store(a)) == 3
+    state.gate.set()
+    await asyncio.wait_for(asyncio.gather(*started), 10)
+    assert state.peak == 1

@@ -1,0 +1,181 @@
+"""The durable queue of flow control in PostgreSQL (see `tukio.store._flowsql`).
+
+A mixin of `PostgresStore`: each step is one transaction holding an
+advisory lock of the template (steps of one template, on any node, take
+turns; other templates' go on), with times on the server's clock. A step
+that admits rows of other nodes notifies them (``NOTIFY`` on the schema's
+flow channel), so they launch them at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+import zlib
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tukio._report import iso_from_timestamp
+from tukio.store._flowsql import QUEUED, FlowRow, Limits, QueueRow, Statement, StepResult, queue_query, step
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from tukio.store._pgschema import SQL
+    from tukio.store.postgres import _Link
+
+__all__ = ["PostgresFlow"]
+
+_T = TypeVar("_T")
+
+
+@functools.lru_cache(maxsize=256)
+def numbered(sql: str) -> str:
+    """`sql` with its ``?`` placeholders numbered as PostgreSQL wants them (``$1``, ``$2``...)."""
+    count = iter(range(1, 1 << 30))
+    return re.sub(r"\?", lambda _: f"${next(count)}", sql)
+
+
+async def _run_statement(conn: asyncpg.Connection, statement: Statement) -> list[tuple[Any, ...]]:
+    sql = numbered(statement.sql)
+    if statement.many:
+        await conn.executemany(sql, statement.params)
+        return []
+    return [tuple(r) for r in await conn.fetch(sql, *statement.params)]
+
+
+class PostgresFlow:
+    """The flow-control calls of `PostgresStore` (see `tukio.store._flowsql`)."""
+
+    #: None: a node is told (LISTEN) when another node admits its queued executions.
+    flow_poll: float | None = None
+
+    sql: SQL
+    schema: str
+    _namespace: int
+    _reader: _Link
+    _listener: _Link
+    _listening_flow: Any = None
+    if TYPE_CHECKING:  # PostgresStore's
+
+        def _run(self, coro: Coroutine[Any, Any, _T]) -> _T: ...
+        def _attached(self) -> str: ...
+
+    epoch: int | None
+
+    @property
+    def flow_channel(self) -> str:
+        """The NOTIFY channel that tells nodes their queued executions were admitted."""
+        return f"tukio_flow_{self._namespace}"
+
+    def flow_step(self, template_id: str, limits: Limits, rows: Sequence[FlowRow] = ()) -> StepResult:
+        """Queue `rows` (this node's new triggers of `template_id`) and admit what may start, in one transaction."""
+        node = self._attached()
+        assert self.epoch is not None
+        owner = (node, self.epoch)
+        s = self.sql.schema
+        key = zlib.crc32(f"{self.schema}\0{template_id}".encode()) - (1 << 31)
+        values: list[tuple[Any, ...]] = []
+        versions: dict[str, tuple[Any, ...]] = {}
+        for r in rows:
+            b = r.begin
+            event, texts = blob(b.event)
+            row = (b.exec_id, b.template_id, b.start, event, texts, b.version, *owner, r.priority, r.part, r.due)
+            values.append(row)
+            if b.version is not None and b.template is not None and b.version not in versions:
+                versions[b.version] = (b.version, b.template_id, *blob(b.template))
+        insert = Statement(
+            f"INSERT INTO {s}.executions (exec_id, template_id, state, started, event, texts, version, owner, epoch, "
+            f"priority, part, due, queued_at) VALUES (?, ?, '{QUEUED}', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [],
+            many=True,
+        )
+        ids = [r.begin.exec_id for r in rows]
+
+        async def op(conn: asyncpg.Connection) -> StepResult:
+            async with conn.transaction():
+                found = await conn.fetchrow(
+                    "SELECT pg_advisory_xact_lock($1, $2), extract(epoch FROM clock_timestamp())::float8",
+                    self._namespace ^ 2,
+                    key,
+                )
+                now = found[1]
+                if versions:
+                    await conn.executemany(
+                        f"INSERT INTO {s}.versions (version, template_id, template, texts) VALUES ($1, $2, $3, $4) "
+                        "ON CONFLICT (version) DO NOTHING",
+                        list(versions.values()),
+                    )
+                statement = Statement(insert.sql, [(*v, now) for v in values], many=True) if rows else None
+                gen = step(f"{s}.executions", template_id, owner, now, limits, statement, ids)
+                result = await _drive(conn, gen)
+                if result.others:
+                    await conn.execute("SELECT pg_notify($1, '')", self.flow_channel)
+                return result
+
+        return self._run(self._reader.call(op))
+
+    def flow_queue(self, template_id: str | None = None) -> list[QueueRow]:
+        """The queued executions (of one template, or all), in the order they would start once due."""
+        statement = queue_query(f"{self.sql.schema}.executions", template_id)
+
+        async def op(conn: asyncpg.Connection) -> list[QueueRow]:
+            return [QueueRow(*r) for r in await _run_statement(conn, statement)]
+
+        return self._run(self._reader.call(op))
+
+    def flow_templates(self) -> list[str]:
+        """The templates with queued executions."""
+        query = f"SELECT DISTINCT template_id FROM {self.sql.schema}.executions WHERE state = '{QUEUED}'"
+        return [r[0] for r in self._run(self._reader.call(lambda c: c.fetch(query)))]
+
+    def flow_cancel(self, exec_ids: Iterable[str]) -> list[str]:
+        """Record these executions of this node as cancelled if they have not started; return those cancelled."""
+        node = self._attached()
+        ids = list(exec_ids)
+        if not ids:
+            return []
+        query = (
+            f"UPDATE {self.sql.schema}.executions SET state = 'cancelled', ended = $3, launch = 0, locked = false "
+            f"WHERE exec_id = ANY($1) AND owner = $2 AND (state = '{QUEUED}' OR (state = 'pending' AND launch = 1)) "
+            "RETURNING exec_id"
+        )
+        ended = iso_from_timestamp(time.time())
+        return [r[0] for r in self._run(self._reader.call(lambda c: c.fetch(query, ids, node, ended)))]
+
+    def flow_listen(self, wake: Callable[[], None]) -> bool:
+        """Call `wake` (from the store's thread) when another node admits this node's queued executions.
+
+        `wake` is called too when the listening connection is lost: listen again then.
+
+        Returns:
+            True when listening (again); False when already listening.
+        """
+
+        async def op(conn: asyncpg.Connection) -> bool:
+            if self._listening_flow is conn:
+                return False
+            await conn.add_listener(self.flow_channel, lambda *_: wake())
+            conn.add_termination_listener(lambda *_: wake())
+            self._listening_flow = conn
+            return True
+
+        return bool(self._run(self._listener.call(op)))
+
+
+async def _drive(conn: asyncpg.Connection, gen: Any) -> StepResult:
+    try:
+        statement = next(gen)
+        while True:
+            statement = gen.send(await _run_statement(conn, statement))
+    except StopIteration as stop:
+        result: StepResult = stop.value
+        return result
+
+
+def blob(value: str | bytes | None) -> tuple[bytes | None, bool]:
+    """A text or bytes column as PostgreSQL keeps it: the bytes, and whether they were text."""
+    if value is None:
+        return None, True
+    return (value.encode(), True) if isinstance(value, str) else (value, False)

@@ -1,0 +1,109 @@
+"""The durable queue of flow control in a SQLite file (see `tukio.store._flowsql`).
+
+A mixin of `SQLiteStore`: each step is one write transaction (``BEGIN
+IMMEDIATE``: one process at a time holds the file's write lock, so no other
+lock of the template is needed); times are the wall clock (``time.time()``)
+of the processes of one host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from tukio._report import iso_from_timestamp
+from tukio.store._flowsql import (
+    QUEUED,
+    FlowRow,
+    Limits,
+    QueueRow,
+    Statement,
+    StepResult,
+    drive,
+    queue_query,
+    step,
+)
+
+__all__ = ["SQLiteFlow"]
+
+_INSERT = (
+    "INSERT INTO executions (exec_id, template_id, state, started, event, version, owner, epoch, "
+    f"priority, part, due, queued_at) VALUES (?, ?, '{QUEUED}', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_VERSION = "INSERT OR IGNORE INTO versions (version, template_id, template, created) VALUES (?, ?, ?, ?)"
+
+
+class SQLiteFlow:
+    """The flow-control calls of `SQLiteStore` (see `tukio.store._flowsql.FlowStore`)."""
+
+    #: Seconds between two looks of a node that waits for another node's admission (SQLite cannot signal).
+    flow_poll: float | None = 0.05
+
+    # SQLiteStore's:
+    _lock: Any
+    _conn: Callable[[], sqlite3.Connection]
+    _attached: Callable[[], tuple[str, int]]
+    _transaction: Callable[[sqlite3.Connection], contextlib.AbstractContextManager[None]]
+
+    def _run_statement(self, db: sqlite3.Connection, statement: Statement) -> list[tuple[Any, ...]]:
+        if statement.many:
+            db.executemany(statement.sql, statement.params)
+            return []
+        return db.execute(statement.sql, statement.params).fetchall()
+
+    def flow_step(self, template_id: str, limits: Limits, rows: Sequence[FlowRow] = ()) -> StepResult:
+        """Queue `rows` (this node's new triggers of `template_id`) and admit what may start, in one transaction."""
+        owner = self._attached()
+        now = time.time()
+        values = [
+            (b.exec_id, b.template_id, b.start, b.event, b.version, *owner, r.priority, r.part, r.due, now)
+            for r in rows
+            for b in (r.begin,)
+        ]
+        versions = {r.begin.version: r.begin for r in rows if r.begin.version is not None and r.begin.template}
+        insert = Statement(_INSERT, values, many=True) if rows else None
+        with self._lock:
+            db = self._conn()
+            with self._transaction(db):
+                if versions:
+                    db.executemany(_VERSION, [(v, b.template_id, b.template, b.start) for v, b in versions.items()])
+                gen = step("executions", template_id, owner, now, limits, insert, [r.begin.exec_id for r in rows])
+                return drive(gen, lambda st: self._run_statement(db, st))
+
+    def flow_queue(self, template_id: str | None = None) -> list[QueueRow]:
+        """The queued executions (of one template, or all), in the order they would start once due."""
+        statement = queue_query("executions", template_id)
+        with self._lock:
+            return [QueueRow(*r) for r in self._conn().execute(statement.sql, statement.params).fetchall()]
+
+    def flow_templates(self) -> list[str]:
+        """The templates with queued executions."""
+        with self._lock:
+            rows = self._conn().execute(f"SELECT DISTINCT template_id FROM executions WHERE state = '{QUEUED}'")
+            return [r[0] for r in rows.fetchall()]
+
+    def flow_cancel(self, exec_ids: Iterable[str]) -> list[str]:
+        """Record these executions of this node as cancelled if they have not started; return those cancelled."""
+        node, _ = self._attached()
+        ids = list(exec_ids)
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        ended = iso_from_timestamp(time.time())
+        where = f"exec_id IN ({marks}) AND owner = ? AND (state = '{QUEUED}' OR (state = 'pending' AND launch = 1))"
+        with self._lock:
+            db = self._conn()
+            with self._transaction(db):
+                found = [r[0] for r in db.execute(f"SELECT exec_id FROM executions WHERE {where}", (*ids, node))]
+                db.execute(
+                    f"UPDATE executions SET state = 'cancelled', ended = ?, launch = 0, locked = 0 WHERE {where}",
+                    (ended, *ids, node),
+                )
+        return found
+
+    def flow_listen(self, wake: Any) -> bool:
+        """SQLite cannot signal other processes: never calls `wake` (nodes look every `flow_poll`); returns False."""
+        return False

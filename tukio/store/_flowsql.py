@@ -1,0 +1,288 @@
+"""The durable queue of flow control, written once for the SQL stores (sans I/O).
+
+A governed trigger is a row of ``executions`` in state ``queued`` (its begin
+record: template version, data) with its priority, its partition (the JSON
+text of its ``concurrency_key`` value, ``''`` for none), its due time and
+the time it was queued. `step` is one transaction of a template's queue:
+it inserts a node's new rows (those whose id the store already holds are
+*known*: an idempotency key seen before), then admits queued rows in order
+(priority, then arrival), as many as the template's concurrency slots
+(unfinished executions, per partition) and its rate (starts in the last
+period) allow, whoever queued them, and hands back this node's admitted
+rows to launch. An admitted row is ``pending`` (it holds a slot from then
+on) with ``launch = 1`` until its owner launches it.
+
+The generator yields `Statement` objects and receives each one's rows; each
+store runs it inside its own transaction, holding its own lock of the
+template (SQLite: the write lock; PostgreSQL: an advisory lock) and giving
+the time on its clock (the server's for PostgreSQL). Placeholders are
+``?``; the PostgreSQL store numbers them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from tukio.store.base import Serializer
+
+__all__ = [
+    "QUEUED",
+    "QUEUE_COLUMNS",
+    "FlowRow",
+    "FlowStore",
+    "Limits",
+    "QueueRow",
+    "Statement",
+    "StepResult",
+    "drive",
+    "queue_query",
+    "step",
+]
+
+#: The state of a queued execution in the store.
+QUEUED = "queued"
+#: Rows read per query while admitting (a larger backlog is read in several).
+_PAGE = 500
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement to run; `many`: run it once per item of `params`."""
+
+    sql: str
+    params: Sequence[Any]
+    many: bool = False
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A template's limits: `concurrency` slots (per partition when `partitioned`), `rate` (starts, seconds)."""
+
+    concurrency: int | None = None
+    partitioned: bool = False
+    rate: tuple[int, float] | None = None
+
+
+@dataclass
+class StepResult:
+    """What a step did: the rows not inserted (`known`: their places), this node's to `launch`, when to step again."""
+
+    known: list[int] = field(default_factory=list)
+    launch: list[str] = field(default_factory=list)
+    others: bool = False
+    wake: float | None = None
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def step(
+    table: str,
+    template_id: str,
+    owner: tuple[str, int],
+    now: float,
+    limits: Limits,
+    insert: Statement | None = None,
+    new_ids: Sequence[str] = (),
+) -> Generator[Statement, list[tuple[Any, ...]], StepResult]:
+    """One transaction of `template_id`'s queue, as this node `owner` (name, epoch) sees it at `now`.
+
+    Args:
+        table: the executions table (qualified by its schema where needed).
+        insert: the insertion of this node's new rows (``many``), whose ids are `new_ids`.
+
+    Returns:
+        The places in `new_ids` of the rows not inserted (the store held
+        their id, or an earlier row of the batch had it), this node's rows to launch (now
+        ``pending``; its own new rows admitted at once among them), whether
+        rows of other nodes were admitted, and when a due time or the rate
+        lets more start (None: when a slot frees).
+    """
+    result = StepResult()
+    if insert is not None and new_ids:
+        known: set[str] = set()
+        for start in range(0, len(new_ids), _PAGE):
+            page = list(new_ids[start : start + _PAGE])
+            rows = yield Statement(f"SELECT exec_id FROM {table} WHERE exec_id IN ({_marks(len(page))})", page)
+            known.update(r[0] for r in rows)
+        fresh = []
+        for n, (params, exec_id) in enumerate(zip(insert.params, new_ids, strict=True)):
+            if exec_id in known:  # held already, or twice in this batch (one key triggered twice at once)
+                result.known.append(n)
+            else:
+                known.add(exec_id)
+                fresh.append(params)
+        if fresh:
+            yield Statement(insert.sql, fresh, many=True)
+    admitted = yield from _admit(table, template_id, now, limits, result)
+    mine = [exec_id for exec_id, node, epoch in admitted if (node, epoch) == owner]
+    result.others = len(mine) < len(admitted)
+    rows = yield Statement(
+        f"SELECT exec_id FROM {table} WHERE launch = 1 AND owner = ? AND epoch = ? AND template_id = ?",
+        (*owner, template_id),
+    )
+    result.launch = [r[0] for r in rows]
+    if rows:
+        yield Statement(f"UPDATE {table} SET launch = 0 WHERE exec_id IN ({_marks(len(rows))})", result.launch)
+    rows = yield Statement(
+        f"SELECT min(due) FROM {table} WHERE template_id = ? AND state = '{QUEUED}' AND due > ?", (template_id, now)
+    )
+    due = rows[0][0] if rows else None
+    if due is not None:
+        result.wake = due if result.wake is None else min(result.wake, due)
+    return result
+
+
+def _admit(
+    table: str, template_id: str, now: float, limits: Limits, result: StepResult
+) -> Generator[Statement, list[tuple[Any, ...]], list[tuple[str, str, int]]]:
+    """Admit queued rows of the template in order while slots and rate allow; return (id, owner, epoch) of each."""
+    left: int | None = None  # starts the rate still allows
+    if limits.rate is not None:
+        most, period = limits.rate
+        rows = yield Statement(
+            f"SELECT count(*), min(admitted) FROM {table} WHERE template_id = ? AND admitted > ?",
+            (template_id, now - period),
+        )
+        left = most - rows[0][0]
+        if left <= 0:
+            result.wake = rows[0][1] + period
+            return []
+    running: dict[str, int] = {}
+    full: set[str] = set()
+    limit = limits.concurrency
+    if limit is not None:
+        rows = yield Statement(
+            f"SELECT coalesce(part, ''), count(*) FROM {table} WHERE template_id = ? AND state = 'pending' "
+            "GROUP BY coalesce(part, '')",
+            (template_id,),
+        )
+        running = dict(rows)
+        full = {part for part, count in running.items() if count >= limit}
+        if full and not limits.partitioned:
+            return []
+    admitted: list[tuple[str, str, int]] = []
+    while left is None or left > 0:
+        skip = f" AND part NOT IN ({_marks(len(full))})" if full else ""
+        rows = yield Statement(
+            f"SELECT exec_id, part, owner, epoch FROM {table} WHERE template_id = ? AND state = '{QUEUED}' "
+            f"AND (due IS NULL OR due <= ?){skip} ORDER BY priority DESC, queued_at, exec_id LIMIT {_PAGE}",
+            (template_id, now, *sorted(full)),
+        )
+        taken: list[str] = []
+        for exec_id, part, node, epoch in rows:
+            if part in full:
+                continue
+            taken.append(exec_id)
+            admitted.append((exec_id, node, epoch))
+            if left is not None:
+                left -= 1
+                if left == 0:
+                    break
+            if limit is not None:
+                running[part] = running.get(part, 0) + 1
+                if running[part] >= limit:
+                    full.add(part)
+                    if not limits.partitioned:
+                        break
+        if taken:
+            yield Statement(
+                f"UPDATE {table} SET state = 'pending', admitted = ?, launch = 1 "
+                f"WHERE exec_id IN ({_marks(len(taken))})",
+                (now, *taken),
+            )
+        if len(rows) < _PAGE or (full and not limits.partitioned):
+            break
+    if left == 0 and limits.rate is not None:
+        result.wake = now + limits.rate[1]  # at the latest; the next step reads the exact time
+    return admitted
+
+
+@dataclass(frozen=True)
+class FlowRow:
+    """A trigger to queue: its begin record, priority, partition (JSON text, '' for none) and due time."""
+
+    begin: Any  # tukio.store.base.ExecutionRecord
+    priority: int = 0
+    part: str = ""
+    due: float | None = None
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """A queued execution as the store holds it (listings, and a node taking its own back)."""
+
+    exec_id: str
+    template_id: str
+    version: str | None
+    priority: int
+    part: str
+    due: float | None
+    queued_at: float
+    owner: str | None
+
+
+#: The columns of `QueueRow`, in order.
+QUEUE_COLUMNS = "exec_id, template_id, version, priority, coalesce(part, ''), due, queued_at, owner"
+
+
+def queue_query(table: str, template_id: str | None, owner: str | None = None) -> Statement:
+    """The queued rows (of a template, of an owner), in the order they would start once due."""
+    clauses = [f"state = '{QUEUED}'"]
+    params: list[Any] = []
+    if template_id is not None:
+        clauses.append("template_id = ?")
+        params.append(template_id)
+    if owner is not None:
+        clauses.append("owner = ?")
+        params.append(owner)
+    return Statement(
+        f"SELECT {QUEUE_COLUMNS} FROM {table} WHERE {' AND '.join(clauses)} "
+        "ORDER BY template_id, priority DESC, queued_at, exec_id",
+        params,
+    )
+
+
+def drive(gen: Generator[Statement, list[tuple[Any, ...]], StepResult], run: Any) -> StepResult:
+    """Run a step through `run(statement) -> rows` (synchronous stores)."""
+    try:
+        statement = next(gen)
+        while True:
+            statement = gen.send(run(statement))
+    except StopIteration as stop:
+        result: StepResult = stop.value
+        return result
+
+
+@runtime_checkable
+class FlowStore(Protocol):
+    """What a store offers to hold the durable queue of flow control (`SQLiteStore`, `PostgresStore`).
+
+    `flow_poll`: None when the store tells a node that another admitted its
+    rows (`flow_listen`); else the seconds between two looks.
+    """
+
+    flow_poll: float | None
+    serializer: Serializer
+
+    def flow_step(self, template_id: str, limits: Limits, rows: Sequence[FlowRow] = ()) -> StepResult:
+        """Queue `rows` (this node's new triggers of `template_id`) and admit what may start, in one transaction."""
+
+    def flow_queue(self, template_id: str | None = None) -> list[QueueRow]:
+        """The queued executions (of one template, or all), in the order they would start once due."""
+
+    def flow_templates(self) -> list[str]:
+        """The templates with queued executions."""
+
+    def flow_cancel(self, exec_ids: Iterable[str]) -> list[str]:
+        """Record these executions of this node as cancelled if they have not started; return those cancelled."""
+
+    def flow_listen(self, wake: Callable[[], None]) -> bool:
+        """Call `wake` when another node admits this node's rows (False: the store cannot; poll)."""
+
+    def mark_cancelled(self, exec_ids: Iterable[str]) -> None:
+        """Record these unfinished executions of this node as cancelled (they will not run)."""
