@@ -25,6 +25,8 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from tukio.store.base import QUEUED
+
 if TYPE_CHECKING:
     from tukio.store.base import Serializer
 
@@ -42,8 +44,6 @@ __all__ = [
     "step",
 ]
 
-#: The state of a queued execution in the store.
-QUEUED = "queued"
 #: Rows read per query while admitting (a larger backlog is read in several).
 _PAGE = 500
 

@@ -41,6 +41,8 @@ __all__ = [
 
 #: The state of an execution that has not ended.
 UNFINISHED = "pending"
+#: The state of an execution waiting in the durable queue of flow control (see `tukio.flow.shared`).
+QUEUED = "queued"
 
 _S = TypeVar("_S", bound="Store")
 
@@ -206,7 +208,7 @@ class ExecutionInfo:
     @property
     def finished(self) -> bool:
         """True once the execution ended (in any state)."""
-        return self.state != UNFINISHED
+        return self.state != UNFINISHED and self.state != QUEUED
 
 
 def execution_info(
