@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tukio import Engine, WorkflowTemplate
+from tukio.flow import VirtualClock, key_exec_id
 from tukio.flow.shared import SharedFlow
 from tukio.store import PostgresStore, SQLiteStore
 from tukio.store._flowsql import QUEUED
@@ -335,3 +337,27 @@ async def test_data_received_queues_in_the_store(engines: Callable[..., Any], bo
     state.gate.set()
     await asyncio.wait_for(asyncio.gather(*started), 10)
     assert state.peak == 1
+
+
+async def test_a_schedule_tick_fires_once_across_engines(journal: StoreFactory, bodies: tuple[str, Bodies]) -> None:
+    task, state = bodies
+    state.gate.set()
+    clock = VirtualClock(start=datetime(2026, 3, 2, 9, 58, tzinfo=timezone.utc).timestamp())
+    template = WorkflowTemplate.from_dict(_template(task, schedule={"cron": "*/5 * * * *"}))
+    made = [Engine(store=journal(), node=n, lease=2.0, flow=SharedFlow(clock=clock)) for n in ("a", "b")]
+    try:
+        for engine in made:
+            await engine.load(template)
+        clock.advance(3 * 60)  # 10:01: the 10:00 tick, on both engines
+        await state.until(lambda: len(state.runs) == 1)
+        for engine in made:  # each engine's firing of the tick has returned
+            await asyncio.wait_for(asyncio.gather(*engine._schedules._firing.values()), 10)
+            await engine.flush()
+        store = made[0].store
+        assert store is not None
+        infos = await asyncio.to_thread(store.executions, template_id="shared")
+        assert [i.exec_id for i in infos] == [key_exec_id("shared", "schedule:2026-03-02T10:00:00+00:00")]
+        assert [r["tick"] for r in state.runs] == ["2026-03-02T10:00:00+00:00"]
+    finally:
+        for engine in made:
+            await asyncio.wait_for(engine.stop(force=True), 10)

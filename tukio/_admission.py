@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tukio._report import iso_from_timestamp, storable
@@ -233,15 +233,20 @@ def _storable(blob: str | bytes) -> str | bytes:
     return storable(blob) if isinstance(blob, str) else blob
 
 
-def begin_record(serializer: Serializer, workflow: Workflow, data: Any) -> ExecutionRecord:
+def begin_record(
+    serializer: Serializer, workflow: Workflow, data: Any, stored: Collection[str] = ()
+) -> ExecutionRecord:
     """The begin record of `workflow` (not started yet) triggered by `data`, owned by nobody yet.
 
-    What cannot be serialized is left out: the journal then records the workflow as failed.
+    The template is left out when its version is among those `stored`
+    already. What cannot be serialized is left out: the journal then
+    records the workflow as failed.
     """
     template: str | bytes | None = None
     event: str | bytes | None = None
     with contextlib.suppress(Exception):
-        template = _storable(serializer.dumps(workflow.template.as_dict()))
+        if workflow.template.version not in stored:
+            template = _storable(serializer.dumps(workflow.template.as_dict()))
         event = _storable(serializer.dumps(data))
     return ExecutionRecord(
         storable(workflow.uid),

@@ -202,6 +202,7 @@ class Engine(EngineFlow, asyncio.Future):  # type: ignore[type-arg]
             lambda: self.selector.templates,
             self._resume_admitted,
             self._after_commit,
+            self._journal.begun_in_store if self._journal is not None else None,
         )
         self._init_flow(flow, max_running, host, shared=self._cluster is not None)
 

@@ -79,7 +79,8 @@ class FlowHost:
     `resume(template_id, exec_ids)` runs executions of this engine admitted
     from the store's queue that it holds no workflow for (queued before a
     restart); `after_commit(callback)` calls back once what the engine
-    recorded so far is committed.
+    recorded so far is committed; `begun(exec_id)` tells the engine the
+    begin record of an execution about to launch is committed already.
     """
 
     launch: Callable[[Workflow, Event, float | None], None]
@@ -89,6 +90,7 @@ class FlowHost:
     templates: Callable[[], Iterable[WorkflowTemplate]] | None = None
     resume: Callable[[str, list[str]], Awaitable[object]] | None = None
     after_commit: Callable[[Callable[[], None]], None] | None = None
+    begun: Callable[[str], None] | None = None
 
 
 class FlowControl(Protocol):

@@ -33,6 +33,7 @@ import functools
 import itertools
 import json
 import logging
+import time
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -128,6 +129,7 @@ class SharedFlow(LocalFlow):
         self._pump: asyncio.Task[None] | None = None
         self._listening = False
         self._store: FlowStore | None = None
+        self._stored_versions: set[str] = set()  # template versions the store keeps (not sent again)
 
     # -- FlowControl -----------------------------------------------------------------
     def attach(self, host: FlowHost) -> None:
@@ -179,8 +181,8 @@ class SharedFlow(LocalFlow):
         if self._closed:
             workflow.cancel()
             return workflow
-        begin = begin_record(self._store.serializer, workflow, event.data)
-        row = FlowRow(begin, request.priority, partition_text(request.partition), request.due)
+        begin = begin_record(self._store.serializer, workflow, event.data, self._stored_versions)
+        row = FlowRow(begin, request.priority, partition_text(request.partition), request.due, request.key is not None)
         loop = asyncio.get_running_loop()
         ticket = _Ticket(
             workflow, event, timeout, request, next(self._shared_seq), self._clock.time(), row, loop.create_future()
@@ -261,13 +263,13 @@ class SharedFlow(LocalFlow):
                 raise
             except Exception as exc:  # the store failed: try again at the next sweep
                 log.error("flow control: %s", exc)
-                next_sweep = self._clock.time() + SWEEP
+                next_sweep = time.time() + SWEEP
             if kick.is_set():  # woken while stepping: step again at once
                 kick.clear()
                 continue
-            timeout = next_sweep - self._clock.time()
+            timeout = next_sweep - time.time()
             if self._wakes:
-                timeout = min(timeout, min(self._wakes.values()) - self._clock.time())
+                timeout = min(timeout, min(self._wakes.values()) - time.time())
             poll = self._store.flow_poll if self._store is not None else None
             if poll is not None and self._tickets:  # SQLite: look whether another engine admitted ours
                 timeout = min(timeout, poll)
@@ -283,7 +285,7 @@ class SharedFlow(LocalFlow):
         assert store is not None
         if store.flow_poll is None and not self._listening:
             await self._listen()
-        now = self._clock.time()
+        now = time.time()
         if now >= next_sweep:
             next_sweep = now + SWEEP
             await self._sweep()
@@ -349,8 +351,9 @@ class SharedFlow(LocalFlow):
                 ticket.workflow.cancel()
                 if not ticket.committed.done():
                     ticket.committed.set_exception(exc)
-            self._wakes[template_id] = self._clock.time() + SWEEP
+            self._wakes[template_id] = time.time() + SWEEP
             return
+        self._stored_versions.update(t.row.begin.version for t in new if t.row.begin.version is not None)
         known = set(result.known)
         for n, ticket in enumerate(new):
             uid = ticket.workflow.uid
@@ -389,6 +392,8 @@ class SharedFlow(LocalFlow):
                 self._cancelled_after_admission(ticket.workflow.uid)
                 continue
             ticket.started = True
+            if self._host is not None and self._host.begun is not None and ticket.row.begin.event is not None:
+                self._host.begun(ticket.workflow.uid)  # its row holds its begin: the journal need not write it
             self._launch(ticket.workflow, ticket.event, ticket.timeout, ticket.request)
 
     def _waiting_done(self, ticket: _Ticket, _: object) -> None:

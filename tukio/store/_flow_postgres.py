@@ -91,7 +91,7 @@ class PostgresFlow:
             [],
             many=True,
         )
-        ids = [r.begin.exec_id for r in rows]
+        ids = [r.begin.exec_id if r.keyed else None for r in rows]
 
         async def op(conn: asyncpg.Connection) -> StepResult:
             async with conn.transaction():

@@ -70,7 +70,15 @@ class SQLiteFlow:
             with self._transaction(db):
                 if versions:
                     db.executemany(_VERSION, [(v, b.template_id, b.template, b.start) for v, b in versions.items()])
-                gen = step("executions", template_id, owner, now, limits, insert, [r.begin.exec_id for r in rows])
+                gen = step(
+                    "executions",
+                    template_id,
+                    owner,
+                    now,
+                    limits,
+                    insert,
+                    [r.begin.exec_id if r.keyed else None for r in rows],
+                )
                 return drive(gen, lambda st: self._run_statement(db, st))
 
     def flow_queue(self, template_id: str | None = None) -> list[QueueRow]:

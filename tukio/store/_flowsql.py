@@ -87,13 +87,14 @@ def step(
     now: float,
     limits: Limits,
     insert: Statement | None = None,
-    new_ids: Sequence[str] = (),
+    new_ids: Sequence[str | None] = (),
 ) -> Generator[Statement, list[tuple[Any, ...]], StepResult]:
     """One transaction of `template_id`'s queue, as this node `owner` (name, epoch) sees it at `now`.
 
     Args:
         table: the executions table (qualified by its schema where needed).
-        insert: the insertion of this node's new rows (``many``), whose ids are `new_ids`.
+        insert: the insertion of this node's new rows (``many``), whose ids are
+            `new_ids` (None for an id just made: no need to look for it).
 
     Returns:
         The places in `new_ids` of the rows not inserted (the store held
@@ -105,13 +106,16 @@ def step(
     result = StepResult()
     if insert is not None and new_ids:
         known: set[str] = set()
-        for start in range(0, len(new_ids), _PAGE):
-            page = list(new_ids[start : start + _PAGE])
+        keyed = [i for i in new_ids if i is not None]
+        for start in range(0, len(keyed), _PAGE):
+            page = keyed[start : start + _PAGE]
             rows = yield Statement(f"SELECT exec_id FROM {table} WHERE exec_id IN ({_marks(len(page))})", page)
             known.update(r[0] for r in rows)
         fresh = []
         for n, (params, exec_id) in enumerate(zip(insert.params, new_ids, strict=True)):
-            if exec_id in known:  # held already, or twice in this batch (one key triggered twice at once)
+            if exec_id is None:
+                fresh.append(params)
+            elif exec_id in known:  # held already, or twice in this batch (one key triggered twice at once)
                 result.known.append(n)
             else:
                 known.add(exec_id)
@@ -204,12 +208,16 @@ def _admit(
 
 @dataclass(frozen=True)
 class FlowRow:
-    """A trigger to queue: its begin record, priority, partition (JSON text, '' for none) and due time."""
+    """A trigger to queue: its begin record, priority, partition (JSON text, '' for none) and due time.
+
+    `keyed`: its id may be in the store already (an idempotency key); else it is new.
+    """
 
     begin: Any  # tukio.store.base.ExecutionRecord
     priority: int = 0
     part: str = ""
     due: float | None = None
+    keyed: bool = True
 
 
 @dataclass(frozen=True)

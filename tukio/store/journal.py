@@ -244,6 +244,7 @@ class Journal(Recorder):
         self._writer: _Writer | None = None
         self._written: Written | None = None  # resolves once the batch being made is committed
         self._committing = False  # in `_commit`: a new batch waits for the next turn
+        self._stored_begins: set[str] = set()  # executions whose begin the flow control committed
         # How many deferred commits in a row gathered no other waiter (from `LONE_TURNS` on,
         # commits run at once), and how many waiters joined the deferred commit being made.
         self._lone = LONE_TURNS
@@ -379,6 +380,10 @@ class Journal(Recorder):
         self._versions.add(version)
         return version, blob
 
+    def begun_in_store(self, exec_id: str) -> None:
+        """The begin record of `exec_id` (its data, owned by this node) is committed: do not write it again."""
+        self._stored_begins.add(exec_id)
+
     def workflow_begin(self, workflow: Workflow, data: Any) -> Written:
         """Record that `workflow` starts with the triggering `data`.
 
@@ -387,6 +392,9 @@ class Journal(Recorder):
             data (or the template) cannot be stored: the execution is then
             recorded as failed.
         """
+        if self._stored_begins and workflow.uid in self._stored_begins:
+            self._stored_begins.discard(workflow.uid)  # queued in the store with its data (tukio.flow.shared)
+            return WRITTEN
         uid, template_id = storable(workflow.uid), storable(str(workflow.template.uid))
         what = "its template"
         version: str | None = None
