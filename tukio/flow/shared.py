@@ -128,6 +128,7 @@ class SharedFlow(LocalFlow):
         self._kick: asyncio.Event | None = None
         self._pump: asyncio.Task[None] | None = None
         self._listening = False
+        self._look_launches = False  # another engine may have admitted rows of this one
         self._store: FlowStore | None = None
         self._stored_versions: set[str] = set()  # template versions the store keeps (not sent again)
 
@@ -273,29 +274,33 @@ class SharedFlow(LocalFlow):
             poll = self._store.flow_poll if self._store is not None else None
             if poll is not None and self._tickets:  # SQLite: look whether another engine admitted ours
                 timeout = min(timeout, poll)
-                self._dirty.update(t.request.template_id for t in self._tickets.values())
+                self._look_launches = True
             if timeout > 0:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(kick.wait(), timeout)
             kick.clear()
 
     async def _pump_once(self, next_sweep: float) -> float:
-        """Step the templates that need it; return the time of the next sweep."""
+        """Step the templates that need it, launch what others admitted for us; return the next sweep's time."""
         store = self._store
         assert store is not None
         if store.flow_poll is None and not self._listening:
             await self._listen()
         now = time.time()
-        if now >= next_sweep:
+        sweeping = now >= next_sweep
+        if sweeping:
             next_sweep = now + SWEEP
             await self._sweep()
-        due = [tid for tid, at in self._wakes.items() if at <= now]
+        due = {tid for tid, at in self._wakes.items() if at <= now}
         for tid in due:
             del self._wakes[tid]
-        templates = self._dirty | set(due)
+        templates = self._dirty | due
         self._dirty = set()
         for template_id in templates:
-            await self._step(template_id)
+            await self._step(template_id, sweeping or template_id in due)
+        if self._look_launches:
+            self._look_launches = False
+            await self._take_launches()
         if self._cancelled:
             cancelled, self._cancelled = self._cancelled, []
             await asyncio.to_thread(store.flow_cancel, cancelled)
@@ -316,8 +321,7 @@ class SharedFlow(LocalFlow):
 
     def _woken(self) -> None:
         self._listening = False  # (again if the connection was lost: listening again costs nothing otherwise)
-        for ticket in self._tickets.values():
-            self._dirty.add(ticket.request.template_id)
+        self._look_launches = True
         if self._kick is not None:
             self._kick.set()
 
@@ -325,6 +329,7 @@ class SharedFlow(LocalFlow):
         """Step every loaded template with a limit, and those with queued rows (of any engine)."""
         assert self._store is not None
         assert self._host is not None
+        self._look_launches = True
         templates = self._host.templates() if self._host.templates is not None else []
         loaded = {t.uid for t in templates}
         self._dirty.update(t.uid for t in templates if t.concurrency is not None or t.rate is not None)
@@ -335,14 +340,15 @@ class SharedFlow(LocalFlow):
             return
         self._dirty.update(tid for tid in queued if tid in loaded)
 
-    async def _step(self, template_id: str) -> None:
+    async def _step(self, template_id: str, look_due: bool) -> None:
         assert self._store is not None
-        assert self._host is not None
-        template = self._host.template(template_id) if self._host.template is not None else None
+        template = self._host.template(template_id) if self._host is not None and self._host.template else None
         new = self._new.pop(template_id, [])
         limits = limits_of(template) if template is not None else Limits()
+        look_due = look_due or any(t.request.due is not None for t in new)
+        rows = [t.row for t in new]
         try:
-            result = await asyncio.to_thread(self._store.flow_step, template_id, limits, [t.row for t in new])
+            result = await asyncio.to_thread(self._store.flow_step, template_id, limits, rows, look_due)
         except Exception as exc:
             log.error(
                 "flow control: template %s: the store failed (%d trigger(s) not queued): %s", template_id, len(new), exc
@@ -366,18 +372,31 @@ class SharedFlow(LocalFlow):
                 ticket.committed.set_result(n not in known)
         if result.wake is not None:
             self._wakes[template_id] = min(self._wakes.get(template_id, result.wake), result.wake)
-        orphans: list[str] = []
-        for exec_id in result.launch:
+        await self._launch_admitted([(exec_id, template_id) for exec_id in result.launch])
+
+    async def _take_launches(self) -> None:
+        """Launch this engine's rows that other engines admitted."""
+        assert self._store is not None
+        admitted = await asyncio.to_thread(self._store.flow_launches)
+        if admitted:
+            await self._launch_admitted(admitted)
+
+    async def _launch_admitted(self, admitted: list[tuple[str, str]]) -> None:
+        """Launch admitted rows (execution id, template id): those waiting here, and those of an earlier run."""
+        orphans: dict[str, list[str]] = {}
+        for exec_id, template_id in admitted:
             waiting = self._tickets.pop(exec_id) if exec_id in self._tickets else None
-            if waiting is None:
-                orphans.append(exec_id)  # queued before a restart of this engine: resumed from the store
+            if waiting is None:  # queued before a restart of this engine: resumed from the store
+                orphans.setdefault(template_id, []).append(exec_id)
             elif waiting.workflow.done():
                 self._cancelled_after_admission(exec_id)
             else:
                 self._ready.append(waiting)
         self._launch_ready()
-        if orphans and self._host.resume is not None and not self._closed:
-            await self._host.resume(template_id, orphans)
+        resume = self._host.resume if self._host is not None else None
+        for template_id, exec_ids in orphans.items():
+            if resume is not None and not self._closed:
+                await resume(template_id, exec_ids)
 
     def _cancelled_after_admission(self, exec_id: str) -> None:
         store = self._store

@@ -13,11 +13,11 @@ import functools
 import re
 import time
 import zlib
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tukio._report import iso_from_timestamp
-from tukio.store._flowsql import QUEUED, FlowRow, Limits, QueueRow, Statement, StepResult, queue_query, step
+from tukio.store._flowsql import QUEUED, FlowRow, Limits, QueueRow, Statement, StepResult, launches, queue_query, step
 
 if TYPE_CHECKING:
     import asyncpg
@@ -69,7 +69,9 @@ class PostgresFlow:
         """The NOTIFY channel that tells nodes their queued executions were admitted."""
         return f"tukio_flow_{self._namespace}"
 
-    def flow_step(self, template_id: str, limits: Limits, rows: Sequence[FlowRow] = ()) -> StepResult:
+    def flow_step(
+        self, template_id: str, limits: Limits, rows: Sequence[FlowRow] = (), look_due: bool = True
+    ) -> StepResult:
         """Queue `rows` (this node's new triggers of `template_id`) and admit what may start, in one transaction."""
         node = self._attached()
         assert self.epoch is not None
@@ -92,15 +94,11 @@ class PostgresFlow:
             many=True,
         )
         ids = [r.begin.exec_id if r.keyed else None for r in rows]
+        lock = "SELECT pg_advisory_xact_lock(?, ?), extract(epoch FROM clock_timestamp())::float8"
 
         async def op(conn: asyncpg.Connection) -> StepResult:
             async with conn.transaction():
-                found = await conn.fetchrow(
-                    "SELECT pg_advisory_xact_lock($1, $2), extract(epoch FROM clock_timestamp())::float8",
-                    self._namespace ^ 2,
-                    key,
-                )
-                now = found[1]
+                now = await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
                 if versions:
                     await conn.executemany(
                         f"INSERT INTO {s}.versions (version, template_id, template, texts) VALUES ($1, $2, $3, $4) "
@@ -108,11 +106,34 @@ class PostgresFlow:
                         list(versions.values()),
                     )
                 statement = Statement(insert.sql, [(*v, now) for v in values], many=True) if rows else None
-                gen = step(f"{s}.executions", template_id, owner, now, limits, statement, ids)
+                gen = step(
+                    f"{s}.executions",
+                    template_id,
+                    owner,
+                    now,
+                    limits,
+                    statement,
+                    ids,
+                    look_due,
+                    arrays=True,
+                    lock=Statement(lock, (self._namespace ^ 2, key)),
+                )
                 result = await _drive(conn, gen)
                 if result.others:
                     await conn.execute("SELECT pg_notify($1, '')", self.flow_channel)
                 return result
+
+        return self._run(self._reader.call(op))
+
+    def flow_launches(self) -> list[tuple[str, str]]:
+        """Take this node's rows that other nodes admitted: (execution id, template id) of each, to launch."""
+        node = self._attached()
+        assert self.epoch is not None
+        gen = launches(f"{self.sql.schema}.executions", (node, self.epoch), arrays=True)
+
+        async def op(conn: asyncpg.Connection) -> list[tuple[str, str]]:
+            async with conn.transaction():
+                return await _drive(conn, gen)
 
         return self._run(self._reader.call(op))
 
@@ -164,13 +185,13 @@ class PostgresFlow:
         return bool(self._run(self._listener.call(op)))
 
 
-async def _drive(conn: asyncpg.Connection, gen: Any) -> StepResult:
+async def _drive(conn: asyncpg.Connection, gen: Generator[Statement, list[tuple[Any, ...]], _T]) -> _T:
     try:
         statement = next(gen)
         while True:
             statement = gen.send(await _run_statement(conn, statement))
     except StopIteration as stop:
-        result: StepResult = stop.value
+        result: _T = stop.value
         return result
 
 

@@ -23,6 +23,7 @@ from tukio.store._flowsql import (
     Statement,
     StepResult,
     drive,
+    launches,
     queue_query,
     step,
 )
@@ -54,7 +55,9 @@ class SQLiteFlow:
             return []
         return db.execute(statement.sql, statement.params).fetchall()
 
-    def flow_step(self, template_id: str, limits: Limits, rows: Sequence[FlowRow] = ()) -> StepResult:
+    def flow_step(
+        self, template_id: str, limits: Limits, rows: Sequence[FlowRow] = (), look_due: bool = True
+    ) -> StepResult:
         """Queue `rows` (this node's new triggers of `template_id`) and admit what may start, in one transaction."""
         owner = self._attached()
         now = time.time()
@@ -78,8 +81,17 @@ class SQLiteFlow:
                     limits,
                     insert,
                     [r.begin.exec_id if r.keyed else None for r in rows],
+                    look_due,
                 )
                 return drive(gen, lambda st: self._run_statement(db, st))
+
+    def flow_launches(self) -> list[tuple[str, str]]:
+        """Take this node's rows that other nodes admitted: (execution id, template id) of each, to launch."""
+        owner = self._attached()
+        with self._lock:
+            db = self._conn()
+            with self._transaction(db):
+                return drive(launches("executions", owner), lambda st: self._run_statement(db, st))
 
     def flow_queue(self, template_id: str | None = None) -> list[QueueRow]:
         """The queued executions (of one template, or all), in the order they would start once due."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from tukio.store.base import QUEUED
 
@@ -40,9 +40,12 @@ __all__ = [
     "Statement",
     "StepResult",
     "drive",
+    "launches",
     "queue_query",
     "step",
 ]
+
+_R = TypeVar("_R")
 
 #: Rows read per query while admitting (a larger backlog is read in several).
 _PAGE = 500
@@ -76,8 +79,17 @@ class StepResult:
     wake: float | None = None
 
 
-def _marks(n: int) -> str:
-    return ", ".join("?" * n)
+def _in(column: str, values: Sequence[Any], arrays: bool, negate: bool = False) -> tuple[str, list[Any]]:
+    """``column IN (values)`` (or NOT IN) and its parameters, as the store spells it.
+
+    `arrays` (PostgreSQL): one array parameter, so the statement's text does
+    not change with the number of values (one prepared statement); else
+    one mark per value.
+    """
+    if arrays:
+        return (f"{column} <> ALL(?)" if negate else f"{column} = ANY(?)"), [list(values)]
+    marks = ", ".join("?" * len(values))
+    return f"{column} {'NOT IN' if negate else 'IN'} ({marks})", list(values)
 
 
 def step(
@@ -88,6 +100,9 @@ def step(
     limits: Limits,
     insert: Statement | None = None,
     new_ids: Sequence[str | None] = (),
+    look_due: bool = True,
+    arrays: bool = False,
+    lock: Statement | None = None,
 ) -> Generator[Statement, list[tuple[Any, ...]], StepResult]:
     """One transaction of `template_id`'s queue, as this node `owner` (name, epoch) sees it at `now`.
 
@@ -95,21 +110,29 @@ def step(
         table: the executions table (qualified by its schema where needed).
         insert: the insertion of this node's new rows (``many``), whose ids are
             `new_ids` (None for an id just made: no need to look for it).
+        look_due: read when the next delayed row is due (`StepResult.wake`).
+        arrays: pass lists of values as one array (PostgreSQL).
+        lock: the statement that takes the template's lock, once the new rows
+            are inserted (inserts of several nodes need not take turns); its
+            first row ends with the time then. None: the transaction holds
+            the lock already (SQLite).
 
     Returns:
         The places in `new_ids` of the rows not inserted (the store held
-        their id, or an earlier row of the batch had it), this node's rows to launch (now
-        ``pending``; its own new rows admitted at once among them), whether
-        rows of other nodes were admitted, and when a due time or the rate
-        lets more start (None: when a slot frees).
+        their id, or an earlier row of the batch had it), the rows of this
+        node admitted now (``pending`` from now: launch them), whether rows
+        of other nodes were admitted (``launch = 1``: tell them, see
+        `launches`), and when a due time or the rate lets more start (None:
+        when a slot frees).
     """
     result = StepResult()
     if insert is not None and new_ids:
         known: set[str] = set()
         keyed = [i for i in new_ids if i is not None]
         for start in range(0, len(keyed), _PAGE):
-            page = keyed[start : start + _PAGE]
-            rows = yield Statement(f"SELECT exec_id FROM {table} WHERE exec_id IN ({_marks(len(page))})", page)
+            chunk = keyed[start : start + _PAGE]
+            where, params = _in("exec_id", chunk, arrays)
+            rows = yield Statement(f"SELECT exec_id FROM {table} WHERE {where}", params)
             known.update(r[0] for r in rows)
         fresh = []
         for n, (params, exec_id) in enumerate(zip(insert.params, new_ids, strict=True)):
@@ -122,16 +145,14 @@ def step(
                 fresh.append(params)
         if fresh:
             yield Statement(insert.sql, fresh, many=True)
-    admitted = yield from _admit(table, template_id, now, limits, result)
-    mine = [exec_id for exec_id, node, epoch in admitted if (node, epoch) == owner]
-    result.others = len(mine) < len(admitted)
-    rows = yield Statement(
-        f"SELECT exec_id FROM {table} WHERE launch = 1 AND owner = ? AND epoch = ? AND template_id = ?",
-        (*owner, template_id),
-    )
-    result.launch = [r[0] for r in rows]
-    if rows:
-        yield Statement(f"UPDATE {table} SET launch = 0 WHERE exec_id IN ({_marks(len(rows))})", result.launch)
+    if lock is not None:
+        rows = yield lock
+        now = rows[0][-1]
+    admitted = yield from _admit(table, template_id, owner, now, limits, result, arrays)
+    result.launch = [exec_id for exec_id, node, epoch in admitted if (node, epoch) == owner]
+    result.others = len(result.launch) < len(admitted)
+    if not look_due:
+        return result
     rows = yield Statement(
         f"SELECT min(due) FROM {table} WHERE template_id = ? AND state = '{QUEUED}' AND due > ?", (template_id, now)
     )
@@ -141,8 +162,31 @@ def step(
     return result
 
 
+def launches(
+    table: str, owner: tuple[str, int], arrays: bool = False
+) -> Generator[Statement, list[tuple[Any, ...]], list[tuple[str, str]]]:
+    """Take the rows of `owner` that other nodes admitted (no lock of a template needed).
+
+    Returns:
+        (execution id, template id) of each, to launch.
+    """
+    rows = yield Statement(
+        f"SELECT exec_id, template_id FROM {table} WHERE launch = 1 AND owner = ? AND epoch = ?", owner
+    )
+    if rows:
+        where, params = _in("exec_id", [r[0] for r in rows], arrays)
+        yield Statement(f"UPDATE {table} SET launch = 0 WHERE launch = 1 AND {where}", params)
+    return [(r[0], r[1]) for r in rows]
+
+
 def _admit(
-    table: str, template_id: str, now: float, limits: Limits, result: StepResult
+    table: str,
+    template_id: str,
+    owner: tuple[str, int],
+    now: float,
+    limits: Limits,
+    result: StepResult,
+    arrays: bool,
 ) -> Generator[Statement, list[tuple[Any, ...]], list[tuple[str, str, int]]]:
     """Admit queued rows of the template in order while slots and rate allow; return (id, owner, epoch) of each."""
     left: int | None = None  # starts the rate still allows
@@ -160,9 +204,9 @@ def _admit(
     full: set[str] = set()
     limit = limits.concurrency
     if limit is not None:
+        by_part = "coalesce(part, '')" if limits.partitioned else "''"  # (one count without a key)
         rows = yield Statement(
-            f"SELECT coalesce(part, ''), count(*) FROM {table} WHERE template_id = ? AND state = 'pending' "
-            "GROUP BY coalesce(part, '')",
+            f"SELECT {by_part}, count(*) FROM {table} WHERE template_id = ? AND state = 'pending' GROUP BY 1",
             (template_id,),
         )
         running = dict(rows)
@@ -171,14 +215,22 @@ def _admit(
             return []
     admitted: list[tuple[str, str, int]] = []
     while left is None or left > 0:
-        skip = f" AND part NOT IN ({_marks(len(full))})" if full else ""
+        skip, skipped = _in("part", sorted(full), arrays, negate=True) if full else ("", [])
+        page = _PAGE
+        if not limits.partitioned:  # read no more rows than may start
+            if limit is not None:
+                page = min(page, limit - running.get("", 0))
+            if left is not None:
+                page = min(page, left)
         rows = yield Statement(
             f"SELECT exec_id, part, owner, epoch FROM {table} WHERE template_id = ? AND state = '{QUEUED}' "
-            f"AND (due IS NULL OR due <= ?){skip} ORDER BY priority DESC, queued_at, exec_id LIMIT {_PAGE}",
-            (template_id, now, *sorted(full)),
+            f"AND (due IS NULL OR due <= ?){' AND ' + skip if skip else ''} "
+            "ORDER BY priority DESC, queued_at, exec_id LIMIT ?",
+            (template_id, now, *skipped, page),
         )
         taken: list[str] = []
-        for exec_id, part, node, epoch in rows:
+        for exec_id, row_part, node, epoch in rows:
+            part = row_part if limits.partitioned else ""
             if part in full:
                 continue
             taken.append(exec_id)
@@ -194,12 +246,13 @@ def _admit(
                     if not limits.partitioned:
                         break
         if taken:
-            yield Statement(
-                f"UPDATE {table} SET state = 'pending', admitted = ?, launch = 1 "
-                f"WHERE exec_id IN ({_marks(len(taken))})",
-                (now, *taken),
+            where, params = _in("exec_id", taken, arrays)
+            yield Statement(  # this node launches its own rows at once; the others are told
+                f"UPDATE {table} SET state = 'pending', admitted = ?, "
+                f"launch = CASE WHEN owner = ? AND epoch = ? THEN 0 ELSE 1 END WHERE {where}",
+                (now, *owner, *params),
             )
-        if len(rows) < _PAGE or (full and not limits.partitioned):
+        if len(rows) < page or (full and not limits.partitioned):
             break
     if left == 0 and limits.rate is not None:
         result.wake = now + limits.rate[1]  # at the latest; the next step reads the exact time
@@ -255,14 +308,16 @@ def queue_query(table: str, template_id: str | None, owner: str | None = None) -
     )
 
 
-def drive(gen: Generator[Statement, list[tuple[Any, ...]], StepResult], run: Any) -> StepResult:
-    """Run a step through `run(statement) -> rows` (synchronous stores)."""
+def drive(
+    gen: Generator[Statement, list[tuple[Any, ...]], _R], run: Callable[[Statement], list[tuple[Any, ...]]]
+) -> _R:
+    """Run `gen` (a step, `launches`) through `run(statement) -> rows` (synchronous stores)."""
     try:
         statement = next(gen)
         while True:
             statement = gen.send(run(statement))
     except StopIteration as stop:
-        result: StepResult = stop.value
+        result: _R = stop.value
         return result
 
 
@@ -277,8 +332,13 @@ class FlowStore(Protocol):
     flow_poll: float | None
     serializer: Serializer
 
-    def flow_step(self, template_id: str, limits: Limits, rows: Sequence[FlowRow] = ()) -> StepResult:
+    def flow_step(
+        self, template_id: str, limits: Limits, rows: Sequence[FlowRow] = (), look_due: bool = True
+    ) -> StepResult:
         """Queue `rows` (this node's new triggers of `template_id`) and admit what may start, in one transaction."""
+
+    def flow_launches(self) -> list[tuple[str, str]]:
+        """Take this node's rows that other nodes admitted: (execution id, template id) of each, to launch."""
 
     def flow_queue(self, template_id: str | None = None) -> list[QueueRow]:
         """The queued executions (of one template, or all), in the order they would start once due."""
