@@ -361,3 +361,28 @@ async def test_a_schedule_tick_fires_once_across_engines(journal: StoreFactory, 
     finally:
         for engine in made:
             await asyncio.wait_for(engine.stop(force=True), 10)
+
+
+async def test_an_operator_cancels_a_queued_execution(engines: Callable[..., Any], bodies: tuple[str, Bodies]) -> None:
+    """`tukio executions list --state queued` and `cancel` reach the store's queue; the engine drops its copy."""
+    from tukio.manage import Manager
+
+    task, state = bodies
+    a = await engines("a", _template(task, concurrency=1))
+    first = await a.trigger("shared", {"n": 0})
+    second = await a.trigger("shared", {"n": 1})
+    assert first is not None
+    assert second is not None
+    await state.until(lambda: state.running == 1)
+    manager = Manager(a.store)
+    listed = await manager.list(state="queued")
+    assert [s.id for s in listed.items] == [second.uid]
+    assert await manager.cancel(second.uid) == "cancelled"
+    assert await manager.cancel(second.uid) == "cancelled"  # (already: its state)
+    await asyncio.wait_for(asyncio.wait([second]), 10)  # dropped at the engine's next look at the store
+    assert second.cancelled()
+    state.gate.set()
+    await asyncio.wait_for(first, 10)
+    await a.flush()
+    assert [r["n"] for r in state.runs] == [0]
+    assert (await manager.get(second.uid)).state == "cancelled"

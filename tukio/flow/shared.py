@@ -339,6 +339,18 @@ class SharedFlow(LocalFlow):
             log.warning("flow control: cannot read the queue: %s", exc)
             return
         self._dirty.update(tid for tid in queued if tid in loaded)
+        if self._tickets:
+            await self._drop_ended()
+
+    async def _drop_ended(self) -> None:
+        """End here the waiting workflows whose rows ended in the store (cancelled by an operator, say)."""
+        assert self._store is not None
+        ended = await asyncio.to_thread(self._store.flow_ended, list(self._tickets))
+        for exec_id in ended:
+            ticket = self._tickets.pop(exec_id, None)
+            if ticket is not None:
+                log.info("[%s] cancelled while queued (the store says it ended)", exec_id)
+                _drop(ticket.workflow)
 
     async def _step(self, template_id: str, look_due: bool) -> None:
         assert self._store is not None

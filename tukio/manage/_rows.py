@@ -9,13 +9,13 @@ from typing import Any
 from tukio._report import iso, parse_time
 from tukio.manage._model import ExecutionSummary
 from tukio.store._admin import FAILED_STATES, Filters, Row
-from tukio.store.base import UNFINISHED
+from tukio.store.base import QUEUED, UNFINISHED
 from tukio.utils import FutureState
 
 __all__ = ["DONE", "FILTERS", "MAX_LIMIT", "STATES", "downstream", "eligible", "filters", "graph", "summary"]
 
 #: The states an execution can be in (the `state` filter accepts these).
-STATES = tuple(s.value for s in FutureState)
+STATES = (*(s.value for s in FutureState), QUEUED)
 #: The largest page a listing returns.
 MAX_LIMIT = 1000
 # Task states whose outputs a retry or a resume keeps.
@@ -25,10 +25,12 @@ DONE = frozenset({"finished", "skipped"})
 def eligible(action: str, row: Row) -> bool:
     """Whether `action` applies to the execution `row` (what a bulk action selects)."""
     if action == "cancel":
-        return row.state == UNFINISHED
+        return row.state == UNFINISHED or row.state == QUEUED
+    if row.state == UNFINISHED or row.state == QUEUED:
+        return False
     if action == "resume":
-        return row.state != UNFINISHED and (row.state != "finished" or _failed(row))
-    return row.state != UNFINISHED  # retry, delete
+        return row.state != "finished" or _failed(row)
+    return True  # retry, delete
 
 
 def _failed(row: Row) -> bool:

@@ -17,7 +17,18 @@ from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tukio._report import iso_from_timestamp
-from tukio.store._flowsql import QUEUED, FlowRow, Limits, QueueRow, Statement, StepResult, launches, queue_query, step
+from tukio.store._flowsql import (
+    QUEUED,
+    FlowRow,
+    Limits,
+    QueueRow,
+    Statement,
+    StepResult,
+    ended_query,
+    launches,
+    queue_query,
+    step,
+)
 
 if TYPE_CHECKING:
     import asyncpg
@@ -164,6 +175,15 @@ class PostgresFlow:
         )
         ended = iso_from_timestamp(time.time())
         return [r[0] for r in self._run(self._reader.call(lambda c: c.fetch(query, ids, node, ended)))]
+
+    def flow_ended(self, exec_ids: Sequence[str]) -> list[str]:
+        """Those of `exec_ids` that ended without starting (cancelled while queued, by an operator say)."""
+        statement = ended_query(f"{self.sql.schema}.executions", exec_ids, arrays=True)
+
+        async def op(conn: asyncpg.Connection) -> list[str]:
+            return [r[0] for r in await _run_statement(conn, statement)]
+
+        return self._run(self._reader.call(op))
 
     def flow_listen(self, wake: Callable[[], None]) -> bool:
         """Call `wake` (from the store's thread) when another node admits this node's queued executions.

@@ -23,6 +23,7 @@ from tukio.store._flowsql import (
     Statement,
     StepResult,
     drive,
+    ended_query,
     launches,
     queue_query,
     step,
@@ -123,6 +124,15 @@ class SQLiteFlow:
                     (ended, *ids, node),
                 )
         return found
+
+    def flow_ended(self, exec_ids: Sequence[str]) -> list[str]:
+        """Those of `exec_ids` that ended without starting (cancelled while queued, by an operator say)."""
+        out: list[str] = []
+        with self._lock:
+            for start in range(0, len(exec_ids), 500):
+                statement = ended_query("executions", exec_ids[start : start + 500])
+                out.extend(r[0] for r in self._conn().execute(statement.sql, statement.params).fetchall())
+        return out
 
     def flow_listen(self, wake: Any) -> bool:
         """SQLite cannot signal other processes: never calls `wake` (nodes look every `flow_poll`); returns False."""

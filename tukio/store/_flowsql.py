@@ -40,6 +40,7 @@ __all__ = [
     "Statement",
     "StepResult",
     "drive",
+    "ended_query",
     "launches",
     "queue_query",
     "step",
@@ -291,6 +292,14 @@ class QueueRow:
 QUEUE_COLUMNS = "exec_id, template_id, version, priority, coalesce(part, ''), due, queued_at, owner"
 
 
+def ended_query(table: str, exec_ids: Sequence[str], arrays: bool = False) -> Statement:
+    """Those of `exec_ids` that ended without starting (cancelled while queued, by an operator say)."""
+    where, params = _in("exec_id", exec_ids, arrays)
+    return Statement(
+        f"SELECT exec_id FROM {table} WHERE {where} AND state <> '{QUEUED}' AND state <> 'pending'", params
+    )
+
+
 def queue_query(table: str, template_id: str | None, owner: str | None = None) -> Statement:
     """The queued rows (of a template, of an owner), in the order they would start once due."""
     clauses = [f"state = '{QUEUED}'"]
@@ -348,6 +357,9 @@ class FlowStore(Protocol):
 
     def flow_cancel(self, exec_ids: Iterable[str]) -> list[str]:
         """Record these executions of this node as cancelled if they have not started; return those cancelled."""
+
+    def flow_ended(self, exec_ids: Sequence[str]) -> list[str]:
+        """Those of `exec_ids` that ended without starting (cancelled while queued, by an operator say)."""
 
     def flow_listen(self, wake: Callable[[], None]) -> bool:
         """Call `wake` when another node admits this node's rows (False: the store cannot; poll)."""

@@ -272,6 +272,17 @@ class SQLAdmin(Admin):
     def cancel(self, exec_id: str) -> str:
         """Cancel an unfinished execution: a request its live owner acts on, or a mark (see `Admin.cancel`)."""
         found = self._fetch("SELECT state, owner FROM {p}executions WHERE exec_id = ?", [exec_id])
+        if found and found[0][0] == "queued":  # not started: it never will (its engine drops it at its next look)
+            changed = self._execute(
+                [
+                    (
+                        "UPDATE {p}executions SET state = 'cancelled', ended = ?, launch = 0 "
+                        "WHERE exec_id = ? AND state = 'queued'",
+                        [now(), exec_id],
+                    )
+                ]
+            )
+            return "cancelled" if changed[0] else self.cancel(exec_id)
         if not found or found[0][0] != "pending":
             return str(found[0][0]) if found else "missing"
         owner = found[0][1]
