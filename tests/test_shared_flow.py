@@ -8,6 +8,7 @@ and the delays are the store's, not each engine's.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -386,3 +387,43 @@ async def test_an_operator_cancels_a_queued_execution(engines: Callable[..., Any
     await a.flush()
     assert [r["n"] for r in state.runs] == [0]
     assert (await manager.get(second.uid)).state == "cancelled"
+
+
+async def test_inspect_shows_the_queue_with_positions(
+    tmp_path: Path, bodies: tuple[str, Bodies], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tukio.cli import main
+
+    task, state = bodies
+    path = tmp_path / "journal.db"
+    store = SQLiteStore(path)
+    engine = Engine(store=store, node="a")
+    try:
+        await engine.load(WorkflowTemplate.from_dict(_template(task, concurrency=1, concurrency_key="c")))
+        running = await engine.trigger("shared", {"c": "x"})
+        first = await engine.trigger("shared", {"c": "x"})
+        urgent = await engine.trigger("shared", {"c": "x"}, priority=9)
+        later = await engine.trigger("shared", {"c": "y"}, not_before=3600)
+        assert running is not None
+        assert first is not None
+        assert urgent is not None
+        assert later is not None
+        await state.until(lambda: state.running == 1)
+        capsys.readouterr()
+        assert await asyncio.to_thread(main, ["inspect", "--store", str(path), "--state", "queued"]) == 0
+        out = capsys.readouterr().out
+        lines = [
+            line.split() for line in out.splitlines() if first.uid in line or urgent.uid in line or later.uid in line
+        ]
+        queue = [words for words in lines if words[0] in ("1", "2", "due")]
+        assert [(w[0], w[1]) for w in queue] == [("1", urgent.uid), ("2", first.uid), ("due", later.uid)]
+        assert "priority 9" in out
+        assert 'key "x"' in out
+        assert "not before" in out
+        assert await asyncio.to_thread(main, ["inspect", "--store", str(path), "--state", "queued", "--json"]) == 0
+        listed = json.loads(capsys.readouterr().out)
+        assert {item["id"]: item["position"] for item in listed} == {urgent.uid: 1, first.uid: 2, later.uid: None}
+    finally:
+        state.gate.set()
+        await asyncio.wait_for(engine.stop(force=True), 10)
+        store.close()

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sqlite3
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,14 +20,15 @@ from tukio.cli.executions import summary_rows
 from tukio.errors import DamagedRecordError
 from tukio.manage import MAX_LIMIT, ExecutionSummary, Manager
 from tukio.report_json import dumps_report
-from tukio.store.base import Store
+from tukio.store._flowsql import FlowStore, QueueRow
+from tukio.store.base import QUEUED, Store
 from tukio.store.sqlite import SQLiteStore
 from tukio.utils import FutureState
 
 __all__ = ["add_parser", "run"]
 
-# The states an execution can be in; 'pending' until it ends.
-_STATES = tuple(state.value for state in FutureState if state is not FutureState.skipped)
+# The states an execution can be in; 'pending' until it ends ('queued' while it waits in a shared store's queue).
+_STATES = (*(state.value for state in FutureState if state is not FutureState.skipped), QUEUED)
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,8 +58,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--state",
         choices=_STATES,
-        help="list only executions in this state (pending: unfinished; exception and timeout: also those "
-        "with a task that ended so)",
+        help="list only executions in this state (pending: unfinished; queued: waiting in the queue of flow "
+        "control, with their position; exception and timeout: also those with a task that ended so)",
     )
     parser.add_argument("--json", action="store_true", help="print the listing as JSON")
     parser.add_argument("--template", metavar="ID", help="list (or prune) only executions of this template")
@@ -92,17 +94,60 @@ def run(args: Any) -> int:
             return EXIT_OK
         items = run_sync(_everything(store, args))
         damaged = [i for i in store.executions(state=args.state, template_id=args.template) if i.problem is not None]
+        queue = _queue(store, args) if any(i.state == QUEUED for i in items) else []
     if args.json:
-        print(json.dumps([i.as_dict() for i in items], indent=2))
+        listed = [i.as_dict() for i in items]
+        positions = {row.exec_id: place for row, place in queue}
+        for item in listed:
+            if item["state"] == QUEUED:
+                item["position"] = positions.get(item["id"])
+        print(json.dumps(listed, indent=2))
         return EXIT_OK
     if not items:
         print(f"{args.store}: no executions")
         return EXIT_OK
     for line in summary_rows(items):
         print(line)
+    for line in _queue_lines(queue):
+        print(line)
     for info in damaged:
         print(f"damaged: {info.exec_id}: {info.problem}")
     return EXIT_OK
+
+
+def _queue(store: Store, args: Any) -> list[tuple[QueueRow, int | None]]:
+    """The queued executions (of --template) with their position in their template's queue.
+
+    Position 1 starts next; None: it waits for its `not_before` (not in line yet).
+    """
+    if not isinstance(store, FlowStore):
+        return []
+    now = time.time()
+    places: dict[str, int] = {}
+    out: list[tuple[QueueRow, int | None]] = []
+    for row in store.flow_queue(args.template):
+        if row.due is not None and row.due > now:
+            out.append((row, None))
+        else:
+            places[row.template_id] = places.get(row.template_id, 0) + 1
+            out.append((row, places[row.template_id]))
+    return out
+
+
+def _queue_lines(queue: list[tuple[QueueRow, int | None]]) -> list[str]:
+    """The queue, one line per queued execution: position, id, priority, key value, due time, node."""
+    if not queue:
+        return []
+    lines = ["", "queued (position in its template's queue; 1 starts next):"]
+    for row, place in queue:
+        where = f"{place:>5}" if place is not None else "  due"
+        extra = [f"priority {row.priority}"]
+        if row.part:
+            extra.append(f"key {row.part}")
+        if row.due is not None:
+            extra.append(f"not before {datetime.fromtimestamp(row.due, timezone.utc).isoformat(timespec='seconds')}")
+        lines.append(f"{where}  {row.exec_id}  {row.template_id}  {', '.join(extra)}  node {row.owner or '-'}")
+    return lines
 
 
 async def _everything(store: Store, args: Any) -> list[ExecutionSummary]:
