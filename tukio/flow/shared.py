@@ -254,6 +254,14 @@ class SharedFlow(LocalFlow):
             self._pump = asyncio.get_running_loop().create_task(self._pump_forever(), name="tukio-flow")
 
     async def _pump_forever(self) -> None:
+        try:
+            await self._pump_loop()
+        finally:  # its connection, if the store gave it one of its own
+            if self._store is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(self._store.flow_release())
+
+    async def _pump_loop(self) -> None:
         assert self._kick is not None
         kick = self._kick
         next_sweep = 0.0
@@ -360,7 +368,7 @@ class SharedFlow(LocalFlow):
         look_due = look_due or any(t.request.due is not None for t in new)
         rows = [t.row for t in new]
         try:
-            result = await asyncio.to_thread(self._store.flow_step, template_id, limits, rows, look_due)
+            result = await self._store.flow_step(template_id, limits, rows, look_due)
         except Exception as exc:
             log.error(
                 "flow control: template %s: the store failed (%d trigger(s) not queued): %s", template_id, len(new), exc
@@ -389,7 +397,7 @@ class SharedFlow(LocalFlow):
     async def _take_launches(self) -> None:
         """Launch this engine's rows that other engines admitted."""
         assert self._store is not None
-        admitted = await asyncio.to_thread(self._store.flow_launches)
+        admitted = await self._store.flow_launches()
         if admitted:
             await self._launch_admitted(admitted)
 

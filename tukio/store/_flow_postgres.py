@@ -9,9 +9,11 @@ flow channel), so they launch them at once.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -68,10 +70,12 @@ class PostgresFlow:
     _reader: _Link
     _listener: _Link
     _listening_flow: Any = None
+    _flow_links: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Link]
     if TYPE_CHECKING:  # PostgresStore's
 
         def _run(self, coro: Coroutine[Any, Any, _T]) -> _T: ...
         def _attached(self) -> str: ...
+        def _link(self, name: str) -> _Link: ...
 
     epoch: int | None
 
@@ -80,10 +84,30 @@ class PostgresFlow:
         """The NOTIFY channel that tells nodes their queued executions were admitted."""
         return f"tukio_flow_{self._namespace}"
 
-    def flow_step(
+    def _loop_link(self) -> _Link:
+        """The connection of the running event loop's flow control (steps run on the engine's loop, no thread)."""
+        loop = asyncio.get_running_loop()
+        link = self._flow_links.get(loop)
+        if link is None:
+            link = self._flow_links[loop] = self._link("flow")
+        return link
+
+    async def flow_release(self) -> None:
+        """Close the running loop's flow connection (the engine stops)."""
+        link = self._flow_links.pop(asyncio.get_running_loop(), None)
+        if link is not None:
+            await link.close()
+
+    async def flow_step(
         self, template_id: str, limits: Limits, rows: Sequence[FlowRow] = (), look_due: bool = True
     ) -> StepResult:
-        """Queue `rows` (this node's new triggers of `template_id`) and admit what may start, in one transaction."""
+        """Queue `rows` (this node's new triggers of `template_id`) and admit what may start, in one transaction.
+
+        It runs on the caller's loop, through a connection of that loop's own.
+        A lost connection is not retried here: the step fails (the flow
+        control tries again at its next step; a trigger whose rows were
+        committed before the answer was lost runs all the same).
+        """
         node = self._attached()
         assert self.epoch is not None
         owner = (node, self.epoch)
@@ -100,8 +124,9 @@ class PostgresFlow:
                 versions[b.version] = (b.version, b.template_id, *blob(b.template))
         insert = Statement(
             f"INSERT INTO {s}.executions (exec_id, template_id, state, started, event, texts, version, owner, epoch, "
-            f"priority, part, due, queued_at) VALUES (?, ?, '{QUEUED}', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [],
+            f"priority, part, due, queued_at) VALUES (?, ?, '{QUEUED}', ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "extract(epoch FROM clock_timestamp()))",
+            values,
             many=True,
         )
         ids = [r.begin.exec_id if r.keyed else None for r in rows]
@@ -109,21 +134,19 @@ class PostgresFlow:
 
         async def op(conn: asyncpg.Connection) -> StepResult:
             async with conn.transaction():
-                now = await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
                 if versions:
                     await conn.executemany(
                         f"INSERT INTO {s}.versions (version, template_id, template, texts) VALUES ($1, $2, $3, $4) "
                         "ON CONFLICT (version) DO NOTHING",
                         list(versions.values()),
                     )
-                statement = Statement(insert.sql, [(*v, now) for v in values], many=True) if rows else None
                 gen = step(
                     f"{s}.executions",
                     template_id,
                     owner,
-                    now,
+                    0.0,  # (the time is read as the lock is taken)
                     limits,
-                    statement,
+                    insert if rows else None,
                     ids,
                     look_due,
                     arrays=True,
@@ -134,9 +157,9 @@ class PostgresFlow:
                     await conn.execute("SELECT pg_notify($1, '')", self.flow_channel)
                 return result
 
-        return self._run(self._reader.call(op))
+        return await self._loop_link().call(op, retry=False)
 
-    def flow_launches(self) -> list[tuple[str, str]]:
+    async def flow_launches(self) -> list[tuple[str, str]]:
         """Take this node's rows that other nodes admitted: (execution id, template id) of each, to launch."""
         node = self._attached()
         assert self.epoch is not None
@@ -146,7 +169,7 @@ class PostgresFlow:
             async with conn.transaction():
                 return await _drive(conn, gen)
 
-        return self._run(self._reader.call(op))
+        return await self._loop_link().call(op, retry=False)
 
     def flow_queue(self, template_id: str | None = None) -> list[QueueRow]:
         """The queued executions (of one template, or all), in the order they would start once due."""

@@ -8,6 +8,7 @@ of the processes of one host.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import time
@@ -56,10 +57,23 @@ class SQLiteFlow:
             return []
         return db.execute(statement.sql, statement.params).fetchall()
 
-    def flow_step(
+    async def flow_step(
         self, template_id: str, limits: Limits, rows: Sequence[FlowRow] = (), look_due: bool = True
     ) -> StepResult:
-        """Queue `rows` (this node's new triggers of `template_id`) and admit what may start, in one transaction."""
+        """Queue `rows` (this node's new triggers of `template_id`) and admit what may start, in one transaction.
+
+        It runs in a thread (a transaction of the file), not on the caller's loop.
+        """
+        return await asyncio.to_thread(self._flow_step, template_id, limits, rows, look_due)
+
+    async def flow_launches(self) -> list[tuple[str, str]]:
+        """Take this node's rows that other nodes admitted: (execution id, template id) of each, to launch."""
+        return await asyncio.to_thread(self._flow_launches)
+
+    async def flow_release(self) -> None:
+        """Nothing to release: the steps use the store's connection."""
+
+    def _flow_step(self, template_id: str, limits: Limits, rows: Sequence[FlowRow], look_due: bool) -> StepResult:
         owner = self._attached()
         now = time.time()
         values = [
@@ -86,8 +100,7 @@ class SQLiteFlow:
                 )
                 return drive(gen, lambda st: self._run_statement(db, st))
 
-    def flow_launches(self) -> list[tuple[str, str]]:
-        """Take this node's rows that other nodes admitted: (execution id, template id) of each, to launch."""
+    def _flow_launches(self) -> list[tuple[str, str]]:
         owner = self._attached()
         with self._lock:
             db = self._conn()

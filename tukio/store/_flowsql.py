@@ -341,13 +341,16 @@ class FlowStore(Protocol):
     flow_poll: float | None
     serializer: Serializer
 
-    def flow_step(
+    async def flow_step(
         self, template_id: str, limits: Limits, rows: Sequence[FlowRow] = (), look_due: bool = True
     ) -> StepResult:
         """Queue `rows` (this node's new triggers of `template_id`) and admit what may start, in one transaction."""
 
-    def flow_launches(self) -> list[tuple[str, str]]:
+    async def flow_launches(self) -> list[tuple[str, str]]:
         """Take this node's rows that other nodes admitted: (execution id, template id) of each, to launch."""
+
+    async def flow_release(self) -> None:
+        """Free what the running loop's flow control holds in the store (its engine stops)."""
 
     def flow_queue(self, template_id: str | None = None) -> list[QueueRow]:
         """The queued executions (of one template, or all), in the order they would start once due."""

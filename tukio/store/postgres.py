@@ -417,6 +417,8 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         self._joining = threading.Lock()
         # The writer of each event loop that writes (see `write_soon`).
         self._soon: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Soon] = weakref.WeakKeyDictionary()
+        # The connection of each loop's flow control (see `PostgresFlow`).
+        self._flow_links: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Link] = weakref.WeakKeyDictionary()
         self._namespace = zlib.crc32(schema.encode()) & 0x7FFFFFFF
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tukio-postgres", daemon=True)
@@ -1149,6 +1151,23 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
                 with contextlib.suppress(Exception):
                     loop.run_until_complete(soon.close())
         self._soon.clear()
+        for loop, link in list(self._flow_links.items()):
+            if loop is here or loop.is_closed():
+                conn, link.conn = link.conn, None
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.terminate()
+            elif loop.is_running():
+                with contextlib.suppress(Exception):
+                    asyncio.run_coroutine_threadsafe(link.close(), loop).result(5.0)
+            else:
+                with contextlib.suppress(Exception):
+                    loop.run_until_complete(link.close())
+        self._flow_links.clear()
+
+    def _link(self, name: str) -> _Link:
+        """A new connection of this store, used by one coroutine at a time."""
+        return _Link(self, name)
 
     def __repr__(self) -> str:
         return f"<PostgresStore schema={self.schema!r}{'' if self.node is None else f' node={self.node!r}'}>"
