@@ -427,3 +427,28 @@ async def test_inspect_shows_the_queue_with_positions(
         state.gate.set()
         await asyncio.wait_for(engine.stop(force=True), 10)
         store.close()
+
+
+async def test_a_paused_schedule_is_paused_on_every_engine(journal: StoreFactory, bodies: tuple[str, Bodies]) -> None:
+    task, state = bodies
+    state.gate.set()
+    clock = VirtualClock(start=datetime(2026, 3, 2, 9, 58, tzinfo=timezone.utc).timestamp())
+    template = WorkflowTemplate.from_dict(_template(task, schedule={"cron": "*/5 * * * *"}))
+    made = [Engine(store=journal(), node=n, lease=2.0, flow=SharedFlow(clock=clock)) for n in ("a", "b")]
+    try:
+        for engine in made:
+            await engine.load(template)
+        await made[0].pause_schedule("shared")  # on a only: b reads the pause from the store
+        clock.advance(3 * 60)  # the 10:00 tick
+        for engine in made:
+            await asyncio.wait_for(asyncio.gather(*engine._schedules._firing.values()), 10)
+        assert state.runs == []
+        await made[1].resume_schedule("shared")  # on b: a's own pause still holds on a
+        clock.advance(5 * 60)  # the 10:05 tick fires once (from b)
+        await state.until(lambda: len(state.runs) == 1)
+        for engine in made:
+            await asyncio.wait_for(asyncio.gather(*engine._schedules._firing.values()), 10)
+        assert [r["tick"] for r in state.runs] == ["2026-03-02T10:05:00+00:00"]
+    finally:
+        for engine in made:
+            await asyncio.wait_for(engine.stop(force=True), 10)

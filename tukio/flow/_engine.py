@@ -8,6 +8,7 @@ set the flow and the scheduler up and give access to them.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from tukio.errors import Problem, template_error
@@ -16,6 +17,7 @@ from tukio.flow.limits import ScheduleSpec, check_flow
 from tukio.flow.local import LocalFlow
 from tukio.flow.schedule import Schedule, Scheduler
 from tukio.flow.shared import SharedFlow
+from tukio.store._flowsql import FlowStore
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -26,6 +28,13 @@ if TYPE_CHECKING:
     from tukio.workflow.workflow import Workflow
 
 __all__ = ["EngineFlow"]
+
+log = logging.getLogger(__name__)
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("schedule pause not recorded in the store: %s", task.exception())
 
 
 class EngineFlow:
@@ -137,21 +146,44 @@ class EngineFlow:
         assert schedule is not None
         return schedule
 
-    def pause_schedule(self, template_id: str) -> None:
+    def pause_schedule(self, template_id: str) -> asyncio.Future[None]:
         """Stop firing the schedule of `template_id` (ticks until `resume_schedule` are skipped).
+
+        With a store several engines share, the pause holds for all of them
+        (it is kept in the store: an engine that starts later sees it too).
+
+        Returns:
+            What is done once the pause is recorded in the store (at once
+            without one); awaiting it is optional.
 
         Raises:
             KeyError: the template has no schedule.
         """
         self._schedules.pause(template_id)
+        return self._record_pause(template_id, True)
 
-    def resume_schedule(self, template_id: str) -> None:
-        """Fire the schedule of `template_id` again, from its next tick.
+    def resume_schedule(self, template_id: str) -> asyncio.Future[None]:
+        """Fire the schedule of `template_id` again, from its next tick (on every engine of a shared store).
+
+        Returns:
+            What is done once the resumption is recorded in the store (at
+            once without one); awaiting it is optional.
 
         Raises:
             KeyError: the template has no schedule.
         """
         self._schedules.resume(template_id)
+        return self._record_pause(template_id, False)
+
+    def _record_pause(self, template_id: str, paused: bool) -> asyncio.Future[None]:
+        store: object = self.store
+        if not isinstance(store, FlowStore):
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        task = asyncio.ensure_future(store.pause_schedule(template_id, paused))
+        task.add_done_callback(_log_failure)
+        return task
 
     def _sync_schedules(self) -> None:
         if self._stopping:
@@ -164,6 +196,10 @@ class EngineFlow:
             self._schedules.assign(template_id, spec)
 
     async def _fire_schedule(self, template_id: str, data: dict[str, Any], key: str) -> None:
+        store: object = self.store
+        if isinstance(store, FlowStore) and await store.schedule_paused(template_id):
+            log.info("schedule of %s: paused in the store, %s not fired", template_id, key)
+            return
         await self.trigger(template_id, data, key=key)
 
     async def _fired_in_store(self, template_id: str) -> set[str]:

@@ -171,6 +171,20 @@ class PostgresFlow:
 
         return await self._loop_link().call(op, retry=False)
 
+    async def pause_schedule(self, template_id: str, paused: bool) -> None:
+        """Pause (or resume) the schedule of `template_id` for every engine of the store."""
+        s = self.sql.schema
+        if paused:
+            query = f"INSERT INTO {s}.schedule_pauses (template_id) VALUES ($1) ON CONFLICT DO NOTHING"
+        else:
+            query = f"DELETE FROM {s}.schedule_pauses WHERE template_id = $1"
+        await self._loop_link().call(lambda c: c.execute(query, template_id))
+
+    async def schedule_paused(self, template_id: str) -> bool:
+        """Whether the schedule of `template_id` is paused for every engine of the store."""
+        query = f"SELECT 1 FROM {self.sql.schema}.schedule_pauses WHERE template_id = $1"
+        return bool(await self._loop_link().call(lambda c: c.fetchval(query, template_id)))
+
     def flow_queue(self, template_id: str | None = None) -> list[QueueRow]:
         """The queued executions (of one template, or all), in the order they would start once due."""
         statement = queue_query(f"{self.sql.schema}.executions", template_id)

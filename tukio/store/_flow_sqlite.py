@@ -73,6 +73,31 @@ class SQLiteFlow:
     async def flow_release(self) -> None:
         """Nothing to release: the steps use the store's connection."""
 
+    async def pause_schedule(self, template_id: str, paused: bool) -> None:
+        """Pause (or resume) the schedule of `template_id` for every engine of the store."""
+        await asyncio.to_thread(self._pause_schedule, template_id, paused)
+
+    def _pause_schedule(self, template_id: str, paused: bool) -> None:
+        with self._lock:
+            db = self._conn()
+            with self._transaction(db):
+                if paused:
+                    db.execute(
+                        "INSERT OR REPLACE INTO schedule_pauses (template_id, at) VALUES (?, ?)",
+                        (template_id, time.time()),
+                    )
+                else:
+                    db.execute("DELETE FROM schedule_pauses WHERE template_id = ?", (template_id,))
+
+    async def schedule_paused(self, template_id: str) -> bool:
+        """Whether the schedule of `template_id` is paused for every engine of the store."""
+        return await asyncio.to_thread(self._schedule_paused, template_id)
+
+    def _schedule_paused(self, template_id: str) -> bool:
+        with self._lock:
+            query = "SELECT 1 FROM schedule_pauses WHERE template_id = ?"
+            return bool(self._conn().execute(query, (template_id,)).fetchall())
+
     def _flow_step(self, template_id: str, limits: Limits, rows: Sequence[FlowRow], look_due: bool) -> StepResult:
         owner = self._attached()
         now = time.time()

@@ -352,6 +352,12 @@ class FlowStore(Protocol):
     async def flow_release(self) -> None:
         """Free what the running loop's flow control holds in the store (its engine stops)."""
 
+    async def pause_schedule(self, template_id: str, paused: bool) -> None:
+        """Pause (or resume) the schedule of `template_id` for every engine of the store."""
+
+    async def schedule_paused(self, template_id: str) -> bool:
+        """Whether the schedule of `template_id` is paused for every engine of the store."""
+
     def flow_queue(self, template_id: str | None = None) -> list[QueueRow]:
         """The queued executions (of one template, or all), in the order they would start once due."""
 

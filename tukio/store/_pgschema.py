@@ -475,6 +475,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX executions_admitted ON {s}.executions (template_id, admitted) WHERE admitted IS NOT NULL;
     CREATE INDEX executions_launch ON {s}.executions (owner, epoch, template_id) WHERE launch = 1;
     """,
+    # 10: schedules paused for every engine of the store.
+    """
+    CREATE TABLE {s}.schedule_pauses (template_id text PRIMARY KEY, at timestamptz NOT NULL DEFAULT now());
+    """,
 )
 
 

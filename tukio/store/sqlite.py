@@ -165,6 +165,10 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX executions_admitted ON executions (template_id, admitted) WHERE admitted IS NOT NULL;
     CREATE INDEX executions_launch ON executions (owner, epoch, template_id) WHERE launch = 1;
     """,
+    # 8: schedules paused for every engine of the store.
+    """
+    CREATE TABLE schedule_pauses (template_id TEXT PRIMARY KEY, at REAL NOT NULL);
+    """,
 )
 #: The schema version this tukio writes.
 SCHEMA_VERSION = len(_MIGRATIONS)
