@@ -130,9 +130,20 @@ class PostgresFlow:
             many=True,
         )
         ids = [r.begin.exec_id if r.keyed else None for r in rows]
-        lock = "SELECT pg_advisory_xact_lock(?, ?), extract(epoch FROM clock_timestamp())::float8"
+        lock = Statement(
+            "SELECT pg_advisory_xact_lock(?, ?), extract(epoch FROM clock_timestamp())::float8",
+            (self._namespace ^ 2, key),
+        )
+        admit = None
+        if not limits.partitioned and limits.rate is None and not look_due:  # in one round trip
+            admit = Statement(
+                f"SELECT launch FROM {s}.flow_admit(?, ?, ?, ?::int4, ?::int4, ?::int4, ?)",
+                (template_id, *owner, limits.concurrency, self._namespace ^ 2, key, self.flow_channel),
+            )
 
         async def op(conn: asyncpg.Connection) -> StepResult:
+            if admit is not None and not rows:  # one statement, its own transaction
+                return await _drive(conn, step(f"{s}.executions", template_id, owner, 0.0, limits, admit=admit))
             async with conn.transaction():
                 if versions:
                     await conn.executemany(
@@ -150,7 +161,8 @@ class PostgresFlow:
                     ids,
                     look_due,
                     arrays=True,
-                    lock=Statement(lock, (self._namespace ^ 2, key)),
+                    lock=lock,
+                    admit=admit,
                 )
                 result = await _drive(conn, gen)
                 if result.others:

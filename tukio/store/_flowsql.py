@@ -104,6 +104,7 @@ def step(
     look_due: bool = True,
     arrays: bool = False,
     lock: Statement | None = None,
+    admit: Statement | None = None,
 ) -> Generator[Statement, list[tuple[Any, ...]], StepResult]:
     """One transaction of `template_id`'s queue, as this node `owner` (name, epoch) sees it at `now`.
 
@@ -117,6 +118,10 @@ def step(
             are inserted (inserts of several nodes need not take turns); its
             first row ends with the time then. None: the transaction holds
             the lock already (SQLite).
+        admit: the store's own statement for the admission (its first row
+            holds the ids of this node's rows admitted), in place of `_admit`:
+            PostgreSQL's ``flow_admit`` for a template with no concurrency key
+            and no rate, when `look_due` is False.
 
     Returns:
         The places in `new_ids` of the rows not inserted (the store held
@@ -146,6 +151,10 @@ def step(
                 fresh.append(params)
         if fresh:
             yield Statement(insert.sql, fresh, many=True)
+    if admit is not None:
+        rows = yield admit
+        result.launch = list(rows[0][0])
+        return result
     if lock is not None:
         rows = yield lock
         now = rows[0][-1]

@@ -462,8 +462,56 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 9: flow control: the durable queue (state 'queued'; see tukio.store._flowsql): each queued
     # execution's priority, partition, due time and arrival (seconds, the server's clock); when each
-    # started (rates); whether its owner has yet to launch it.
+    # started (rates); whether its owner has yet to launch it. And the admission of a template with
+    # no concurrency key and no rate in one round trip: `_flowsql._admit` in SQL (a test holds the
+    # two to the same answers).
     """
+    CREATE FUNCTION {s}.flow_admit(
+        p_template text, p_node text, p_epoch bigint, p_limit integer, p_lock integer, p_key integer,
+        p_channel text, OUT launch text[]
+    ) LANGUAGE plpgsql AS $fn$
+    DECLARE
+        v_now double precision;
+        v_free integer;
+        v_others boolean := false;
+        r record;
+    BEGIN
+        launch := '{{}}';
+        -- The steps of one template take turns, until the commit.
+        PERFORM pg_advisory_xact_lock(p_lock, p_key);
+        v_now := extract(epoch FROM clock_timestamp());
+        IF p_limit IS NOT NULL THEN
+            SELECT p_limit - count(*) INTO v_free
+              FROM {s}.executions WHERE template_id = p_template AND state = 'pending';
+            IF v_free <= 0 THEN
+                RETURN;
+            END IF;
+        END IF;
+        FOR r IN
+            WITH c AS (
+                SELECT q.exec_id FROM {s}.executions AS q
+                 WHERE q.template_id = p_template AND q.state = 'queued' AND (q.due IS NULL OR q.due <= v_now)
+                 ORDER BY q.priority DESC, q.queued_at, q.exec_id
+                 LIMIT v_free
+            )
+            UPDATE {s}.executions AS x
+               SET state = 'pending', admitted = v_now,
+                   launch = CASE WHEN x.owner = p_node AND x.epoch = p_epoch THEN 0 ELSE 1 END
+              FROM c WHERE x.exec_id = c.exec_id
+            RETURNING x.exec_id, coalesce(x.owner = p_node AND x.epoch = p_epoch, false) AS mine
+        LOOP
+            IF r.mine THEN
+                launch := launch || r.exec_id;
+            ELSE
+                v_others := true;
+            END IF;
+        END LOOP;
+        IF v_others THEN
+            PERFORM pg_notify(p_channel, '');
+        END IF;
+    END;
+    $fn$;
+
     ALTER TABLE {s}.executions ADD COLUMN priority integer NOT NULL DEFAULT 0;
     ALTER TABLE {s}.executions ADD COLUMN part text;
     ALTER TABLE {s}.executions ADD COLUMN due double precision;
