@@ -70,9 +70,10 @@ async def test_a_lost_node_frees_its_slots_once_taken_over(spec: str, fault: str
 
     registered("fq-body", body)
     proc = _node_a(spec)
-    store = _store(spec)
-    engine = Engine(store=store, node="b", lease=LEASE)
+    store = engine = None
     try:
+        store = _store(spec)
+        engine = Engine(store=store, node="b", lease=LEASE)
         proc.send_signal(signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
         template = {
             "id": "fq",
@@ -103,5 +104,7 @@ async def test_a_lost_node_frees_its_slots_once_taken_over(spec: str, fault: str
         proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
-        await asyncio.wait_for(engine.stop(force=True), 10)
-        store.close()
+        if engine is not None:
+            await asyncio.wait_for(engine.stop(force=True), 10)
+        if store is not None:
+            store.close()
