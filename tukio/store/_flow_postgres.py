@@ -175,11 +175,10 @@ class PostgresFlow:
         """Take this node's rows that other nodes admitted: (execution id, template id) of each, to launch."""
         node = self._attached()
         assert self.epoch is not None
-        gen = launches(f"{self.sql.schema}.executions", (node, self.epoch), arrays=True)
+        gen = launches(f"{self.sql.schema}.executions", (node, self.epoch), arrays=True, returning=True)
 
         async def op(conn: asyncpg.Connection) -> list[tuple[str, str]]:
-            async with conn.transaction():
-                return await _drive(conn, gen)
+            return await _drive(conn, gen)  # one statement, its own transaction
 
         return await self._loop_link().call(op, retry=False)
 

@@ -173,13 +173,22 @@ def step(
 
 
 def launches(
-    table: str, owner: tuple[str, int], arrays: bool = False
+    table: str, owner: tuple[str, int], arrays: bool = False, returning: bool = False
 ) -> Generator[Statement, list[tuple[Any, ...]], list[tuple[str, str]]]:
     """Take the rows of `owner` that other nodes admitted (no lock of a template needed).
+
+    `returning`: the store's UPDATE returns rows (PostgreSQL): one statement.
 
     Returns:
         (execution id, template id) of each, to launch.
     """
+    if returning:
+        rows = yield Statement(
+            f"UPDATE {table} SET launch = 0 WHERE launch = 1 AND owner = ? AND epoch = ? "
+            "RETURNING exec_id, template_id",
+            owner,
+        )
+        return [(r[0], r[1]) for r in rows]
     rows = yield Statement(
         f"SELECT exec_id, template_id FROM {table} WHERE launch = 1 AND owner = ? AND epoch = ?", owner
     )
