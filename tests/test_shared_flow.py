@@ -452,3 +452,41 @@ async def test_a_paused_schedule_is_paused_on_every_engine(journal: StoreFactory
     finally:
         for engine in made:
             await asyncio.wait_for(engine.stop(force=True), 10)
+
+
+async def test_a_store_that_fails_a_step_fails_those_triggers_alone(
+    engines: Callable[..., Any], bodies: tuple[str, Bodies], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task, state = bodies
+    state.gate.set()
+    a = await engines("a", _template(task, concurrency=1))
+    store = a.store
+    real = store.flow_step  # type: ignore[union-attr]
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("PostgreSQL unreachable (a test)")
+
+    monkeypatch.setattr(store, "flow_step", broken)
+    with pytest.raises(ConnectionError, match="a test"):
+        await a.trigger("shared", {"n": 0})
+    monkeypatch.setattr(store, "flow_step", real)
+    after = await a.trigger("shared", {"n": 1})
+    assert after is not None
+    await asyncio.wait_for(after, 10)
+    assert state.runs == [{"n": 1}]
+
+
+async def test_shared_flow_needs_a_shared_store() -> None:
+    from tukio.store import MemoryStore
+
+    with pytest.raises(ValueError, match="SharedFlow needs a store shared by engines"):
+        Engine(store=MemoryStore(), flow=SharedFlow())
+
+
+def test_partition_texts_are_equal_for_equal_values() -> None:
+    from tukio.flow.shared import partition_text
+
+    assert partition_text(None) == ""
+    assert partition_text({"b": 1, "a": 2}) == partition_text({"a": 2, "b": 1})
+    assert partition_text("acme") == '"acme"'
+    assert partition_text(frozenset({1})) == "frozenset({1})"  # not JSON: its repr
