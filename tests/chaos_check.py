@@ -16,6 +16,8 @@ from typing import Any
 
 #: The parents of each task of the DAG (chaos_worker.DAG).
 PARENTS = {"b": ["a"], "c": ["a"], "d": ["b", "c"], "e": ["d"]}
+#: The most executions of the 'chaos-limit' template (its "concurrency") that may run at once.
+LIMIT = 2
 
 
 @dataclass
@@ -106,6 +108,7 @@ def check(runs: list[Run], others: list[dict[str, Any]], journal: Journal, fault
     found += _no_body_on_two_healthy_nodes(by_task, faults, horizon)
     found += _successors_get_committed_outputs(by_task, journal, faults, horizon)
     found += _one_skip_instance(runs, faults, horizon)
+    found += _limit_holds(runs, faults, horizon)
     found += _events_reach_listeners_once(others, journal, faults.cut_off)
     return found
 
@@ -114,7 +117,9 @@ def _every_execution_ends(others: list[dict[str, Any]], journal: Journal) -> lis
     acked = {r["exec"] for r in others if r["k"] == "ack" and r["exec"] is not None}
     found = [f"ends: acknowledged execution {e} is not in the journal" for e in sorted(acked - set(journal.states))]
     found += [
-        f"ends: execution {e} is {s}" for e, s in sorted(journal.states.items()) if s in ("pending", "unfinished")
+        f"ends: execution {e} is {s}"
+        for e, s in sorted(journal.states.items())
+        if s in ("pending", "unfinished", "queued")
     ]
     return found
 
@@ -189,6 +194,21 @@ def _one_skip_instance(runs: list[Run], faults: Faults, horizon: float) -> list[
                 f"skip: instances {one.exec_id} ({one.node}) and {two.exec_id} ({two.node}) "
                 f"ran together for {both[1] - both[0]:.3f}s"
             )
+    return found
+
+
+def _limit_holds(runs: list[Run], faults: Faults, horizon: float) -> list[str]:
+    """At no instant did more than `LIMIT` executions of 'chaos-limit' run on healthy nodes."""
+    healthy = [r for r in runs if r.task == "q" and not faults.exempt(r, r.start, r.end or horizon)]
+    moments = sorted([(r.start, 1, r.exec_id) for r in healthy] + [(r.end or horizon, -1, r.exec_id) for r in healthy])
+    running: dict[str, int] = defaultdict(int)
+    found = []
+    for at, step, exec_id in moments:  # (an end sorts before a start at the same instant)
+        running[exec_id] += step
+        if running[exec_id] == 0:
+            del running[exec_id]
+        if len(running) > LIMIT:
+            found.append(f"limit: {len(running)} executions of chaos-limit ran at once at {at:.3f}: {sorted(running)}")
     return found
 
 

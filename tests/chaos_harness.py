@@ -307,10 +307,12 @@ async def _feed(scenario: Scenario, fleet: _Fleet, rng: random.Random) -> int:
         live = fleet.live()
         if live:
             target, roll, n = rng.choice(live), rng.random(), n + 1
-            if roll < 0.5:
+            if roll < 0.4:
                 fleet.send(target, f"dag {n}")
-            elif roll < 0.8:
+            elif roll < 0.65:
                 fleet.send(target, f"skip {n}")
+            elif roll < 0.8:
+                fleet.send(target, f"limit {n}")
             elif fleet.send(target, f"publish e{n}"):
                 events += 1
         await asyncio.sleep(rng.expovariate(scenario.rate))

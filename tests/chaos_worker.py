@@ -10,7 +10,7 @@ CONFIG is a JSON file: ``store`` ("pg" or "sqlite"), ``dsn`` and ``schema``
 
 The engine, named NODE, loads the suite's templates, resumes what it may,
 prints READY, then obeys one command per line of its standard input:
-``dag N`` and ``skip N`` trigger those templates with ``{"n": N}``,
+``dag N``, ``skip N`` and ``limit N`` trigger those templates with ``{"n": N}``,
 ``listen`` starts a workflow whose task listens on topic "news", ``publish
 E`` calls ``data_received({"e": E}, "news")``, ``quit`` stops the engine.
 
@@ -76,7 +76,16 @@ LISTEN: dict[str, Any] = {
     "tasks": [{"id": "l", "name": "chaos-listen", "topics": ["news"]}],
     "graph": {},
 }
-TEMPLATES = (DAG, SKIP, LISTEN)
+#: At most two executions at once, across the nodes (flow control's queue in the store).
+LIMIT: dict[str, Any] = {
+    "id": "chaos-limit",
+    "policy": "start-new",
+    "concurrency": 2,
+    "topics": [],
+    "tasks": [{"id": "q", "name": "chaos-step", "config": {"slow": True}}],
+    "graph": {},
+}
+TEMPLATES = (DAG, SKIP, LISTEN, LIMIT)
 
 
 def now() -> float:
@@ -177,8 +186,8 @@ def make_store(config: dict[str, Any]) -> Any:
 async def obey(engine: Engine, command: str) -> None:
     """Carry out one command of the harness; record its acknowledgement."""
     word, _, arg = command.partition(" ")
-    if word in ("dag", "skip", "listen"):
-        template = {"dag": DAG, "skip": SKIP, "listen": LISTEN}[word]["id"]
+    if word in ("dag", "skip", "listen", "limit"):
+        template = {"dag": DAG, "skip": SKIP, "listen": LISTEN, "limit": LIMIT}[word]["id"]
         workflow = await engine.trigger(template, {"n": int(arg or 0)})
         record("ack", template=template, n=int(arg or 0), exec=None if workflow is None else workflow.uid)
         if word == "listen":

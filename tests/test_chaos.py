@@ -89,6 +89,20 @@ def test_a_successor_given_other_than_its_parents_committed_outputs_is_named() -
     assert violations(join, journal_of({("x", "b"): "b", ("x", "c"): "c", ("x", "d"): "n0/3"})) == []
 
 
+def test_more_limited_executions_at_once_than_the_limit_are_named() -> None:
+    lines = [start(f"n{i}/{i}", "q", 0.1 * i, exec_id=f"q{i}", pid=i) for i in range(3)]
+    lines += [end(f"n{i}/{i}", 1.0 + 0.1 * i) for i in range(3)]
+    states = {f"q{i}": "finished" for i in range(3)}
+    found = violations(lines, journal_of({}, states))
+    assert found == ["limit: 3 executions of chaos-limit ran at once at 0.200: ['q0', 'q1', 'q2']"]
+    # One of them on a node faulted then (its execution was taken over): two at once is the limit.
+    assert violations(lines, journal_of({}, states), Faults(windows=[Window("n2", 0.0, 2.0)])) == []
+    # Two runs of one execution (a takeover) hold one slot.
+    again = [start("n0/1", "q", 0.0, exec_id="q0"), start("n1/2", "q", 0.1, exec_id="q0", pid=2)]
+    again += [start("n2/3", "q", 0.2, exec_id="q1", pid=3), end("n0/1", 1.0), end("n1/2", 1.0), end("n2/3", 1.0)]
+    assert [f for f in violations(again, journal_of({}, {"q0": "finished", "q1": "finished"})) if "limit" in f] == []
+
+
 def test_two_skip_instances_at_once_are_named() -> None:
     lines = [start("n0/1", "s", 0.0, exec_id="p"), end("n0/1", 1.0)]
     lines += [start("n1/2", "s", 0.9, exec_id="q", pid=2), end("n1/2", 2.0)]
