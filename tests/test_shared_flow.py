@@ -490,3 +490,32 @@ def test_partition_texts_are_equal_for_equal_values() -> None:
     assert partition_text({"b": 1, "a": 2}) == partition_text({"a": 2, "b": 1})
     assert partition_text("acme") == '"acme"'
     assert partition_text(frozenset({1})) == "frozenset({1})"  # not JSON: its repr
+
+
+async def test_rows_admitted_by_a_step_whose_answer_was_lost_still_start(
+    engines: Callable[..., Any], bodies: tuple[str, Bodies], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step commits, then its connection drops: what it admitted for this engine starts at the next sweep."""
+    task, state = bodies
+    a = await engines("a", _template(task, concurrency=1))
+    first = await a.trigger("shared", {"n": 0})
+    second = await a.trigger("shared", {"n": 1})
+    assert first is not None
+    assert second is not None
+    await state.until(lambda: state.running == 1)
+    store = a.store
+    real = store.flow_step  # type: ignore[union-attr]
+    lost: list[Any] = []
+
+    async def answer_lost(*args: Any, **kwargs: Any) -> Any:
+        result = await real(*args, **kwargs)
+        if result.launch and not lost:
+            lost.append(result.launch)
+            raise ConnectionError("the answer was lost (a test)")
+        return result
+
+    monkeypatch.setattr(store, "flow_step", answer_lost)
+    state.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 10)
+    assert lost == [[second.uid]]
+    assert [r["n"] for r in state.runs] == [0, 1]

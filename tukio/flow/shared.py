@@ -129,6 +129,7 @@ class SharedFlow(LocalFlow):
         self._pump: asyncio.Task[None] | None = None
         self._listening = False
         self._look_launches = False  # another engine may have admitted rows of this one
+        self._look_orphans = False  # a step failed: rows it admitted for this engine may wait
         self._store: FlowStore | None = None
         self._stored_versions: set[str] = set()  # template versions the store keeps (not sent again)
 
@@ -338,6 +339,9 @@ class SharedFlow(LocalFlow):
         assert self._store is not None
         assert self._host is not None
         self._look_launches = True
+        if self._look_orphans:
+            self._look_orphans = False
+            await self._launch_orphans()
         templates = self._host.templates() if self._host.templates is not None else []
         loaded = {t.uid for t in templates}
         self._dirty.update(t.uid for t in templates if t.concurrency is not None or t.rate is not None)
@@ -373,11 +377,14 @@ class SharedFlow(LocalFlow):
             log.error(
                 "flow control: template %s: the store failed (%d trigger(s) not queued): %s", template_id, len(new), exc
             )
-            for ticket in new:
+            for ticket in new:  # (recorded cancelled: if the rows were committed after all, they never run)
                 ticket.workflow.cancel()
                 if not ticket.committed.done():
                     ticket.committed.set_exception(exc)
             self._wakes[template_id] = time.time() + SWEEP
+            # The step may have committed before its answer was lost: rows admitted for this engine
+            # then wait for it. The next sweep looks for them.
+            self._look_orphans = True
             return
         self._stored_versions.update(t.row.begin.version for t in new if t.row.begin.version is not None)
         known = set(result.known)
@@ -393,6 +400,25 @@ class SharedFlow(LocalFlow):
         if result.wake is not None:
             self._wakes[template_id] = min(self._wakes.get(template_id, result.wake), result.wake)
         await self._launch_admitted([(exec_id, template_id) for exec_id in result.launch])
+
+    async def _launch_orphans(self) -> None:
+        """Launch this engine's admitted executions that nothing runs or waits for here.
+
+        After a step failed, perhaps once committed: the rows it admitted for
+        this engine are its unfinished executions, and nothing launched them.
+        """
+        assert self._store is not None
+        assert self._host is not None
+        owned = await asyncio.to_thread(self._store.owned)
+        waiting = {t.workflow.uid for t in self._ready}
+        orphans = [
+            (i.exec_id, i.template_id or "")
+            for i in owned
+            if self._host.find(i.exec_id) is None and i.exec_id not in waiting
+        ]
+        if orphans:
+            log.warning("flow control: %d admitted execution(s) left by a failed step: started now", len(orphans))
+            await self._launch_admitted(orphans)
 
     async def _take_launches(self) -> None:
         """Launch this engine's rows that other engines admitted."""

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 from tukio.store.base import QUEUED
 
 if TYPE_CHECKING:
-    from tukio.store.base import Serializer
+    from tukio.store.base import ExecutionInfo, Serializer
 
 __all__ = [
     "QUEUED",
@@ -393,3 +393,6 @@ class FlowStore(Protocol):
 
     def mark_cancelled(self, exec_ids: Iterable[str]) -> None:
         """Record these unfinished executions of this node as cancelled (they will not run)."""
+
+    def owned(self) -> list[ExecutionInfo]:
+        """The unfinished executions the node owns."""
