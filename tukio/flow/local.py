@@ -96,6 +96,22 @@ def _utc(when: float) -> datetime:
     return datetime.fromtimestamp(when, timezone.utc)
 
 
+def describe(workflow: Workflow, request: FlowRequest, queued_at: float, position: int | None) -> QueuedExecution:
+    """A waiting execution as `Engine.queued` lists it (`queued_at`: seconds since the epoch)."""
+    return QueuedExecution(
+        exec_id=workflow.uid,
+        template_id=request.template_id,
+        state=QUEUED,
+        position=position,
+        priority=request.priority,
+        key=request.key,
+        partition=request.partition,
+        not_before=_utc(request.due) if request.due is not None else None,
+        queued_at=_utc(queued_at),
+        workflow=workflow,
+    )
+
+
 class LocalFlow:
     """Flow control in memory, for one engine (see `tukio.flow.control.FlowControl`).
 
@@ -387,19 +403,7 @@ class LocalFlow:
 
     @staticmethod
     def _describe(ticket: _Ticket, position: int | None) -> QueuedExecution:
-        request = ticket.request
-        return QueuedExecution(
-            exec_id=ticket.workflow.uid,
-            template_id=request.template_id,
-            state=QUEUED,
-            position=position,
-            priority=request.priority,
-            key=request.key,
-            partition=request.partition,
-            not_before=_utc(request.due) if request.due is not None else None,
-            queued_at=_utc(ticket.queued_at),
-            workflow=ticket.workflow,
-        )
+        return describe(ticket.workflow, ticket.request, ticket.queued_at, position)
 
     def close(self) -> None:
         """Cancel every execution that waits; start nothing more (see `FlowControl.close`)."""

@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING
 
 from tukio._admission import begin_record
 from tukio.flow.clock import Clock, SystemClock
-from tukio.flow.control import QUEUED, FlowHost, FlowRequest, QueuedExecution
+from tukio.flow.control import FlowHost, FlowRequest, QueuedExecution
 from tukio.flow.keys import DEFAULT_RETENTION, KeyRegistry, key_exec_id
-from tukio.flow.local import LocalFlow, _utc
+from tukio.flow.local import LocalFlow, describe
 from tukio.recorder import NULL_RECORDER
 from tukio.store._flowsql import FlowRow, Limits
 
@@ -482,16 +482,4 @@ def _delayed(ticket: _Ticket, now: float) -> bool:
 
 
 def _describe(ticket: _Ticket, position: int | None) -> QueuedExecution:
-    request = ticket.request
-    return QueuedExecution(
-        exec_id=ticket.workflow.uid,
-        template_id=request.template_id,
-        state=QUEUED,
-        position=position,
-        priority=request.priority,
-        key=request.key,
-        partition=request.partition,
-        not_before=_utc(request.due) if request.due is not None else None,
-        queued_at=_utc(ticket.queued_at),
-        workflow=ticket.workflow,
-    )
+    return describe(ticket.workflow, ticket.request, ticket.queued_at, position)

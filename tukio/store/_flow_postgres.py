@@ -69,13 +69,13 @@ class PostgresFlow:
     _namespace: int
     _reader: _Link
     _listener: _Link
-    _listening_flow: Any = None
     _flow_links: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Link]
     if TYPE_CHECKING:  # PostgresStore's
 
         def _run(self, coro: Coroutine[Any, Any, _T]) -> _T: ...
         def _attached(self) -> str: ...
         def _link(self, name: str) -> _Link: ...
+        def _listen_on(self, channel: str, wake: Callable[[], None], what: str, *, lost_too: bool) -> bool: ...
 
     epoch: int | None
 
@@ -241,16 +241,7 @@ class PostgresFlow:
         Returns:
             True when listening (again); False when already listening.
         """
-
-        async def op(conn: asyncpg.Connection) -> bool:
-            if self._listening_flow is conn:
-                return False
-            await conn.add_listener(self.flow_channel, lambda *_: wake())
-            conn.add_termination_listener(lambda *_: wake())
-            self._listening_flow = conn
-            return True
-
-        return bool(self._run(self._listener.call(op)))
+        return self._listen_on(self.flow_channel, wake, "flow", lost_too=True)
 
 
 async def _drive(conn: asyncpg.Connection, gen: Generator[Statement, list[tuple[Any, ...]], _T]) -> _T:

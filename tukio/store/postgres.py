@@ -427,8 +427,8 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         self._reader = _Link(self, "reader")
         self._presence = _Link(self, "presence")
         self._listener = _Link(self, "listener")
-        self._listening: Any = None  # the connection LISTENing for events
-        self._listening_cancels: Any = None  # the connection LISTENing for cancel requests
+        # The connection LISTENing for each kind of notification (events, cancels, flow).
+        self._listening_on: dict[str, Any] = {}
         try:
             self._run(self._reader.call(self._migrate, retry=False))
         except BaseException:
@@ -946,14 +946,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
             True when listening (again, on a new connection); False when already listening.
         """
 
-        async def op(conn: asyncpg.Connection) -> bool:
-            if self._listening_cancels is conn:
-                return False
-            await conn.add_listener(f"tukio_cancels_{self._namespace}", lambda *_: wake())
-            self._listening_cancels = conn
-            return True
-
-        return bool(self._run(self._listener.call(op)))
+        return self._listen_on(f"tukio_cancels_{self._namespace}", wake, "cancels", lost_too=False)
 
     def mark_cancelled(self, exec_ids: Iterable[str]) -> None:
         """Record these unfinished executions of this node as cancelled (they will not run)."""
@@ -1092,13 +1085,25 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         Returns:
             True when listening (again); False when already listening.
         """
+        return self._listen_on(self.channel, wake, "events", lost_too=True)
+
+    def _listen_on(self, channel: str, wake: Callable[[], None], what: str, *, lost_too: bool) -> bool:
+        """LISTEN on `channel` (through the listener's connection), calling `wake` for each notification.
+
+        `what` names the listening (one per connection: again after it was
+        lost); with `lost_too`, `wake` is called too when the connection is lost.
+
+        Returns:
+            True when listening (again); False when already listening.
+        """
 
         async def op(conn: asyncpg.Connection) -> bool:
-            if self._listening is conn:
+            if self._listening_on.get(what) is conn:
                 return False
-            await conn.add_listener(self.channel, lambda *_: wake())
-            conn.add_termination_listener(lambda *_: wake())
-            self._listening = conn
+            await conn.add_listener(channel, lambda *_: wake())
+            if lost_too:
+                conn.add_termination_listener(lambda *_: wake())
+            self._listening_on[what] = conn
             return True
 
         return bool(self._run(self._listener.call(op)))
@@ -1130,39 +1135,18 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
             self._loop.close()
 
     def _close_loop_writers(self) -> None:
-        """Close the connections the engines' loops write through (see `write_soon`)."""
+        """Close the connections the engines' loops write through (`write_soon`, flow control's steps)."""
         try:
             here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             here = None
         for loop, soon in list(self._soon.items()):
-            if loop is here or loop.is_closed():
-                # Cannot wait for a goodbye on the loop that runs this call: close the socket now.
-                if soon.task is not None:
-                    soon.task.cancel()
-                conn, soon.link.conn = soon.link.conn, None
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.terminate()
-            elif loop.is_running():  # another thread's loop
-                with contextlib.suppress(Exception):
-                    asyncio.run_coroutine_threadsafe(soon.close(), loop).result(5.0)
-            else:
-                with contextlib.suppress(Exception):
-                    loop.run_until_complete(soon.close())
+            if (loop is here or loop.is_closed()) and soon.task is not None:
+                soon.task.cancel()
+            _close_on(loop, here, soon.link, soon.close)
         self._soon.clear()
         for loop, link in list(self._flow_links.items()):
-            if loop is here or loop.is_closed():
-                conn, link.conn = link.conn, None
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        conn.terminate()
-            elif loop.is_running():
-                with contextlib.suppress(Exception):
-                    asyncio.run_coroutine_threadsafe(link.close(), loop).result(5.0)
-            else:
-                with contextlib.suppress(Exception):
-                    loop.run_until_complete(link.close())
+            _close_on(loop, here, link, link.close)
         self._flow_links.clear()
 
     def _link(self, name: str) -> _Link:
@@ -1175,6 +1159,27 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
 
 #: The prefix of a task id being renamed by `PostgresStore.repin` (within its transaction).
 _MOVING = "\x01moving:"
+
+
+def _close_on(
+    loop: asyncio.AbstractEventLoop,
+    here: asyncio.AbstractEventLoop | None,
+    link: _Link,
+    close: Callable[[], Coroutine[Any, Any, None]],
+) -> None:
+    """Close `link`, a connection of `loop`, with `close()` run on that loop if it can run it."""
+    if loop is here or loop.is_closed():
+        # Cannot wait for a goodbye on the loop that runs this call: close the socket now.
+        conn, link.conn = link.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.terminate()
+    elif loop.is_running():  # another thread's loop
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(close(), loop).result(5.0)
+    else:
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(close())
 
 
 def _now() -> str | None:
