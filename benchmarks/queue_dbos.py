@@ -41,16 +41,12 @@ import argparse
 import asyncio
 import json
 import os
-import select
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version
 from typing import Any
@@ -58,6 +54,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 from dbos import DBOS, DBOSConfig
+from queue_common import Result, kill, line, median, read_message, summarize, tell
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 APP = "tukio-queue-bench"
@@ -132,16 +129,6 @@ async def start(limit: int) -> None:
 
 
 # -- parent -----------------------------------------------------------------------------------
-@dataclass
-class Result:
-    """One run's figures."""
-
-    rate: float  # workflows per second
-    peak: int  # most steps running at once
-    p50_ms: float  # wait from enqueue to start
-    p99_ms: float
-    bodies: int  # steps run (more than the workflows: some ran twice)
-    finished: int  # workflows ended in SUCCESS
 
 
 def database_url(dsn: str, name: str) -> str:
@@ -171,39 +158,6 @@ def spawn(args: argparse.Namespace, url: str, node: str, limit: int, records: st
     return subprocess.Popen([sys.executable, __file__, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
 
 
-def read_message(child: subprocess.Popen[bytes], deadline: float) -> dict[str, Any]:
-    """The next JSON line the child prints (other lines are DBOS's); raises if it exits or the deadline passes."""
-    assert child.stdout is not None
-    while True:
-        ready, _, _ = select.select([child.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            raise TimeoutError(f"worker {child.pid} said nothing before the timeout")
-        line = child.stdout.readline()
-        if not line:
-            raise RuntimeError(f"worker {child.pid} exited with {child.wait()}")
-        if line.startswith(b"{"):
-            message: dict[str, Any] = json.loads(line)
-            return message
-
-
-def tell(children: list[subprocess.Popen[bytes]], line: bytes | None) -> None:
-    """Write `line` to every child, or close their stdin (None)."""
-    for child in children:
-        assert child.stdin is not None
-        if line is None:
-            child.stdin.close()
-        else:
-            child.stdin.write(line)
-            child.stdin.flush()
-
-
-def kill(children: list[subprocess.Popen[bytes]]) -> None:
-    for child in children:
-        if child.poll() is None:
-            os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-
-
 def wait_ended(url: str, total: int, children: list[subprocess.Popen[bytes]], deadline: float) -> tuple[float, int]:
     """Poll DBOS's workflow_status until `total` workflows ended: the last end (time.time()) and how many succeeded."""
     query = (
@@ -222,33 +176,6 @@ def wait_ended(url: str, total: int, children: list[subprocess.Popen[bytes]], de
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{ended} of {total} workflows ended before the timeout")
             time.sleep(POLL)
-
-
-def most_at_once(records: list[list[Any]]) -> int:
-    """The most steps running at once: a sweep over starts (+1) and ends (-1), ends first on a tie."""
-    events = sorted([(r[2], 1) for r in records] + [(r[3], -1) for r in records])
-    running = peak = 0
-    for _, step in events:
-        running += step
-        peak = max(peak, running)
-    return peak
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def summarize(records: list[list[Any]], began: float, last_end: float, total: int, finished: int) -> Result:
-    waits = [(started - enqueued) * 1000 for _, enqueued, started, _ in records]
-    return Result(
-        rate=total / (last_end - began),
-        peak=most_at_once(records),
-        p50_ms=percentile(waits, 0.50),
-        p99_ms=percentile(waits, 0.99),
-        bodies=len(records),
-        finished=finished,
-    )
 
 
 def start_workers(args: argparse.Namespace, url: str, limit: int, folder: str, deadline: float) -> list[Any]:
@@ -291,24 +218,6 @@ def run_once(args: argparse.Namespace, limit: int) -> Result:
         admin(args.dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def line(name: str, r: Result) -> str:
-    return (
-        f"{name:<22} {r.rate:8,.0f} workflows/s  most at once {r.peak:5}  "
-        f"wait p50 {r.p50_ms:9.1f} ms  p99 {r.p99_ms:9.1f} ms  (steps {r.bodies}, succeeded {r.finished})"
-    )
-
-
-def median(results: list[Result]) -> Result:
-    return Result(
-        rate=statistics.median(r.rate for r in results),
-        peak=max(r.peak for r in results),
-        p50_ms=statistics.median(r.p50_ms for r in results),
-        p99_ms=statistics.median(r.p99_ms for r in results),
-        bodies=min(r.bodies for r in results),
-        finished=min(r.finished for r in results),
-    )
-
-
 def main(args: argparse.Namespace) -> None:
     cases = {f"queue concurrency {args.limit}": args.limit, "no queue": 0}
     results: dict[str, list[Result]] = {name: [] for name in cases}
@@ -320,10 +229,10 @@ def main(args: argparse.Namespace) -> None:
     for run in range(args.runs):
         for name, limit in cases.items():
             results[name].append(result := run_once(args, limit))
-            print(f"run {run + 1}: {line(name, result)}", flush=True)
+            print(f"run {run + 1}: {line(name, result, 'steps', 'succeeded')}", flush=True)
     print(f"medians of {args.runs} (most at once: the highest; steps, succeeded: the lowest):")
     for name, samples in results.items():
-        print(f"  {line(name, median(samples))}")
+        print(f"  {line(name, median(samples), 'steps', 'succeeded')}")
     print(f"load average {os.getloadavg()[0]:.2f}")
 
 

@@ -37,20 +37,17 @@ import argparse
 import asyncio
 import json
 import os
-import select
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+from queue_common import Result, kill, line, median, read_message, summarize, tell
 
 from tukio import Engine, Event, Workflow, WorkflowTemplate, register
 from tukio.store.postgres import PostgresStore
@@ -120,16 +117,6 @@ def write_records(path: str) -> None:
 
 
 # -- parent -----------------------------------------------------------------------------------
-@dataclass
-class Result:
-    """One run's figures."""
-
-    rate: float  # workflows per second
-    peak: int  # most bodies running at once
-    p50_ms: float  # wait from trigger to start
-    p99_ms: float
-    bodies: int  # bodies run (more than the workflows: some ran twice)
-    finished: int  # executions ended 'finished'
 
 
 def spawn(args: argparse.Namespace, schema: str, node: str, limit: int, records: str) -> subprocess.Popen[bytes]:
@@ -137,37 +124,6 @@ def spawn(args: argparse.Namespace, schema: str, node: str, limit: int, records:
     argv += ["--count", str(args.workflows // PROCESSES), "--hold", str(args.hold), "--records", records]
     # Unbuffered pipes: select() then sees every line the child wrote.
     return subprocess.Popen([sys.executable, __file__, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
-
-
-def read_message(child: subprocess.Popen[bytes], deadline: float) -> dict[str, Any]:
-    """The next line the child prints, as JSON; raises if it exits or the deadline passes first."""
-    assert child.stdout is not None
-    ready, _, _ = select.select([child.stdout], [], [], max(0.0, deadline - time.monotonic()))
-    if not ready:
-        raise TimeoutError(f"worker {child.pid} said nothing before the timeout")
-    line = child.stdout.readline()
-    if not line:
-        raise RuntimeError(f"worker {child.pid} exited with {child.wait()}")
-    message: dict[str, Any] = json.loads(line)
-    return message
-
-
-def tell(children: list[subprocess.Popen[bytes]], line: bytes | None) -> None:
-    """Write `line` to every child, or close their stdin (None)."""
-    for child in children:
-        assert child.stdin is not None
-        if line is None:
-            child.stdin.close()
-        else:
-            child.stdin.write(line)
-            child.stdin.flush()
-
-
-def kill(children: list[subprocess.Popen[bytes]]) -> None:
-    for child in children:
-        if child.poll() is None:
-            os.kill(child.pid, signal.SIGKILL)
-        child.wait()
 
 
 async def wait_ended(
@@ -191,33 +147,6 @@ async def wait_ended(
             await asyncio.sleep(POLL)
     finally:
         await conn.close()
-
-
-def most_at_once(records: list[list[Any]]) -> int:
-    """The most bodies running at once: a sweep over starts (+1) and ends (-1), ends first on a tie."""
-    events = sorted([(r[2], 1) for r in records] + [(r[3], -1) for r in records])
-    running = peak = 0
-    for _, step in events:
-        running += step
-        peak = max(peak, running)
-    return peak
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def summarize(records: list[list[Any]], began: float, last_end: float, total: int, finished: int) -> Result:
-    waits = [(started - triggered) * 1000 for _, triggered, started, _ in records]
-    return Result(
-        rate=total / (last_end - began),
-        peak=most_at_once(records),
-        p50_ms=percentile(waits, 0.50),
-        p99_ms=percentile(waits, 0.99),
-        bodies=len(records),
-        finished=finished,
-    )
 
 
 def sql(dsn: str, query: str) -> None:
@@ -259,24 +188,6 @@ def run_once(args: argparse.Namespace, limit: int) -> Result:
         kill(children)
         shutil.rmtree(folder, ignore_errors=True)
         sql(args.dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-def line(name: str, r: Result) -> str:
-    return (
-        f"{name:<22} {r.rate:8,.0f} workflows/s  most at once {r.peak:5}  "
-        f"wait p50 {r.p50_ms:9.1f} ms  p99 {r.p99_ms:9.1f} ms  (bodies {r.bodies}, finished {r.finished})"
-    )
-
-
-def median(results: list[Result]) -> Result:
-    return Result(
-        rate=statistics.median(r.rate for r in results),
-        peak=max(r.peak for r in results),
-        p50_ms=statistics.median(r.p50_ms for r in results),
-        p99_ms=statistics.median(r.p99_ms for r in results),
-        bodies=min(r.bodies for r in results),
-        finished=min(r.finished for r in results),
-    )
 
 
 def main(args: argparse.Namespace) -> None:
