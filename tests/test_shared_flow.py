@@ -123,6 +123,16 @@ async def engines(journal: StoreFactory) -> AsyncIterator[Callable[..., Any]]:
             await asyncio.wait_for(engine.stop(force=True), 10)
 
 
+async def _one_running_one_queued(engine: Engine, state: Bodies) -> tuple[Any, Any]:
+    """Trigger twice a template of concurrency 1 whose bodies wait: the first runs, the second waits."""
+    first = await engine.trigger("shared", {"n": 0})
+    second = await engine.trigger("shared", {"n": 1})
+    assert first is not None
+    assert second is not None
+    await state.until(lambda: state.running == 1)
+    return first, second
+
+
 async def _queued_in_store(engine: Engine, template_id: str = "shared") -> list[Any]:
     store = engine.store
     assert store is not None
@@ -295,11 +305,7 @@ async def test_cancelling_a_queued_workflow_cancels_its_row(
 ) -> None:
     task, state = bodies
     a = await engines("a", _template(task, concurrency=1))
-    first = await a.trigger("shared", {"n": 0})
-    second = await a.trigger("shared", {"n": 1})
-    assert first is not None
-    assert second is not None
-    await state.until(lambda: state.running == 1)
+    first, second = await _one_running_one_queued(a, state)
     second.cancel()
     await asyncio.wait_for(asyncio.wait([second]), 5)
     state.gate.set()
@@ -340,7 +346,11 @@ async def test_data_received_queues_in_the_store(engines: Callable[..., Any], bo
     assert state.peak == 1
 
 
-async def test_a_schedule_tick_fires_once_across_engines(journal: StoreFactory, bodies: tuple[str, Bodies]) -> None:
+@pytest.fixture
+async def scheduled(
+    journal: StoreFactory, bodies: tuple[str, Bodies]
+) -> AsyncIterator[tuple[VirtualClock, list[Engine]]]:
+    """Engines a and b on one journal and one virtual clock (9:58), with the template scheduled every 5 minutes."""
     task, state = bodies
     state.gate.set()
     clock = VirtualClock(start=datetime(2026, 3, 2, 9, 58, tzinfo=timezone.utc).timestamp())
@@ -349,19 +359,112 @@ async def test_a_schedule_tick_fires_once_across_engines(journal: StoreFactory, 
     try:
         for engine in made:
             await engine.load(template)
-        clock.advance(3 * 60)  # 10:01: the 10:00 tick, on both engines
-        await state.until(lambda: len(state.runs) == 1)
-        for engine in made:  # each engine's firing of the tick has returned
-            await asyncio.wait_for(asyncio.gather(*engine._schedules._firing.values()), 10)
-            await engine.flush()
-        store = made[0].store
-        assert store is not None
-        infos = await asyncio.to_thread(store.executions, template_id="shared")
-        assert [i.exec_id for i in infos] == [key_exec_id("shared", "schedule:2026-03-02T10:00:00+00:00")]
-        assert [r["tick"] for r in state.runs] == ["2026-03-02T10:00:00+00:00"]
+        yield clock, made
     finally:
         for engine in made:
             await asyncio.wait_for(engine.stop(force=True), 10)
+
+
+async def _fired(engines: list[Engine]) -> None:
+    """Wait until each engine's firing of the ticks due has returned."""
+    for engine in engines:
+        await asyncio.wait_for(asyncio.gather(*engine._schedules._firing.values()), 10)
+
+
+async def test_a_schedule_tick_fires_once_across_engines(
+    scheduled: tuple[VirtualClock, list[Engine]], bodies: tuple[str, Bodies]
+) -> None:
+    clock, made = scheduled
+    _, state = bodies
+    clock.advance(3 * 60)  # 10:01: the 10:00 tick, on both engines
+    await state.until(lambda: len(state.runs) == 1)
+    await _fired(made)
+    for engine in made:
+        await engine.flush()
+    store = made[0].store
+    assert store is not None
+    infos = await asyncio.to_thread(store.executions, template_id="shared")
+    assert [i.exec_id for i in infos] == [key_exec_id("shared", "schedule:2026-03-02T10:00:00+00:00")]
+    assert [r["tick"] for r in state.runs] == ["2026-03-02T10:00:00+00:00"]
+
+
+async def test_a_paused_schedule_is_paused_on_every_engine(
+    scheduled: tuple[VirtualClock, list[Engine]], bodies: tuple[str, Bodies]
+) -> None:
+    clock, made = scheduled
+    _, state = bodies
+    await made[0].pause_schedule("shared")  # on a only: b reads the pause from the store
+    clock.advance(3 * 60)  # the 10:00 tick
+    await _fired(made)
+    assert state.runs == []
+    await made[1].resume_schedule("shared")  # on b: a's own pause still holds on a
+    clock.advance(5 * 60)  # the 10:05 tick fires once (from b)
+    await state.until(lambda: len(state.runs) == 1)
+    await _fired(made)
+    assert [r["tick"] for r in state.runs] == ["2026-03-02T10:05:00+00:00"]
+
+
+async def test_a_store_that_fails_a_step_fails_those_triggers_alone(
+    engines: Callable[..., Any], bodies: tuple[str, Bodies], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task, state = bodies
+    state.gate.set()
+    a = await engines("a", _template(task, concurrency=1))
+    store = a.store
+    real = store.flow_step  # type: ignore[union-attr]
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("PostgreSQL unreachable (a test)")
+
+    monkeypatch.setattr(store, "flow_step", broken)
+    with pytest.raises(ConnectionError, match="a test"):
+        await a.trigger("shared", {"n": 0})
+    monkeypatch.setattr(store, "flow_step", real)
+    after = await a.trigger("shared", {"n": 1})
+    assert after is not None
+    await asyncio.wait_for(after, 10)
+    assert state.runs == [{"n": 1}]
+
+
+async def test_shared_flow_needs_a_shared_store() -> None:
+    from tukio.store import MemoryStore
+
+    with pytest.raises(ValueError, match="SharedFlow needs a store shared by engines"):
+        Engine(store=MemoryStore(), flow=SharedFlow())
+
+
+def test_partition_texts_are_equal_for_equal_values() -> None:
+    from tukio.flow.shared import partition_text
+
+    assert partition_text(None) == ""
+    assert partition_text({"b": 1, "a": 2}) == partition_text({"a": 2, "b": 1})
+    assert partition_text("acme") == '"acme"'
+    assert partition_text(frozenset({1})) == "frozenset({1})"  # not JSON: its repr
+
+
+async def test_rows_admitted_by_a_step_whose_answer_was_lost_still_start(
+    engines: Callable[..., Any], bodies: tuple[str, Bodies], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step commits, then its connection drops: what it admitted for this engine starts at the next sweep."""
+    task, state = bodies
+    a = await engines("a", _template(task, concurrency=1))
+    first, second = await _one_running_one_queued(a, state)
+    store = a.store
+    real = store.flow_step  # type: ignore[union-attr]
+    lost: list[Any] = []
+
+    async def answer_lost(*args: Any, **kwargs: Any) -> Any:
+        result = await real(*args, **kwargs)
+        if result.launch and not lost:
+            lost.append(result.launch)
+            raise ConnectionError("the answer was lost (a test)")
+        return result
+
+    monkeypatch.setattr(store, "flow_step", answer_lost)
+    state.gate.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 10)
+    assert lost == [[second.uid]]
+    assert [r["n"] for r in state.runs] == [0, 1]
 
 
 async def test_an_operator_cancels_a_queued_execution(engines: Callable[..., Any], bodies: tuple[str, Bodies]) -> None:
@@ -370,11 +473,7 @@ async def test_an_operator_cancels_a_queued_execution(engines: Callable[..., Any
 
     task, state = bodies
     a = await engines("a", _template(task, concurrency=1))
-    first = await a.trigger("shared", {"n": 0})
-    second = await a.trigger("shared", {"n": 1})
-    assert first is not None
-    assert second is not None
-    await state.until(lambda: state.running == 1)
+    first, second = await _one_running_one_queued(a, state)
     manager = Manager(a.store)
     listed = await manager.list(state="queued")
     assert [s.id for s in listed.items] == [second.uid]
@@ -427,95 +526,3 @@ async def test_inspect_shows_the_queue_with_positions(
         state.gate.set()
         await asyncio.wait_for(engine.stop(force=True), 10)
         store.close()
-
-
-async def test_a_paused_schedule_is_paused_on_every_engine(journal: StoreFactory, bodies: tuple[str, Bodies]) -> None:
-    task, state = bodies
-    state.gate.set()
-    clock = VirtualClock(start=datetime(2026, 3, 2, 9, 58, tzinfo=timezone.utc).timestamp())
-    template = WorkflowTemplate.from_dict(_template(task, schedule={"cron": "*/5 * * * *"}))
-    made = [Engine(store=journal(), node=n, lease=2.0, flow=SharedFlow(clock=clock)) for n in ("a", "b")]
-    try:
-        for engine in made:
-            await engine.load(template)
-        await made[0].pause_schedule("shared")  # on a only: b reads the pause from the store
-        clock.advance(3 * 60)  # the 10:00 tick
-        for engine in made:
-            await asyncio.wait_for(asyncio.gather(*engine._schedules._firing.values()), 10)
-        assert state.runs == []
-        await made[1].resume_schedule("shared")  # on b: a's own pause still holds on a
-        clock.advance(5 * 60)  # the 10:05 tick fires once (from b)
-        await state.until(lambda: len(state.runs) == 1)
-        for engine in made:
-            await asyncio.wait_for(asyncio.gather(*engine._schedules._firing.values()), 10)
-        assert [r["tick"] for r in state.runs] == ["2026-03-02T10:05:00+00:00"]
-    finally:
-        for engine in made:
-            await asyncio.wait_for(engine.stop(force=True), 10)
-
-
-async def test_a_store_that_fails_a_step_fails_those_triggers_alone(
-    engines: Callable[..., Any], bodies: tuple[str, Bodies], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    task, state = bodies
-    state.gate.set()
-    a = await engines("a", _template(task, concurrency=1))
-    store = a.store
-    real = store.flow_step  # type: ignore[union-attr]
-
-    async def broken(*args: Any, **kwargs: Any) -> Any:
-        raise ConnectionError("PostgreSQL unreachable (a test)")
-
-    monkeypatch.setattr(store, "flow_step", broken)
-    with pytest.raises(ConnectionError, match="a test"):
-        await a.trigger("shared", {"n": 0})
-    monkeypatch.setattr(store, "flow_step", real)
-    after = await a.trigger("shared", {"n": 1})
-    assert after is not None
-    await asyncio.wait_for(after, 10)
-    assert state.runs == [{"n": 1}]
-
-
-async def test_shared_flow_needs_a_shared_store() -> None:
-    from tukio.store import MemoryStore
-
-    with pytest.raises(ValueError, match="SharedFlow needs a store shared by engines"):
-        Engine(store=MemoryStore(), flow=SharedFlow())
-
-
-def test_partition_texts_are_equal_for_equal_values() -> None:
-    from tukio.flow.shared import partition_text
-
-    assert partition_text(None) == ""
-    assert partition_text({"b": 1, "a": 2}) == partition_text({"a": 2, "b": 1})
-    assert partition_text("acme") == '"acme"'
-    assert partition_text(frozenset({1})) == "frozenset({1})"  # not JSON: its repr
-
-
-async def test_rows_admitted_by_a_step_whose_answer_was_lost_still_start(
-    engines: Callable[..., Any], bodies: tuple[str, Bodies], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The step commits, then its connection drops: what it admitted for this engine starts at the next sweep."""
-    task, state = bodies
-    a = await engines("a", _template(task, concurrency=1))
-    first = await a.trigger("shared", {"n": 0})
-    second = await a.trigger("shared", {"n": 1})
-    assert first is not None
-    assert second is not None
-    await state.until(lambda: state.running == 1)
-    store = a.store
-    real = store.flow_step  # type: ignore[union-attr]
-    lost: list[Any] = []
-
-    async def answer_lost(*args: Any, **kwargs: Any) -> Any:
-        result = await real(*args, **kwargs)
-        if result.launch and not lost:
-            lost.append(result.launch)
-            raise ConnectionError("the answer was lost (a test)")
-        return result
-
-    monkeypatch.setattr(store, "flow_step", answer_lost)
-    state.gate.set()
-    await asyncio.wait_for(asyncio.gather(first, second), 10)
-    assert lost == [[second.uid]]
-    assert [r["n"] for r in state.runs] == [0, 1]
