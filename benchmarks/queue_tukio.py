@@ -4,7 +4,7 @@ Each run makes a fresh schema (dropped at the end) and starts 3 engine
 processes on it (this script with ``--worker``). Each loads a one-task
 template (a no-op body) with ``"concurrency": --limit``, then, on the
 parent's signal, triggers ``--workflows / 3`` workflows as fast as it can
-(``WAVE`` triggers awaited at once). The parent polls the store until every
+(``--wave`` triggers awaited at once, 500 by default). The parent polls the store until every
 execution of the run has ended. Each body records, in a list of its process
 written to a file at the end (never in the journal), its execution id, when
 it was triggered, when it started and when it ended (``time.time()``).
@@ -101,8 +101,8 @@ async def worker(args: argparse.Namespace) -> None:
     say({"ready": args.node})
     await asyncio.to_thread(sys.stdin.readline)
     began = time.time()
-    for at in range(0, args.count, WAVE):
-        wave = range(at, min(at + WAVE, args.count))
+    for at in range(0, args.count, args.wave):
+        wave = range(at, min(at + args.wave, args.count))
         await asyncio.gather(*(engine.trigger(TEMPLATE, {"t0": time.time()}) for _ in wave))
     say({"began": began, "triggered": time.time()})
     await asyncio.to_thread(sys.stdin.read)  # until the parent closes it: every execution ended
@@ -122,6 +122,7 @@ def write_records(path: str) -> None:
 def spawn(args: argparse.Namespace, schema: str, node: str, limit: int, records: str) -> subprocess.Popen[bytes]:
     argv = ["--worker", "--dsn", args.dsn, "--schema", schema, "--node", node, "--limit", str(limit)]
     argv += ["--count", str(args.workflows // PROCESSES), "--hold", str(args.hold), "--records", records]
+    argv += ["--wave", str(args.wave)]
     # Unbuffered pipes: select() then sees every line the child wrote.
     return subprocess.Popen([sys.executable, __file__, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
 
@@ -214,6 +215,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=1, help="runs of each case, alternating")
     parser.add_argument("--limit", type=int, default=50, help="the template's concurrency")
     parser.add_argument("--hold", type=float, default=0.0, help="milliseconds each body waits (0: a no-op)")
+    parser.add_argument("--wave", type=int, default=WAVE, help="triggers each engine awaits at once")
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="seconds a run may take; then its workers are killed"
     )

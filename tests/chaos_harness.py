@@ -215,11 +215,11 @@ class _Database:
         return {"store": self.scenario.store, "dsn": self.dsn, "schema": self.schema, "db": self.db}
 
     def unfinished(self) -> int:
-        """How many executions are unfinished."""
-        from tukio.store.base import UNFINISHED
+        """How many executions are unfinished (running, or waiting in flow control's queue)."""
+        from tukio.store.base import QUEUED, UNFINISHED
 
         with self.store() as store:
-            return len(store.executions(state=UNFINISHED))
+            return len(store.executions(state=(UNFINISHED, QUEUED)))
 
     def journal(self) -> Journal:
         """The journal as the store reads it back."""
