@@ -454,3 +454,36 @@ def test_a_call_failing_with_a_timeout_raises_it(pg_schema: Schema) -> None:
 
         with pytest.raises(asyncio.TimeoutError, match="took too long"):
             store._run(times_out())
+
+
+def test_a_node_epoch_is_published_once_its_join_is_committed(pg_schema: Schema) -> None:
+    """An admission made while the node joins must not read an epoch whose row is not committed yet.
+
+    (It then took the node for replaced: 'trigger skipped', seen in CI.)
+    """
+    dsn, schema = pg_schema
+    store = PostgresStore(dsn, schema=schema)
+    try:
+        store.attach("joining")
+        # The join's transaction lingers after the node's row is written, before its commit.
+        store.sql.take_back = "SELECT $1::text, $2::bigint FROM pg_sleep(0.5) WHERE random() < 0"
+        seen: list[int | None] = []
+        joined = threading.Event()
+
+        def watch() -> None:
+            while not joined.is_set():
+                seen.append(store.epoch)
+                time.sleep(0.01)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            epoch = store.join()
+        finally:
+            joined.set()
+            watcher.join(5)
+        assert epoch == 1
+        assert set(seen) == {None}  # never published before the commit returned
+        assert store.epoch == 1
+    finally:
+        store.close()

@@ -671,19 +671,18 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
 
         began = self.clock()
 
-        async def op(conn: asyncpg.Connection) -> list[Any]:
+        async def op(conn: asyncpg.Connection) -> tuple[int, list[Any]]:
             async with conn.transaction():
                 epoch = await conn.fetchval(self.sql.join, node, self.lease, self.ephemeral)
-                self.epoch = epoch
-                self._renewed(began)
-                return list(await conn.fetch(self.sql.take_back, node, epoch))
+                return epoch, list(await conn.fetch(self.sql.take_back, node, epoch))
 
-        rows = self._run(self._presence.call(op))
-        log.info(
-            "PostgresStore: node %s joined (epoch %s), owning %d unfinished execution(s)", node, self.epoch, len(rows)
-        )
-        assert self.epoch is not None
-        return self.epoch
+        epoch, rows = self._run(self._presence.call(op))
+        # Published once committed: a call that reads the epoch meanwhile (an admission, on another
+        # connection) would not find the node's row yet, and take the node for replaced.
+        self._renewed(began)
+        self.epoch = epoch
+        log.info("PostgresStore: node %s joined (epoch %s), owning %d unfinished execution(s)", node, epoch, len(rows))
+        return epoch
 
     def owned(self) -> list[ExecutionInfo]:
         """List the unfinished executions this node (and epoch) owns, oldest first."""
