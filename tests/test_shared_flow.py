@@ -526,3 +526,31 @@ async def test_inspect_shows_the_queue_with_positions(
         state.gate.set()
         await asyncio.wait_for(engine.stop(force=True), 10)
         store.close()
+
+
+async def test_a_step_waits_for_a_file_another_process_is_writing(tmp_path: Path, bodies: tuple[str, Bodies]) -> None:
+    """A lone trigger's step runs on the loop unless the file is locked: then it waits in a thread."""
+    import sqlite3
+
+    task, state = bodies
+    state.gate.set()
+    path = tmp_path / "journal.db"
+    store = SQLiteStore(path)
+    engine = Engine(store=store, node="a")
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        await engine.load(WorkflowTemplate.from_dict(_template(task, concurrency=5)))
+        first = await engine.trigger("shared", {"n": 0})  # (joins the node, runs a step)
+        assert first is not None
+        await asyncio.wait_for(first, 10)
+        await engine.flush()  # the journal is idle: the next step tries the loop first
+        other.execute("BEGIN IMMEDIATE")  # another process writes
+        asyncio.get_running_loop().call_later(0.3, other.execute, "COMMIT")
+        second = await asyncio.wait_for(engine.trigger("shared", {"n": 1}), 10)
+        assert second is not None
+        await asyncio.wait_for(second, 10)
+        assert sorted(r["n"] for r in state.runs) == [0, 1]
+    finally:
+        other.close()
+        await asyncio.wait_for(engine.stop(force=True), 10)
+        store.close()

@@ -36,6 +36,8 @@ _INSERT = (
     "INSERT INTO executions (exec_id, template_id, state, started, event, version, owner, epoch, "
     f"priority, part, due, queued_at) VALUES (?, ?, '{QUEUED}', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+#: A step of at most this many new rows may run on the caller's loop.
+_INLINE = 1
 _VERSION = "INSERT OR IGNORE INTO versions (version, template_id, template, created) VALUES (?, ?, ?, ?)"
 
 
@@ -50,6 +52,9 @@ class SQLiteFlow:
     _conn: Callable[[], sqlite3.Connection]
     _attached: Callable[[], tuple[str, int]]
     _transaction: Callable[[sqlite3.Connection], contextlib.AbstractContextManager[None]]
+    _busy: Callable[[sqlite3.OperationalError], bool]
+    _fast: sqlite3.Connection | None
+    _owner: tuple[str, int] | None
 
     def _run_statement(self, db: sqlite3.Connection, statement: Statement) -> list[tuple[Any, ...]]:
         if statement.many:
@@ -62,8 +67,21 @@ class SQLiteFlow:
     ) -> StepResult:
         """Queue `rows` (this node's new triggers of `template_id`) and admit what may start, in one transaction.
 
-        It runs in a thread (a transaction of the file), not on the caller's loop.
+        A step of one new row at most (a lone trigger, a step with nothing new)
+        runs on the caller's loop when the file's write lock is free at once:
+        a few statements, as the journal's own writes on the loop. A larger
+        one, or one that would wait for the lock, runs in a thread: the loop
+        takes more triggers meanwhile, and the next step takes them all.
         """
+        fast, owner = self._fast, self._owner
+        if fast is not None and owner is not None and len(rows) <= _INLINE and self._lock.acquire(blocking=False):
+            try:
+                return self._step_on(fast, owner, template_id, limits, rows, look_due)
+            except sqlite3.OperationalError as exc:
+                if not self._busy(exc):  # (busy: rolled back; the thread waits for the lock)
+                    raise
+            finally:
+                self._lock.release()
         return await asyncio.to_thread(self._flow_step, template_id, limits, rows, look_due)
 
     async def flow_launches(self) -> list[tuple[str, str]]:
@@ -99,7 +117,20 @@ class SQLiteFlow:
             return bool(self._conn().execute(query, (template_id,)).fetchall())
 
     def _flow_step(self, template_id: str, limits: Limits, rows: Sequence[FlowRow], look_due: bool) -> StepResult:
-        owner = self._attached()
+        owner = self._attached()  # (joins first if need be, taking the lock)
+        with self._lock:
+            return self._step_on(self._conn(), owner, template_id, limits, rows, look_due)
+
+    def _step_on(
+        self,
+        db: sqlite3.Connection,
+        owner: tuple[str, int],
+        template_id: str,
+        limits: Limits,
+        rows: Sequence[FlowRow],
+        look_due: bool,
+    ) -> StepResult:
+        """One step through `db` for `owner` (node, epoch), the store's lock held."""
         now = time.time()
         values = [
             (b.exec_id, b.template_id, b.start, b.event, b.version, *owner, r.priority, r.part, r.due, now)
@@ -108,22 +139,12 @@ class SQLiteFlow:
         ]
         versions = {r.begin.version: r.begin for r in rows if r.begin.version is not None and r.begin.template}
         insert = Statement(_INSERT, values, many=True) if rows else None
-        with self._lock:
-            db = self._conn()
-            with self._transaction(db):
-                if versions:
-                    db.executemany(_VERSION, [(v, b.template_id, b.template, b.start) for v, b in versions.items()])
-                gen = step(
-                    "executions",
-                    template_id,
-                    owner,
-                    now,
-                    limits,
-                    insert,
-                    [r.begin.exec_id if r.keyed else None for r in rows],
-                    look_due,
-                )
-                return drive(gen, lambda st: self._run_statement(db, st))
+        with self._transaction(db):
+            if versions:
+                db.executemany(_VERSION, [(v, b.template_id, b.template, b.start) for v, b in versions.items()])
+            ids = [r.begin.exec_id if r.keyed else None for r in rows]
+            gen = step("executions", template_id, owner, now, limits, insert, ids, look_due)
+            return drive(gen, lambda st: self._run_statement(db, st))
 
     def _flow_launches(self) -> list[tuple[str, str]]:
         owner = self._attached()

@@ -1393,5 +1393,6 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
     def __repr__(self) -> str:
         return f"<SQLiteStore {self.path!r}>"
 
-    #: One write transaction on a connection (for `SQLiteFlow`).
+    #: One write transaction on a connection, and whether an error says the file is locked (for `SQLiteFlow`).
     _transaction = staticmethod(_transaction)
+    _busy = staticmethod(_busy)
