@@ -61,6 +61,7 @@ def _node_a(spec: str) -> subprocess.Popen[str]:
     return proc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["kill", "stop"])
 async def test_a_lost_node_frees_its_slots_once_taken_over(spec: str, fault: str, registered: Any) -> None:
     ran: list[Any] = []

@@ -252,8 +252,11 @@ async def test_rate_limits_starts_across_engines(engines: Callable[..., Any], bo
     assert len(state.runs) == 3
 
 
-async def test_a_queued_execution_outlives_its_engine(engines: Callable[..., Any], bodies: tuple[str, Bodies]) -> None:
+async def test_a_queued_execution_outlives_its_engine(
+    engines: Callable[..., Any], bodies: tuple[str, Bodies], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Stopping an engine leaves its queued triggers in the store; another engine runs them."""
+    monkeypatch.setattr("tukio.flow.shared.SWEEP", 0.2)  # b finds a's rows at its first sweeps
     task, state = bodies
     a = await engines("a", _template(task, concurrency=1))
     blocker = await a.trigger("shared", {"n": 0})
