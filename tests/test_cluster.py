@@ -315,3 +315,26 @@ async def test_data_received_reaches_listening_tasks_on_every_node(
     assert await asyncio.to_thread(elsewhere.prune_events, 3600) == 0
     assert await asyncio.to_thread(elsewhere.prune_events, 0) == 3
     await asyncio.wait_for(asyncio.gather(here.stop(), twin.stop()), 10)
+
+
+async def test_a_cluster_closes_when_a_wake_up_comes_with_the_close(tmp_path: Any) -> None:
+    """The event reader ends even when its wake-up and the close come in the same turn of the loop.
+
+    (On Python 3.10 and 3.11, `asyncio.wait_for` then returned the wake-up and
+    swallowed the cancellation: the reader ran on and the engine never stopped.)
+    """
+    from tukio.store import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "j.db")
+    engine = Engine(store=store, node="a")
+    try:
+        cluster = engine._cluster
+        assert cluster is not None
+        for _ in range(50):  # until the reader waits for its next look
+            await asyncio.sleep(0.01)
+        cluster._wake.set()
+        cluster.close(leave=False)
+        await asyncio.wait_for(cluster.wait_closed(), 5)
+    finally:
+        await asyncio.wait_for(engine.stop(force=True), 10)
+        store.close()

@@ -325,7 +325,7 @@ class Cluster:
     # -- dead nodes' work, cancel requests ---------------------------------------------------
     async def _claim_forever(self) -> None:
         period = min(max(self.lease / 3, MIN_PERIOD), CLAIM_PERIOD)
-        while True:
+        while not self._closed:
             await asyncio.sleep(period)
             try:
                 await self._look()
@@ -377,7 +377,7 @@ class Cluster:
 
     async def _cancels_forever(self) -> None:
         """Act on cancel requests as soon as the store signals one."""
-        while True:
+        while not self._closed:
             await self._cancels_wake.wait()
             self._cancels_wake.clear()
             try:
@@ -440,7 +440,9 @@ class Cluster:
 
         beats = 0
         broker = get_broker(loop)
-        while True:
+        # (Not `while True`: on Python 3.10 and 3.11, `wait_for` below may swallow the cancellation
+        # of `close()` when the wake-up comes at the same moment; the task would then run on.)
+        while not self._closed:
             try:
                 if self._poll is None:
                     await asyncio.to_thread(self.store.listen, wake)  # again after a lost connection
