@@ -163,7 +163,6 @@ class _Fleet:
         node.proc.send_signal(signal.SIGKILL)
         self.deaths[node.proc.pid] = now()
         self.done.killed.add(node.proc.pid)
-        self.done.cut_off.add(name)
         await node.proc.wait()
 
     def pause(self, name: str, paused: bool) -> None:
@@ -346,7 +345,6 @@ async def _inject(scenario: Scenario, fleet: _Fleet, database: _Database, rng: r
             await asyncio.sleep(lease * rng.uniform(1.5, 2.5))
             fleet.pause(victim, False)
             fleet.done.windows.append(Window(victim, paused, now() + lease))
-            fleet.done.cut_off.add(victim)
             fleet.faults += 1
     elif scenario.fault == "conn":
         await _kill_sessions(fleet, database, rng, start + feed)
@@ -397,7 +395,6 @@ async def _misbehave(fleet: _Fleet, proxy: Any, rng: random.Random, lease: float
     await asyncio.sleep(lease * rng.uniform(1.5, 2.0))
     obey("reset")  # the silent connections end; new ones go through
     fleet.done.windows.append(Window(victim, dropped, now() + lease))
-    fleet.done.cut_off.add(victim)
 
 
 async def _settle(fleet: _Fleet, database: _Database) -> None:

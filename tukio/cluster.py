@@ -46,13 +46,14 @@ from typing import TYPE_CHECKING, Any
 
 from tukio._admission import Admissions
 from tukio.broker import get_broker
+from tukio.store._catchup import ListenMark
 from tukio.store._shared import LeasedStore
 
 if TYPE_CHECKING:
     from tukio.store.base import ExecutionInfo
     from tukio.workflow.workflow import Workflow
 
-__all__ = ["DEFAULT_LEASE", "Cluster", "LeasedStore", "default_node_name"]
+__all__ = ["DEFAULT_LEASE", "Cluster", "LeasedStore", "ListenMark", "default_node_name", "listen_mark"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,22 @@ _engines = itertools.count(1)
 _local_nodes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[str]] = weakref.WeakKeyDictionary()
 #: The one cluster of each loop that dispatches the other nodes' events there.
 _listeners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Cluster] = weakref.WeakKeyDictionary()
+#: The id of the last event the engines of each loop published (and dispatched there).
+_published: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+
+
+def listen_mark(loop: asyncio.AbstractEventLoop, then: Callable[[ListenMark], object]) -> None:
+    """Call `then` with where the shared events stand on `loop`: now, or once the loop's reader knows.
+
+    Nothing is called when no engine of the loop reads the shared events.
+    """
+    reader = _listeners.get(loop)
+    if reader is None:
+        return
+    if reader.read is None:  # its first read of the store's cursor is on its way
+        reader._on_read.append(lambda: listen_mark(loop, then))
+        return
+    then(ListenMark(reader.read, _published.get(loop, 0), tuple(sorted(_local_nodes.get(loop, ())))))
 
 
 def default_node_name() -> str:
@@ -103,8 +120,8 @@ class Cluster:
         instances: the engine's running workflows by execution id.
         templates: the ids of the templates the engine can run.
         resume: resumes claimed executions in the engine.
-        dispatch: delivers ``(data, topic)`` published by another node to
-            this engine's listening tasks.
+        dispatch: delivers ``(data, topic, event id)`` published by another
+            node to this engine's listening tasks.
         versions: returns the template versions the engine can run (None:
             any); a claim leaves the executions of the other versions alone.
 
@@ -122,7 +139,7 @@ class Cluster:
         instances: Mapping[str, Workflow],
         templates: Callable[[], list[str]],
         resume: Callable[[list[ExecutionInfo]], Awaitable[object]],
-        dispatch: Callable[[Any, str | None], object] | None = None,
+        dispatch: Callable[[Any, str | None, int], object] | None = None,
         versions: Callable[[], Awaitable[Collection[str] | None]] | None = None,
     ) -> None:
         self.store = store
@@ -142,6 +159,9 @@ class Cluster:
         self._beat_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"tukio-beat-{self.node}")
         self._dispatch = dispatch
         self._listening: asyncio.Task[None] | None = None
+        #: The id of the last event of the other nodes read and dispatched here (None: not known yet).
+        self.read: int | None = None
+        self._on_read: list[Callable[[], object]] = []  # called once `read` is known
         self._wake = asyncio.Event()
         self._closed = False
         # A store may keep ownership without sharing events: then none are published.
@@ -190,7 +210,7 @@ class Cluster:
             # A local file answers at once: from now on, no event is missed, even by a task
             # that starts listening before the reading task's first turn.
             try:
-                cursor = self.store.event_cursor()
+                cursor = self.read = self.store.event_cursor()
             except Exception:
                 log.exception("node %s: reading the events cursor failed; reading it again", self.node)
         self._listening = self._loop.create_task(self._events_forever(cursor), name=f"tukio-events-{self.node}")
@@ -418,20 +438,36 @@ class Cluster:
         self._policies.unlocked(workflow)
 
     # -- events shared by the nodes ------------------------------------------------------------
-    async def publish(self, data: Any, topic: str | None) -> None:
-        """Hand `data` (on `topic`) to the listening tasks of the other nodes."""
+    async def publish(self, data: Any, topic: str | None) -> int | None:
+        """Hand `data` (on `topic`) to the listening tasks of the other nodes.
+
+        Returns:
+            The event's id in the store (None: not kept, there is no other
+            node or the store could not be reached); the caller dispatches
+            it here with that id (see `listen_mark`).
+        """
         if not self._shares:
-            return
+            return None
         try:
-            await asyncio.to_thread(self.store.publish, data, topic)
+            event_id = await asyncio.to_thread(self.store.publish, data, topic)
         except Exception:
             log.exception("node %s: data on topic %s not shared with the other nodes", self.node, topic)
+            return None
+        if not event_id:
+            return None
+        if event_id > _published.get(self._loop, 0):
+            _published[self._loop] = event_id
+        return event_id
 
     async def _events_forever(self, cursor: int | None = None) -> None:
         assert self._dispatch is not None
         period = max(self.lease / 3, MIN_PERIOD)
         if cursor is None:
             cursor = await asyncio.to_thread(self.store.event_cursor)
+        self.read = cursor
+        waiting, self._on_read = self._on_read, []
+        for call in waiting:
+            call()
         loop = self._loop
 
         def wake() -> None:  # from the store's thread
@@ -449,9 +485,9 @@ class Cluster:
                 events = await asyncio.to_thread(self.store.events_after, cursor)
                 here = _local_nodes.get(self._loop, set())
                 for event_id, origin, topic, data in events:
-                    cursor = event_id
+                    cursor = self.read = event_id
                     if origin not in here:  # engines on this loop share its broker: dispatched already
-                        self._dispatch(data, topic)
+                        self._dispatch(data, topic, event_id)
                 beats += 1
                 if beats % 1000 == 0:
                     await asyncio.to_thread(self.store.prune_events, EVENTS_KEPT)

@@ -15,7 +15,7 @@ from tukio._loop import resolve_loop
 from tukio._report import describe_error
 from tukio._versions import VersionProblem, Versions
 from tukio.broker import get_broker
-from tukio.cluster import Cluster, LeasedStore
+from tukio.cluster import Cluster, LeasedStore, listen_mark
 from tukio.errors import DamagedRecordError, MigrationError, RescueError
 from tukio.event import Event
 from tukio.flow._engine import EngineFlow
@@ -193,6 +193,9 @@ class Engine(EngineFlow, asyncio.Future):  # type: ignore[type-arg]
             self._journal = self._recorder = Journal(store, self._loop)
             if self._cluster is not None:
                 self._cluster.on_lost = self._lost
+                if self._cluster.store.shares_events:  # a listening task taken over gets the events it missed
+                    fetch = functools.partial(self._cluster.store.events_after, everyone=True)
+                    self._journal.share_events(functools.partial(listen_mark, self._loop), fetch)
         self._flow_launched = False  # set once the flow launched a workflow: only then is it told of ends
         host = FlowHost(
             self._launch_admitted,
@@ -358,9 +361,11 @@ class Engine(EngineFlow, asyncio.Future):  # type: ignore[type-arg]
             event: Event | None = None
         else:
             event = data if isinstance(data, Event) else Event(data, topic=topic)
+            if self._cluster is not None:
+                # Kept for the listening tasks of the other engines first: dispatched here with its
+                # id, a task taken over after this node died gets it from the store once only.
+                event._id = await self._cluster.publish(event.data, topic)
             broker.dispatch(event, topics=topic)
-            if self._cluster is not None:  # the listening tasks of the other engines get it too
-                await self._cluster.publish(event.data, topic)
         if self._stopping:
             log.debug("engine stopping: data on topic %s dispatched, no workflow started", topic)
             return None
@@ -622,9 +627,11 @@ class Engine(EngineFlow, asyncio.Future):  # type: ignore[type-arg]
         """Call `callback` once every transition recorded so far is committed (or could not be)."""
         self._recorder.flush().then(lambda _, __: callback(), None)
 
-    def _remote_data(self, data: Any, topic: str | None) -> None:
+    def _remote_data(self, data: Any, topic: str | None, event_id: int) -> None:
         """Dispatch data another engine of the cluster received (its workflows were started there)."""
-        self._broker.dispatch(Event(data, topic=topic), topics=topic)
+        event = Event(data, topic=topic)
+        event._id = event_id
+        self._broker.dispatch(event, topics=topic)
 
     async def _take_over(self, infos: list[ExecutionInfo]) -> None:
         """Resume executions this node just claimed from dead nodes."""

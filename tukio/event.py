@@ -81,7 +81,7 @@ class Event:
             EventSource.
     """
 
-    __slots__ = ("_data", "_owned", "_source", "_topic")
+    __slots__ = ("_data", "_id", "_owned", "_source", "_topic")
 
     def __init__(
         self, data: dict[str, Any] | Event, topic: str | None = None, source: EventSource | None = None
@@ -96,6 +96,8 @@ class Event:
         self._owned = True  # False: `_data` is still the sender's dict (see with_source_of)
         self._topic = topic
         self._source: Any = source  # an EventSource, or what makes one (see with_source_of)
+        # The id of the event in a store shared by several engines (see `tukio.cluster`), once published.
+        self._id: int | None = None
 
     @property
     def data(self) -> dict[str, Any]:
@@ -135,6 +137,7 @@ class Event:
         event._owned = False
         event._topic = None
         event._source = origin
+        event._id = None
         return event
 
     def source_ids(self) -> tuple[str | None, str | None]:

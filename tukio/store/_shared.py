@@ -68,8 +68,8 @@ class LeasedStore(Protocol):
     def event_cursor(self) -> int:
         """The id of the last event published so far."""
 
-    def events_after(self, cursor: int) -> list[tuple[int, str | None, str | None, Any]]:
-        """Events other nodes published after `cursor`: ``(id, origin, topic, data)``."""
+    def events_after(self, cursor: int, *, everyone: bool = False) -> list[tuple[int, str | None, str | None, Any]]:
+        """Events other nodes (with `everyone`, every node) published after `cursor`: ``(id, origin, topic, data)``."""
 
     def prune_events(self, older_than: float) -> int:
         """Delete old events."""

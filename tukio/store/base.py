@@ -390,8 +390,10 @@ def task_events(
         rows: ``(task_id, seq, data, error)`` as the store kept them, in any order.
 
     Returns:
-        By task id, ``(seq, [data, topic, source])`` in order; a lost event
-        (data None, `error` set) is `LOST_EVENT`.
+        By task id, ``(seq, [data, topic, source])`` in order (with the
+        event's id as a fourth item in a shared store, or a listening mark,
+        see `tukio.store._catchup`); a lost event (data None, `error` set)
+        is `LOST_EVENT`.
 
     Raises:
         DamagedRecordError: an event cannot be read back.
@@ -409,8 +411,10 @@ def task_events(
                 raise DamagedRecordError(
                     exec_id, f"task {task_id}: event {seq} cannot be read: {type(exc).__name__}: {_short_text(exc)}"
                 ) from exc
-            if not isinstance(payload, (list, tuple)) or len(payload) != 3:
-                raise DamagedRecordError(exec_id, f"task {task_id}: event {seq} must be [data, topic, source]")
+            # [data, topic, source], with the event's id in a shared store; or where the shared
+            # events stood when the task started listening (see `tukio.store._catchup`).
+            if not isinstance(payload, (list, tuple)) or len(payload) not in (3, 4):
+                raise DamagedRecordError(exec_id, f"task {task_id}: event {seq} must be [data, topic, source, (id)]")
         found.setdefault(str(task_id), []).append((int(seq), payload))
     return found
 

@@ -43,6 +43,7 @@ from tukio._report import NO_REPORT, describe_error, holder_report, iso, iso_fro
 from tukio.errors import DamagedRecordError, JournalError
 from tukio.event import Event, EventSource
 from tukio.recorder import WRITTEN, Recorder, Written
+from tukio.store._catchup import Fetch, ListenMark, catch_up, mark_payload, read_mark
 from tukio.store.base import LOST_EVENT, UNFINISHED, ExecutionRecord, Record, Store, TaskEventRecord, TaskRecord
 from tukio.utils import FutureState
 
@@ -260,6 +261,11 @@ class Journal(Recorder):
         self._seqs: dict[str, dict[str, int]] = {}
         # Journaled events the tasks of a resumed execution get again as they start (see `replay`).
         self._replay: dict[str, dict[str, list[Event]]] = {}
+        # Of those tasks, the ones that listened to shared events: their mark, the ids they got.
+        self._marks: dict[str, dict[str, tuple[ListenMark, list[int]]]] = {}
+        # With events shared by several nodes: where they stand now, and how to read them (`share_events`).
+        self._mark_now: Callable[[Callable[[ListenMark], object]], object] | None = None
+        self._fetch: Fetch | None = None
 
     # -- batching --------------------------------------------------------------
     def _later(self) -> None:
@@ -462,11 +468,49 @@ class Journal(Recorder):
         if self._replay:
             waiting = self._replay.get(workflow.uid)
             events = waiting.pop(task_id, None) if waiting else None
-            task = workflow.tasks_by_id.get(task_id) if events else None
-            if events and task is not None:
-                log.info("[%s] task %s gets the %d event(s) it had received again", workflow.uid, task_id, len(events))
+            task = workflow.tasks_by_id.get(task_id) if events is not None else None
+            if events is not None and task is not None:
+                if events:
+                    log.info(
+                        "[%s] task %s gets the %d event(s) it had received again", workflow.uid, task_id, len(events)
+                    )
                 for event in events:
                     task.queue.put_nowait(event)
+                marked = self._marks.get(workflow.uid, {}).pop(task_id, None)
+                if marked is not None and self._fetch is not None and task._listening:
+                    catch_up(task, marked[0], marked[1], self._fetch)
+                    return
+        if self._mark_now is not None:
+            self._mark_listening(workflow, task_id)
+
+    def share_events(self, mark_now: Callable[[Callable[[ListenMark], object]], object], fetch: Fetch) -> None:
+        """Events are shared by several nodes: keep where they stand when a task starts listening.
+
+        A task resumed on another node then gets the events it missed (see
+        `tukio.store._catchup`).
+
+        Args:
+            mark_now: calls its argument with where the shared events stand on
+                this engine's loop (now, or as soon as that is known).
+            fetch: reads the events every node published after an id.
+        """
+        self._mark_now, self._fetch = mark_now, fetch
+
+    def _mark_listening(self, workflow: Workflow, task_id: str) -> None:
+        """Journal where the shared events stand, if task `task_id` listens to topics."""
+        task = workflow.tasks_by_id.get(task_id)
+        if task is not None and task._listening and self._mark_now is not None:
+            self._mark_now(functools.partial(self._marked, workflow, task, task_id))
+
+    def _marked(self, workflow: Workflow, task: TukioTask, task_id: str, mark: ListenMark) -> None:
+        if task.done() or workflow.tasks_by_id.get(task_id) is not task:
+            return  # ended (or retried) before the mark was known
+        seqs = self._seqs.get(workflow.uid)
+        if seqs is None:
+            seqs = self._seqs[workflow.uid] = {}
+        seq = seqs[task_id] = seqs.get(task_id, 0) + 1
+        blob = _storable_blob(self._dumps(mark_payload(mark)))
+        self._batch.append(TaskEventRecord(storable(workflow.uid), storable(task_id), seq, blob))
 
     def task_event(self, workflow: Workflow, task_id: str, event: Event) -> Written:
         """Journal an event task `task_id` receives; the task gets it once that is committed.
@@ -481,7 +525,10 @@ class Journal(Recorder):
         source = event.source
         try:
             where = None if source is None else list(source.as_dict().values())
-            blob = _storable_blob(self._dumps([event.data, event.topic, where]))
+            kept = (
+                [event.data, event.topic, where] if event._id is None else [event.data, event.topic, where, event._id]
+            )
+            blob = _storable_blob(self._dumps(kept))
         except Exception as exc:
             error = storable(
                 f"task {task_id} of workflow {workflow.template.uid}: an event it received "
@@ -508,6 +555,8 @@ class Journal(Recorder):
         """
         seqs: dict[str, int] = {}
         waiting: dict[str, list[Event]] = {}
+        marks: dict[str, tuple[ListenMark, list[int]]] = {}
+        got: dict[str, list[int]] = {}  # the ids of the shared events each task received
         for task_id, items in events.items():
             if not items:
                 continue
@@ -518,9 +567,17 @@ class Journal(Recorder):
                     log.error("[%s] task %s: event %d was not stored; its re-run goes without", exec_id, task_id, seq)
                     continue
                 try:
-                    data, topic, where = payload
+                    mark = read_mark(payload)
+                    if mark is not None:  # where the shared events stood when it started listening
+                        marks[task_id] = (mark, got.setdefault(task_id, []))
+                        continue
+                    data, topic, where, *stored = payload
                     source = None if where is None else EventSource(*where)
-                    kept.append(Event(data, topic=topic, source=source))
+                    event = Event(data, topic=topic, source=source)
+                    if stored:
+                        event._id = int(stored[0])
+                        got.setdefault(task_id, []).append(event._id)
+                    kept.append(event)
                 except Exception as exc:
                     raise DamagedRecordError(
                         exec_id, f"task {task_id}: event {seq} cannot be rebuilt: {describe_error(exc)}"
@@ -528,10 +585,13 @@ class Journal(Recorder):
         if seqs:
             self._seqs[exec_id] = seqs
             self._replay[exec_id] = waiting
+        if marks:
+            self._marks[exec_id] = marks
 
     def replayed(self, exec_id: str) -> None:
         """Forget the events `replay` kept for tasks of `exec_id` that did not start again."""
         self._replay.pop(exec_id, None)
+        self._marks.pop(exec_id, None)
 
     def task_retrying(self, workflow: Workflow, task_id: str) -> None:
         """Record task `task_id` as pending: a crash before its next attempt runs it again."""

@@ -1064,9 +1064,11 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         """The id of the last event published so far (0: none)."""
         return int(self._run(self._reader.call(lambda c: c.fetchval(self.sql.event_cursor))))
 
-    def events_after(self, cursor: int) -> list[tuple[int, str | None, str | None, Any]]:
-        """Events other nodes published after `cursor`, in order: ``(id, origin, topic, data)`` (1,000 at most)."""
-        rows = self._run(self._reader.call(lambda c: c.fetch(self.sql.events_after, cursor, self.node)))
+    def events_after(self, cursor: int, *, everyone: bool = False) -> list[tuple[int, str | None, str | None, Any]]:
+        """Events other nodes (with `everyone`, every node) published after `cursor`, in order:
+        ``(id, origin, topic, data)`` (1,000 at most)."""
+        node = None if everyone else self.node
+        rows = self._run(self._reader.call(lambda c: c.fetch(self.sql.events_after, cursor, node)))
         return [(r[0], r[1], r[2], self.serializer.loads(_unblob(r[3], r[4]) or b"")) for r in rows]
 
     def prune_events(self, older_than: float) -> int:

@@ -1338,11 +1338,12 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
             rows = self._conn().execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchall()
         return int(rows[0][0]) if rows else 0
 
-    def events_after(self, cursor: int) -> list[tuple[int, str | None, str | None, Any]]:
+    def events_after(self, cursor: int, *, everyone: bool = False) -> list[tuple[int, str | None, str | None, Any]]:
         """Events other nodes published after `cursor`, in order: ``(id, origin, topic, data)`` (1,000 at most).
 
-        Ids become visible in their order: SQLite has one writer at a time,
-        and each event is its own transaction.
+        With `everyone`, those of this node too. Ids become visible in their
+        order: SQLite has one writer at a time, and each event is its own
+        transaction.
         """
         with self._lock:
             rows = (
@@ -1350,7 +1351,7 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
                 .execute(
                     "SELECT id, origin, topic, data FROM events WHERE id > ? AND origin IS NOT ? "
                     "ORDER BY id LIMIT 1000",
-                    (cursor, self.node),
+                    (cursor, None if everyone else self.node),
                 )
                 .fetchall()
             )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from tukio._report import describe_error
 from tukio.broker import EXEC_TOPIC
+from tukio.store._catchup import admit, gates
 
 if TYPE_CHECKING:
     from tukio.event import Event
@@ -39,6 +40,8 @@ def receive(task: TukioTask, event: Event) -> None:
     topic = event.topic
     if workflow is None or template is None or (topic is not None and topic.startswith(EXEC_TOPIC)):
         task.queue.put_nowait(event)
+        return
+    if gates and not admit(task, event):  # a resumed task catching up (see `tukio.store._catchup`)
         return
     written = workflow.recorder.task_event(workflow, template.uid, event)
     held = _held.get(task)
