@@ -10,6 +10,7 @@ none twice.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import queue
 import signal
@@ -80,7 +81,7 @@ def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
     for _, schema in fresh_schema():
         PostgresStore(DSN, schema=schema).close()
         # On PostgreSQL only the lease tells a node is dead: a short one.
-        yield f"pg:{schema}", lambda: PostgresStore(DSN, schema=schema), 1.0
+        yield f"pg:{schema}", functools.partial(PostgresStore, DSN, schema=schema), 1.0
 
 
 def test_a_listening_task_taken_over_gets_the_events_published_while_its_node_was_dead(
@@ -152,8 +153,10 @@ def test_a_journaled_mark_reads_back_and_a_damaged_one_is_named() -> None:
 
 def test_a_mark_covers_the_events_its_task_was_listening_for() -> None:
     mark = ListenMark(read=10, published=20, local=("here",))
-    assert mark.covers(11, "there") and not mark.covers(10, "there")
-    assert mark.covers(21, "here") and not mark.covers(15, "here")  # dispatched here before it listened
+    assert mark.covers(11, "there")
+    assert not mark.covers(10, "there")
+    assert mark.covers(21, "here")
+    assert not mark.covers(15, "here")  # dispatched here before it listened
 
 
 async def test_a_task_catching_up_gets_the_missed_events_first_and_no_event_twice(
@@ -174,9 +177,7 @@ async def test_a_task_catching_up_gets_the_missed_events_first_and_no_event_twic
     await engine.load(template([("w", "catch-up-listener", {"topics": ["news"]})], {}, id="cu", topics=[]))
     wf = await engine.trigger("cu", {})
     assert wf is not None
-    while "w" not in wf.tasks_by_id:
-        await asyncio.sleep(0)
-    task = wf.tasks_by_id["w"]
+    task = wf.tasks_by_id["w"]  # (the root starts with the workflow)
 
     def fetch(after: int) -> list[tuple[int, str | None, str | None, Any]]:
         release.wait(10)
