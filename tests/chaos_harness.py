@@ -358,7 +358,6 @@ async def _inject(scenario: Scenario, fleet: _Fleet, database: _Database, rng: r
         # late: slower than that, leases may have run out meanwhile.
         if now() - began > lease * 2 / 3 - RECONNECT - 0.5:
             fleet.done.windows.append(Window(None, began, now() + lease))
-            fleet.done.cut_off.update(fleet.nodes)
         fleet.faults += 1
 
 
