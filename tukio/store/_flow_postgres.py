@@ -143,7 +143,7 @@ class PostgresFlow:
 
         async def op(conn: asyncpg.Connection) -> StepResult:
             if admit is not None and not rows:  # one statement, its own transaction
-                return await _drive(conn, step(f"{s}.executions", template_id, owner, 0.0, limits, admit=admit))
+                return await drive_on(conn, step(f"{s}.executions", template_id, owner, 0.0, limits, admit=admit))
             async with conn.transaction():
                 if versions:
                     await conn.executemany(
@@ -164,7 +164,7 @@ class PostgresFlow:
                     lock=lock,
                     admit=admit,
                 )
-                result = await _drive(conn, gen)
+                result = await drive_on(conn, gen)
                 if result.others:
                     await conn.execute("SELECT pg_notify($1, '')", self.flow_channel)
                 return result
@@ -178,7 +178,7 @@ class PostgresFlow:
         gen = launches(f"{self.sql.schema}.executions", (node, self.epoch), arrays=True, returning=True)
 
         async def op(conn: asyncpg.Connection) -> list[tuple[str, str]]:
-            return await _drive(conn, gen)  # one statement, its own transaction
+            return await drive_on(conn, gen)  # one statement, its own transaction
 
         return await self._loop_link().call(op, retry=False)
 
@@ -244,7 +244,8 @@ class PostgresFlow:
         return self._listen_on(self.flow_channel, wake, "flow", lost_too=True)
 
 
-async def _drive(conn: asyncpg.Connection, gen: Generator[Statement, list[tuple[Any, ...]], _T]) -> _T:
+async def drive_on(conn: asyncpg.Connection, gen: Generator[Statement, list[tuple[Any, ...]], _T]) -> _T:
+    """Run `gen` (a step of `tukio.store._flowsql` or `tukio.store._ownsql`) on `conn`."""
     try:
         statement = next(gen)
         while True:

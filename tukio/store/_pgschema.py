@@ -537,7 +537,6 @@ class SQL:
         s = '"' + schema.replace('"', '""') + '"'
         self.schema = s
         self.write = f"SELECT {s}.write_batch(" + ", ".join(f"${n}" for n in range(1, 22)) + ")"
-        self.columns = "exec_id, template_id, state, started, ended, error, version"
         # The template of the execution's version (or its own copy, from before versions).
         self.load_execution = (
             "SELECT e.exec_id, e.template_id, e.state, e.started, e.ended, e.error, e.version, "
@@ -553,43 +552,6 @@ class SQL:
         self.load_tasks = (
             f"SELECT task_id, task_exec_id, state, started, ended, data, error, texts FROM {s}.tasks WHERE exec_id = $1"
         )
-        # A node is alive while its lease runs on the server's clock, whatever happens to its
-        # connections (a session cut off between two heartbeats leaves it alive).
-        alive = self.alive = f"SELECT n.name FROM {s}.nodes AS n WHERE n.expires >= now()"
-        # An execution someone asked to cancel is not taken over (see `tukio.store._gate`).
-        self.claim = (
-            f"UPDATE {s}.executions AS e SET owner = $1, epoch = $2 WHERE e.exec_id IN ("
-            f"SELECT x.exec_id FROM {s}.executions AS x WHERE x.state = 'pending' AND x.template_id = ANY($3) "
-            "AND ($5::text[] IS NULL OR x.version IS NULL OR x.version = ANY($5)) "
-            f"AND (x.owner IS NULL OR x.owner NOT IN ({alive})) "
-            f"AND NOT EXISTS (SELECT 1 FROM {s}.cancels AS c WHERE c.exec_id = x.exec_id) "
-            f"ORDER BY x.started LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING {self.columns}"
-        )
-        # What a claim of that node leaves alone: executions of dead nodes it cannot run.
-        self.stranded = (
-            f"SELECT {self.columns} FROM {s}.executions AS x WHERE x.state = 'pending' "
-            "AND NOT (x.template_id IS NOT NULL AND x.template_id = ANY($1) "
-            "AND ($2::text[] IS NULL OR x.version IS NULL OR x.version = ANY($2))) "
-            f"AND (x.owner IS NULL OR x.owner NOT IN ({alive})) "
-            "ORDER BY x.started NULLS FIRST, x.exec_id"
-        )
-        self.join = (
-            f"INSERT INTO {s}.nodes AS old (name, epoch, lease, beat, expires, ephemeral) "
-            "VALUES ($1, 1, $2, now(), now() + make_interval(secs => $2), $3) "
-            "ON CONFLICT (name) DO UPDATE SET epoch = old.epoch + 1, lease = excluded.lease, "
-            "ephemeral = excluded.ephemeral, "
-            "beat = excluded.beat, expires = excluded.expires RETURNING epoch"
-        )
-        self.take_back = (
-            f"UPDATE {s}.executions SET epoch = $2 WHERE owner = $1 AND state IN ('pending', 'queued') "
-            f"RETURNING {self.columns}"
-        )
-        # Returns whether the lease was still running when renewed (no row: the epoch moved on).
-        self.heartbeat = (
-            f"WITH was AS (SELECT expires FROM {s}.nodes WHERE name = $1 AND epoch = $2 FOR UPDATE) "
-            f"UPDATE {s}.nodes AS n SET beat = now(), expires = now() + make_interval(secs => n.lease) "
-            "FROM was WHERE n.name = $1 AND n.epoch = $2 RETURNING was.expires >= now()"
-        )
         self.admit = f"SELECT decision, waits FROM {s}.admit({', '.join(f'${i}' for i in range(1, 16))})"
         self.publish = f"SELECT {s}.publish($1, $2, $3, $4, $5, $6, $7)"
         self.event_cursor = f"SELECT coalesce(max(id), 0) FROM {s}.events"
@@ -599,8 +561,3 @@ class SQL:
         )
         self.prune_events = f"DELETE FROM {s}.events WHERE at < now() - make_interval(secs => $1)"
         self.write_events = f"SELECT {s}.write_batch_events(" + ", ".join(f"${n}" for n in range(1, 28)) + ")"
-        self.leave = f"UPDATE {s}.nodes SET expires = now() - interval '1 second' WHERE name = $1 AND epoch = $2"
-        self.lost = (
-            f"SELECT exec_id FROM {s}.executions WHERE exec_id = ANY($3) "
-            "AND (owner IS DISTINCT FROM $1 OR epoch IS DISTINCT FROM $2)"
-        )

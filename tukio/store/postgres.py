@@ -33,9 +33,27 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tukio._report import iso_from_timestamp
 from tukio.policy import Decision, OverrunPolicy
-from tukio.store._flow_postgres import PostgresFlow
+from tukio.store._flow_postgres import PostgresFlow, drive_on
 from tukio.store._flow_postgres import blob as _blob
 from tukio.store._lease import Beat, NodeLease, lease_clock
+from tukio.store._ownsql import (
+    COLUMNS,
+    POSTGRES_OWNING,
+    Step,
+    cancel_requests,
+    claim,
+    heartbeat,
+    join,
+    leave,
+    live,
+    lost,
+    mark_cancelled,
+    owned,
+    pending_cancels,
+    stranded,
+    unfinished_among,
+    unlock,
+)
 from tukio.store._pgschema import MIGRATIONS, SQL
 from tukio.store._sqladmin import POSTGRES, Runner, SQLAdmin
 from tukio.store.base import (
@@ -412,6 +430,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         self.connect_options = connect_options
         self.closing = False
         self.sql = SQL(schema)
+        self._owning = POSTGRES_OWNING(self.sql.schema)  # the ownership protocol (see `tukio.store._ownsql`)
         self._write_task = _write_task_sql(self.sql.schema)
         NodeLease.__init__(self, lease_clock)  # the node's own deadline (leases are on the server's clock)
         self._joining = threading.Lock()
@@ -559,11 +578,14 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
                 self.on_fenced(fenced)
         if self.lease_expired():
             ids = list({r.exec_id for r in records} - set(fenced))
-            rows = await link.call(lambda c: c.fetch(sql.lost, self.node, self.epoch, ids))
-            if rows:
-                log.warning("PostgresStore: node %s was late and lost %d execution(s)", self.node, len(rows))
+            node, epoch = self.node, self.epoch
+            assert node is not None
+            assert epoch is not None
+            gone = await link.call(lambda c: drive_on(c, lost(self._owning, node, epoch, ids)))
+            if gone:
+                log.warning("PostgresStore: node %s was late and lost %d execution(s)", node, len(gone))
                 if self.on_fenced is not None:
-                    self.on_fenced([r[0] for r in rows])
+                    self.on_fenced(gone)
 
     def task_events(self, exec_id: str) -> dict[str, list[tuple[int, Any]]]:
         """The events journaled for the tasks of an execution (see `Store.task_events`)."""
@@ -590,9 +612,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
             params.append(template_id)
             clauses.append(f"template_id = ${len(params)}")
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
-        query = (
-            f"SELECT {self.sql.columns} FROM {self.sql.schema}.executions{where} ORDER BY started NULLS FIRST, exec_id"
-        )
+        query = f"SELECT {COLUMNS} FROM {self.sql.schema}.executions{where} ORDER BY started NULLS FIRST, exec_id"
         rows = self._run(self._reader.call(lambda c: c.fetch(query, *params)))
         return [_info(r) for r in rows]
 
@@ -668,30 +688,32 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
             return self._join(node)
 
     def _join(self, node: str) -> int:
-
         began = self.clock()
-
-        async def op(conn: asyncpg.Connection) -> tuple[int, list[Any]]:
-            async with conn.transaction():
-                epoch = await conn.fetchval(self.sql.join, node, self.lease, self.ephemeral)
-                return epoch, list(await conn.fetch(self.sql.take_back, node, epoch))
-
-        epoch, rows = self._run(self._presence.call(op))
+        epoch, taken = self._own(lambda: join(self._owning, node, self.lease, self.ephemeral), self._presence)
         # Published once committed: a call that reads the epoch meanwhile (an admission, on another
         # connection) would not find the node's row yet, and take the node for replaced.
         self._renewed(began)
         self.epoch = epoch
-        log.info("PostgresStore: node %s joined (epoch %s), owning %d unfinished execution(s)", node, epoch, len(rows))
-        return epoch
+        log.info("PostgresStore: node %s joined (epoch %s), owning %d unfinished execution(s)", node, epoch, taken)
+        return int(epoch)
+
+    def _own(self, make: Callable[[], Step], link: _Link | None = None, *, retry: bool = True) -> Any:
+        """Run a step of the ownership protocol (see `tukio.store._ownsql`) in one transaction.
+
+        `make` makes the step: a step whose connection was lost is made and run again.
+        """
+
+        async def op(conn: asyncpg.Connection) -> Any:
+            async with conn.transaction():
+                return await drive_on(conn, make())
+
+        return self._run((link or self._reader).call(op, retry=retry))
 
     def owned(self) -> list[ExecutionInfo]:
         """List the unfinished executions this node (and epoch) owns, oldest first."""
         node = self._attached()
-        query = (
-            f"SELECT {self.sql.columns} FROM {self.sql.schema}.executions "
-            "WHERE owner = $1 AND epoch = $2 AND state = 'pending' ORDER BY started NULLS FIRST, exec_id"
-        )
-        return [_info(r) for r in self._run(self._reader.call(lambda c: c.fetch(query, node, self.epoch)))]
+        infos: list[ExecutionInfo] = self._own(lambda: owned(self._owning, node, self._epoch()))
+        return infos
 
     def heartbeat(self) -> Beat:
         """Renew the node's lease.
@@ -707,13 +729,12 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         """
         node = self._attached()
         began = self.clock()
-        was_alive = self._run(self._presence.call(lambda c: c.fetchval(self.sql.heartbeat, node, self.epoch)))
-        if was_alive is None:
-            return "replaced"
-        if not was_alive:
-            return "late"  # lapsed until a heartbeat finds the lease running (after the node looked what it lost)
-        self._renewed(began)
-        return "alive"
+        beat: Beat = self._own(lambda: heartbeat(self._owning, node, self._epoch(), self.lease), self._presence)
+        if (
+            beat == "alive"
+        ):  # (late: lapsed until a heartbeat finds the lease running, once the node looked what it lost)
+            self._renewed(began)
+        return beat
 
     def claim(
         self, template_ids: Iterable[str], *, limit: int = 100, versions: Collection[str] | None = None
@@ -736,9 +757,8 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         """
         node = self._attached()
         ids = list(template_ids)
-        kept = None if versions is None else list(versions)
-        rows = self._run(self._reader.call(lambda c: c.fetch(self.sql.claim, node, self.epoch, ids, limit, kept)))
-        return [_info(r) for r in rows]
+        infos: list[ExecutionInfo] = self._own(lambda: claim(self._owning, node, self._epoch(), ids, limit, versions))
+        return infos
 
     def stranded(self, template_ids: Iterable[str], *, versions: Collection[str] | None = None) -> list[ExecutionInfo]:
         """The unfinished executions of dead nodes (or of no node) that `claim` leaves alone.
@@ -749,9 +769,8 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         """
         self._attached()
         ids = list(template_ids)
-        kept = None if versions is None else list(versions)
-        query = self.sql.stranded
-        return [_info(r) for r in self._run(self._reader.call(lambda c: c.fetch(query, ids, kept)))]
+        infos: list[ExecutionInfo] = self._own(lambda: stranded(self._owning, ids, versions))
+        return infos
 
     def version_rows(
         self, *, template_id: str | None = None, version: str | None = None
@@ -812,19 +831,17 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         """Return those of `exec_ids` that this node (and epoch) no longer owns."""
         node = self._attached()
         ids = list(exec_ids)
-        if not ids:
-            return []
-        rows = self._run(self._reader.call(lambda c: c.fetch(self.sql.lost, node, self.epoch, ids)))
-        return [r[0] for r in rows]
+        gone: list[str] = self._own(lambda: lost(self._owning, node, self._epoch(), ids)) if ids else []
+        return gone
 
     def leave(self) -> None:
         """End the node's lease now: what it still owns is taken over at once."""
-        if self.node is None or self.epoch is None:
+        node, epoch = self.node, self.epoch
+        if node is None or epoch is None:
             return
         # One attempt: a node that cannot reach the database lets its lease run out instead.
-        self._run(self._presence.call(lambda c: c.execute(self.sql.leave, self.node, self.epoch), retry=False))
+        self._own(lambda: leave(self._owning, node, epoch), self._presence, retry=False)
 
-    # -- overrun policies across nodes (see tukio.store._gate) --------------------------------------
     def admit(self, policy: OverrunPolicy, begin: ExecutionRecord, here: Collection[str]) -> tuple[Decision, list[str]]:
         """Apply `policy` to a trigger across every node; unless it skips, record `begin`.
 
@@ -904,39 +921,12 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
             The unfinished executions of this node that another node asked to cancel.
         """
         node = self._attached()
-        s = self.sql.schema
-
-        async def op(conn: asyncpg.Connection) -> list[str]:
-            if not await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {s}.cancels)"):
-                return []  # every heartbeat: almost always nothing to do
-            async with conn.transaction():
-                # The executions' rows first, in order (as admissions lock them, then the requests).
-                rows = await conn.fetch(
-                    f"SELECT x.exec_id, x.owner IS NOT DISTINCT FROM $1 AND x.epoch IS NOT DISTINCT FROM $2, "
-                    f"x.owner IS NOT NULL AND x.owner IN ({self.sql.alive}) "
-                    f"FROM {s}.cancels AS c JOIN {s}.executions AS x ON x.exec_id = c.exec_id "
-                    "WHERE x.state = 'pending' ORDER BY x.exec_id FOR UPDATE OF x",
-                    node,
-                    self.epoch,
-                )
-                settled = [r[0] for r in rows if not r[2]]
-                if settled:
-                    await conn.execute(  # made this node's: a zombie of the dead owner is fenced
-                        f"UPDATE {s}.executions SET state = 'cancelled', ended = $2, locked = false, owner = $3, "
-                        "epoch = $4 WHERE exec_id = ANY($1)",
-                        settled,
-                        _now(),
-                        node,
-                        self.epoch,
-                    )
-                    log.warning("PostgresStore: %d execution(s) of dead nodes cancelled on request", len(settled))
-                await conn.execute(
-                    f"DELETE FROM {s}.cancels AS c WHERE NOT EXISTS (SELECT 1 FROM {s}.executions AS x "
-                    "WHERE x.exec_id = c.exec_id AND x.state = 'pending')"
-                )
-                return [r[0] for r in rows if r[1] and r[2]]
-
-        return self._run(self._reader.call(op))
+        if not self._own(lambda: pending_cancels(self._owning)):
+            return []  # every heartbeat: almost always nothing to do
+        mine, settled = self._own(lambda: cancel_requests(self._owning, node, self._epoch(), _now()))
+        if settled:
+            log.warning("PostgresStore: %d execution(s) of dead nodes cancelled on request", settled)
+        return list(mine)
 
     def listen_cancels(self, wake: Callable[[], None]) -> bool:
         """Call `wake` (from the store's thread) whenever an admission asks a node to cancel executions.
@@ -951,29 +941,21 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         """Record these unfinished executions of this node as cancelled (they will not run)."""
         node = self._attached()
         ids = list(exec_ids)
-        query = (
-            f"UPDATE {self.sql.schema}.executions SET state = 'cancelled', ended = $4, locked = false "
-            "WHERE exec_id = ANY($3) AND owner = $1 AND epoch = $2 AND state = 'pending'"
-        )
         if ids:
-            self._run(self._reader.call(lambda c: c.execute(query, node, self.epoch, ids, _now())))
+            self._own(lambda: mark_cancelled(self._owning, node, self._epoch(), ids, _now()))
 
     def unfinished_among(self, exec_ids: Iterable[str]) -> list[str]:
         """Those of `exec_ids` that have not ended (on any node)."""
         ids = list(exec_ids)
-        query = f"SELECT exec_id FROM {self.sql.schema}.executions WHERE exec_id = ANY($1) AND state = 'pending'"
-        return [r[0] for r in self._run(self._reader.call(lambda c: c.fetch(query, ids)))] if ids else []
+        found: list[str] = self._own(lambda: unfinished_among(self._owning, ids)) if ids else []
+        return found
 
     def unlock(self, exec_ids: Iterable[str]) -> None:
         """Record that these executions of this node unlocked ('skip-until-unlock' no longer skips for them)."""
         node = self._attached()
         ids = list(exec_ids)
-        query = (
-            f"UPDATE {self.sql.schema}.executions SET locked = false "
-            "WHERE exec_id = ANY($3) AND owner = $1 AND epoch = $2"
-        )
         if ids:
-            self._run(self._writer.call(lambda c: c.execute(query, node, self.epoch, ids)))
+            self._own(lambda: unlock(self._owning, node, self._epoch(), ids), self._writer)
 
     def prune_nodes(self, grace: float) -> list[str]:
         """Delete the rows of dead nodes with a default name, once they own no unfinished execution.
@@ -991,7 +973,6 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         query = (
             f"DELETE FROM {s}.nodes AS n WHERE n.ephemeral AND n.name <> $1 "
             "AND n.expires < now() - make_interval(secs => $2) "
-            f"AND n.name NOT IN ({self.sql.alive}) "
             f"AND NOT EXISTS (SELECT 1 FROM {s}.executions AS x WHERE x.owner = n.name AND x.state = 'pending') "
             "RETURNING n.name"
         )
@@ -1021,8 +1002,8 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
 
     def _live(self, names: Iterable[str]) -> set[str]:
         """Those of the nodes `names` that are alive (see `SQL.alive`)."""
-        query = f"{self.sql.alive} AND n.name = ANY($1)"
-        return {r[0] for r in self._admin_fetch(query, (list(names),))}
+        found: set[str] = self._own(lambda: live(self._owning, sorted(set(names))))
+        return found
 
     def _node_rows(self) -> list[tuple[str, int, float]]:
         query = f"SELECT name, epoch, extract(epoch FROM expires)::float8 FROM {self.sql.schema}.nodes ORDER BY name"
@@ -1116,7 +1097,11 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
             self._ensure_joined()  # once: the heartbeat may be joining at the same moment
         return self.node
 
-    # -- closing ----------------------------------------------------------------------------
+    def _epoch(self) -> int:
+        """The node's epoch (it joined: see `_attached`)."""
+        assert self.epoch is not None
+        return self.epoch
+
     def close(self) -> None:
         """Close the connections and stop the store's thread (idempotent)."""
         if self._loop.is_closed():

@@ -22,9 +22,29 @@ if sys.platform != "win32":
 from tukio._report import iso_from_timestamp
 from tukio.policy import Decision, OverrunPolicy
 from tukio.store._flow_sqlite import SQLiteFlow
-from tukio.store._flowsql import QUEUED
-from tukio.store._gate import Running, rule
+from tukio.store._flowsql import QUEUED, drive
+from tukio.store._gate import rule
 from tukio.store._lease import Beat, Clock, NodeLease, lease_clock
+from tukio.store._ownsql import (
+    COLUMNS,
+    SQLITE_OWNING,
+    Step,
+    cancel_requests,
+    claim,
+    heartbeat,
+    join,
+    leave,
+    live,
+    lost,
+    mark_cancelled,
+    owned,
+    pending_cancels,
+    running,
+    sqlite_functions,
+    stranded,
+    unfinished_among,
+    unlock,
+)
 from tukio.store._sqladmin import SQLITE, Runner, SQLAdmin
 from tukio.store.base import (
     UNFINISHED,
@@ -218,7 +238,6 @@ INSERT OR REPLACE INTO tasks (exec_id, task_id, task_exec_id, state, started, en
 SELECT ?, ?, ?, ?, ?, ?, ?, ?
  WHERE EXISTS (SELECT 1 FROM executions WHERE exec_id = ? AND owner = ? AND epoch = ?)
 """
-_COLUMNS = "exec_id, template_id, state, started, ended, error, version"
 
 
 def _apply(db: sqlite3.Connection, records: Sequence[Record], owner: tuple[str, int] | None = None) -> list[str]:
@@ -283,15 +302,6 @@ def _keep_version(db: sqlite3.Connection, r: ExecutionRecord) -> ExecutionRecord
 
 #: The prefix of a task id being renamed by `SQLiteStore.repin` (within its transaction).
 _MOVING = "\x01moving:"
-
-
-def _versions_clause(versions: Collection[str] | None, ids: list[str]) -> tuple[str, list[Any]]:
-    """The condition on the version of the executions a node can run, and the parameters with `ids` first."""
-    if versions is None:
-        return "", list(ids)
-    kept = sorted(set(versions))
-    marks = ", ".join("?" * len(kept))
-    return (f" AND (version IS NULL OR version IN ({marks}))" if kept else " AND version IS NULL"), [*ids, *kept]
 
 
 def _task_event(db: sqlite3.Connection, r: TaskEventRecord) -> None:
@@ -475,6 +485,7 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
     def _connect(self, synchronous: str, timeout: float) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=timeout)
         try:
+            sqlite_functions(db, lambda: self.clock(), lambda node: self._locked(node))
             db.execute(f"PRAGMA synchronous={synchronous}")
             # The store checkpoints itself (`_maybe_checkpoint`), never in the middle of a commit.
             db.execute("PRAGMA wal_autocheckpoint=0")
@@ -662,7 +673,7 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
         """List executions, oldest first (see `Store.executions`)."""
         where, params = self._filter(parse_states(state), template_id)
         with self._lock:
-            rows = self._conn().execute(f"SELECT {_COLUMNS} FROM executions{where} ORDER BY started", params).fetchall()
+            rows = self._conn().execute(f"SELECT {COLUMNS} FROM executions{where} ORDER BY started", params).fetchall()
         return [execution_info(*row) for row in rows]
 
     @staticmethod
@@ -688,7 +699,7 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
             db = self._conn()
             # fetchall: a statement left unfinished would keep a read open, and hold back checkpoints.
             found = db.execute(
-                f"SELECT {_COLUMNS}, coalesce((SELECT v.template FROM versions AS v WHERE v.version = "
+                f"SELECT {COLUMNS}, coalesce((SELECT v.template FROM versions AS v WHERE v.version = "
                 "executions.version), template), event FROM executions WHERE exec_id = ?",
                 (exec_id,),
             ).fetchall()
@@ -828,31 +839,21 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
     def _join(self, node: str) -> int:
         if not self._take_lock(node, wait=1.0):
             log.warning("SQLiteStore: node %s: another process holds its lock; that process is fenced", node)
-        now = self.clock()
+        began = self.clock()
+        epoch, taken = self._own(join(SQLITE_OWNING, node, self.lease, self.ephemeral), write=True)
+        self.epoch, self._owner = epoch, (node, epoch)
+        self._renewed(began)
+        log.info("SQLiteStore: node %s joined (epoch %d), owning %d unfinished execution(s)", node, epoch, taken)
+        return int(epoch)
+
+    def _own(self, step: Step, *, write: bool = False) -> Any:
+        """Run a step of the ownership protocol (see `tukio.store._ownsql`); with `write`, under the write lock."""
         with self._lock:
             db = self._conn()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute("SELECT epoch FROM nodes WHERE name = ?", (node,)).fetchall()
-                epoch = (row[0][0] if row else 0) + 1
-                db.execute(
-                    "INSERT OR REPLACE INTO nodes (name, epoch, lease, beat, expires, ephemeral) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (node, epoch, self.lease, now, now + self.lease, int(self.ephemeral)),
-                )
-                taken = db.execute(
-                    "UPDATE executions SET epoch = ? WHERE owner = ? AND state IN (?, ?)",
-                    (epoch, node, UNFINISHED, QUEUED),
-                ).rowcount
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        self.epoch, self._owner = epoch, (node, epoch)
-        self._renewed(now)
-        log.info("SQLiteStore: node %s joined (epoch %d), owning %d unfinished execution(s)", node, epoch, taken)
-        return epoch
+            if not write:
+                return drive(step, lambda st: self._run_statement(db, st))
+            with _transaction(db):
+                return drive(step, lambda st: self._run_statement(db, st))
 
     def _lock_path(self, node: str) -> str:
         name = urllib.parse.quote(node, safe="")
@@ -920,42 +921,23 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
             elsewhere): every write of this one is refused.
         """
         node, epoch = self._attached()
-        now = self.clock()
-        with self._lock:
-            db = self._conn()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute("SELECT epoch, expires FROM nodes WHERE name = ?", (node,)).fetchall()
-                if row and row[0][0] == epoch:
-                    db.execute("UPDATE nodes SET beat = ?, expires = ? WHERE name = ?", (now, now + self.lease, node))
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        if not row or row[0][0] != epoch:
+        began = self.clock()
+        beat: Beat = self._own(heartbeat(SQLITE_OWNING, node, epoch, self.lease), write=True)
+        if beat == "replaced":
             self._release_lock()  # for the process that replaced this one
-            return "replaced"
+            return beat
         if self._held is None:  # (not before: a node pruned as dead must not make its lock file again)
             self._take_lock(node, wait=0)
-        if row[0][1] < now:
-            return "late"  # lapsed until a heartbeat finds the lease running (after the node looked what it lost)
-        self._renewed(now)
-        return "alive"
+        if (
+            beat == "alive"
+        ):  # (late: lapsed until a heartbeat finds the lease running, once the node looked what it lost)
+            self._renewed(began)
+        return beat
 
     def owned(self) -> list[ExecutionInfo]:
         """List the unfinished executions this node (and epoch) owns, oldest first."""
-        node, epoch = self._attached()
-        with self._lock:
-            rows = (
-                self._conn()
-                .execute(
-                    f"SELECT {_COLUMNS} FROM executions WHERE owner = ? AND epoch = ? AND state = ? ORDER BY started",
-                    (node, epoch, UNFINISHED),
-                )
-                .fetchall()
-            )
-        return [execution_info(*row) for row in rows]
+        infos: list[ExecutionInfo] = self._own(owned(SQLITE_OWNING, *self._attached()))
+        return infos
 
     def claim(
         self, template_ids: Iterable[str], *, limit: int = 100, versions: Collection[str] | None = None
@@ -978,39 +960,14 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
             The executions now owned by this node.
         """
         node, epoch = self._attached()
-        ids = sorted(set(template_ids))
+        ids = list(template_ids)
         if not ids:
             return []
-        marks = ", ".join("?" * len(ids))
-        runnable, params = _versions_clause(versions, ids)
-        others = (
-            f"SELECT DISTINCT owner FROM executions WHERE state = ? AND template_id IN ({marks}){runnable} "
-            "AND (owner IS NULL OR owner != ?)"
-        )
-        with self._lock:
-            db = self._conn()
-            # A read first: most of the time (every heartbeat) nobody is dead, and nothing is locked.
-            if not self._dead_owners(db, others, (UNFINISHED, *params, node)):
-                return []
-            rows: list[Any] = []
-            with _transaction(db):  # the same again, now that no other node can write
-                dead = self._dead_owners(db, others, (UNFINISHED, *params, node))
-                named = [o for o in dead if o is not None]
-                whose = " OR ".join(
-                    (["owner IS NULL"] if None in dead else [])
-                    + ([f"owner IN ({', '.join('?' * len(named))})"] if named else [])
-                )
-                if whose:
-                    rows = db.execute(
-                        f"SELECT {_COLUMNS} FROM executions WHERE state = ? AND template_id IN ({marks}){runnable} "
-                        f"AND ({whose}) AND exec_id NOT IN (SELECT exec_id FROM cancels) ORDER BY started LIMIT ?",
-                        (UNFINISHED, *params, *named, limit),
-                    ).fetchall()
-                    db.executemany(
-                        "UPDATE executions SET owner = ?, epoch = ? WHERE exec_id = ?",
-                        [(node, epoch, r[0]) for r in rows],
-                    )
-        return [execution_info(*row) for row in rows]
+        # A read first: most of the time (every heartbeat) nobody is dead, and nothing is locked.
+        if not self._own(claim(SQLITE_OWNING, node, epoch, ids, 1, versions, probe=True)):
+            return []
+        infos: list[ExecutionInfo] = self._own(claim(SQLITE_OWNING, node, epoch, ids, limit, versions), write=True)
+        return infos
 
     def stranded(self, template_ids: Iterable[str], *, versions: Collection[str] | None = None) -> list[ExecutionInfo]:
         """The unfinished executions of dead nodes (or of no node) that `claim` leaves alone.
@@ -1021,47 +978,20 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
         `Engine.unrecovered`.
         """
         self._attached()
-        ids = sorted(set(template_ids))
-        marks = ", ".join("?" * len(ids))
-        runnable, params = _versions_clause(versions, ids)
-        with self._lock:
-            db = self._conn()
-            rows = db.execute(
-                f"SELECT {_COLUMNS}, owner FROM executions WHERE state = ? "
-                f"AND NOT (template_id IS NOT NULL AND template_id IN ({marks}){runnable}) ORDER BY started",
-                (UNFINISHED, *params),
-            ).fetchall()
-            now = self.clock()
-            dead: dict[str, bool] = {}
-            for row in rows:
-                if row[7] is not None and row[7] not in dead:
-                    dead[row[7]] = self._dead(db, row[7], now)
-        return [execution_info(*row[:7]) for row in rows if row[7] is None or dead[row[7]]]
-
-    def _dead_owners(self, db: sqlite3.Connection, query: str, params: tuple[Any, ...]) -> list[str | None]:
-        """The owners `query` lists that are dead (None: executions of no node)."""
-        now = self.clock()
-        owners = [r[0] for r in db.execute(query, params).fetchall()]
-        return [o for o in owners if o is None or self._dead(db, o, now)]
-
-    def _dead(self, db: sqlite3.Connection, node: str, now: float) -> bool:
-        found = db.execute("SELECT expires FROM nodes WHERE name = ?", (node,)).fetchall()
-        return not found or found[0][0] < now or not self._locked(node)
+        infos: list[ExecutionInfo] = self._own(stranded(SQLITE_OWNING, list(template_ids), versions))
+        return infos
 
     def lost(self, exec_ids: Iterable[str]) -> list[str]:
         """Return those of `exec_ids` that this node (and epoch) no longer owns."""
-        node, epoch = self._attached()
-        return self._executions_among(exec_ids, "(owner IS NOT ? OR epoch IS NOT ?)", (node, epoch))
+        gone: list[str] = self._own(lost(SQLITE_OWNING, *self._attached(), list(exec_ids)))
+        return gone
 
     def leave(self) -> None:
         """End the node's lease now and free its lock: what it still owns is taken over at once."""
         owner = self._owner
         if owner is None or self._db is None:
             return
-        with self._lock:
-            self._conn().execute(
-                "UPDATE nodes SET expires = ? WHERE name = ? AND epoch = ?", (self.clock() - 1, *owner)
-            )
+        self._own(leave(SQLITE_OWNING, *owner))
         self._release_lock()
 
     # -- overrun policies across nodes (see tukio.store._gate) --------------------------------------
@@ -1089,20 +1019,12 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
         with self._lock:
             db = self._conn()
             with _transaction(db):
-                if not db.execute("SELECT 1 FROM nodes WHERE name = ? AND epoch = ?", (node, epoch)).fetchall():
+                rows = drive(
+                    running(SQLITE_OWNING, node, epoch, begin.template_id), lambda st: self._run_statement(db, st)
+                )
+                if rows is None:
                     log.warning("SQLiteStore: node %s was replaced: trigger of %s skipped", node, begin.template_id)
                     return Decision.skip, []
-                now = self.clock()
-                alive: dict[str, bool] = {}
-                rows = []
-                for exec_id, locked, owner, owner_epoch in db.execute(
-                    "SELECT exec_id, locked, owner, epoch FROM executions WHERE state = ? AND template_id = ?",
-                    (UNFINISHED, begin.template_id),
-                ).fetchall():
-                    if owner is not None and owner not in alive:
-                        alive[owner] = owner == node or not self._dead(db, owner, now)
-                    mine = owner == node and owner_epoch == epoch
-                    rows.append(Running(exec_id, bool(locked), mine, owner is not None and alive[owner]))
                 ruled = rule(policy, begin.exec_id, rows, here)
                 if ruled.decision is Decision.skip:
                     return ruled.decision, []
@@ -1145,67 +1067,27 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
             The unfinished executions of this node that another node asked to cancel.
         """
         node, epoch = self._attached()
-        with self._lock:
-            db = self._conn()
-            if not db.execute("SELECT 1 FROM cancels LIMIT 1").fetchall():
-                return []  # every heartbeat: almost always nothing to do
-            with _transaction(db):
-                rows = db.execute(
-                    "SELECT x.exec_id, x.owner, x.epoch FROM cancels AS c JOIN executions AS x "
-                    "ON x.exec_id = c.exec_id WHERE x.state = ?",
-                    (UNFINISHED,),
-                ).fetchall()
-                now = self.clock()
-                settled = [r[0] for r in rows if r[1] is None or (r[1] != node and self._dead(db, r[1], now))]
-                if settled:
-                    db.executemany(  # made this node's: a zombie of the dead owner is fenced
-                        "UPDATE executions SET state = 'cancelled', ended = ?, locked = 0, owner = ?, epoch = ? "
-                        "WHERE exec_id = ?",
-                        [(iso_from_timestamp(time.time()), node, epoch, i) for i in settled],
-                    )
-                    log.warning("SQLiteStore: %d execution(s) of dead nodes cancelled on request", len(settled))
-                db.execute(
-                    "DELETE FROM cancels WHERE exec_id NOT IN (SELECT exec_id FROM executions WHERE state = ?)",
-                    (UNFINISHED,),
-                )
-        return [r[0] for r in rows if r[1] == node and r[2] == epoch]
+        if not self._own(pending_cancels(SQLITE_OWNING)):
+            return []  # every heartbeat: almost always nothing to do
+        now = iso_from_timestamp(time.time())
+        mine, settled = self._own(cancel_requests(SQLITE_OWNING, node, epoch, now), write=True)
+        if settled:
+            log.warning("SQLiteStore: %d execution(s) of dead nodes cancelled on request", settled)
+        return list(mine)
 
     def mark_cancelled(self, exec_ids: Iterable[str]) -> None:
         """Record these unfinished executions of this node as cancelled (they will not run)."""
-        node, epoch = self._attached()
-        ended = iso_from_timestamp(time.time())
-        with self._lock, _transaction(self._conn()):
-            self._conn().executemany(
-                "UPDATE executions SET state = 'cancelled', ended = ?, locked = 0 "
-                "WHERE exec_id = ? AND owner = ? AND epoch = ? AND state = ?",
-                [(ended, i, node, epoch, UNFINISHED) for i in exec_ids],
-            )
+        now = iso_from_timestamp(time.time())
+        self._own(mark_cancelled(SQLITE_OWNING, *self._attached(), list(exec_ids), now), write=True)
 
     def unfinished_among(self, exec_ids: Iterable[str]) -> list[str]:
         """Those of `exec_ids` that have not ended (on any node)."""
-        return self._executions_among(exec_ids, "state = ?", (UNFINISHED,))
-
-    def _executions_among(self, exec_ids: Iterable[str], condition: str, params: tuple[Any, ...]) -> list[str]:
-        """Those of `exec_ids` whose row meets `condition` (SQL with `params`), 500 ids a query."""
-        ids = list(exec_ids)
-        found: list[str] = []
-        with self._lock:
-            db = self._conn()
-            for at in range(0, len(ids), 500):
-                chunk = ids[at : at + 500]
-                marks = ", ".join("?" * len(chunk))
-                query = f"SELECT exec_id FROM executions WHERE exec_id IN ({marks}) AND {condition}"
-                found += [r[0] for r in db.execute(query, (*chunk, *params)).fetchall()]
+        found: list[str] = self._own(unfinished_among(SQLITE_OWNING, list(exec_ids)))
         return found
 
     def unlock(self, exec_ids: Iterable[str]) -> None:
         """Record that these executions of this node unlocked ('skip-until-unlock' no longer skips for them)."""
-        node, epoch = self._attached()
-        with self._lock, _transaction(self._conn()):
-            self._conn().executemany(
-                "UPDATE executions SET locked = 0 WHERE exec_id = ? AND owner = ? AND epoch = ?",
-                [(i, node, epoch) for i in exec_ids],
-            )
+        self._own(unlock(SQLITE_OWNING, *self._attached(), list(exec_ids)), write=True)
 
     def prune_nodes(self, grace: float) -> list[str]:
         """Delete the rows and lock files of dead nodes with a default name, once they own no unfinished execution.
@@ -1288,10 +1170,8 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
 
     def _live(self, names: Iterable[str]) -> set[str]:
         """Those of the nodes `names` that are alive (their lease runs and a process holds their lock)."""
-        now = self.clock()
-        with self._lock:
-            db = self._conn()
-            return {name for name in set(names) if not self._dead(db, name, now)}
+        found: set[str] = self._own(live(SQLITE_OWNING, sorted(set(names))))
+        return found
 
     def _node_rows(self) -> list[tuple[str, int, float]]:
         # Leases run on the host's lease clock (see `tukio.store._lease`): shown on the wall clock.
