@@ -689,7 +689,9 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
 
     def _join(self, node: str) -> int:
         began = self.clock()
-        epoch, taken = self._own(lambda: join(self._owning, node, self.lease, self.ephemeral), self._presence)
+        epoch, taken = self._own(
+            lambda: join(self._owning, node, self.lease, self.ephemeral), self._presence, write=True
+        )
         # Published once committed: a call that reads the epoch meanwhile (an admission, on another
         # connection) would not find the node's row yet, and take the node for replaced.
         self._renewed(began)
@@ -697,13 +699,17 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         log.info("PostgresStore: node %s joined (epoch %s), owning %d unfinished execution(s)", node, epoch, taken)
         return int(epoch)
 
-    def _own(self, make: Callable[[], Step], link: _Link | None = None, *, retry: bool = True) -> Any:
-        """Run a step of the ownership protocol (see `tukio.store._ownsql`) in one transaction.
+    def _own(
+        self, make: Callable[[], Step], link: _Link | None = None, *, write: bool = False, retry: bool = True
+    ) -> Any:
+        """Run a step of the ownership protocol (see `tukio.store._ownsql`); with `write`, in one transaction.
 
         `make` makes the step: a step whose connection was lost is made and run again.
         """
 
         async def op(conn: asyncpg.Connection) -> Any:
+            if not write:
+                return await drive_on(conn, make())
             async with conn.transaction():
                 return await drive_on(conn, make())
 
@@ -729,7 +735,9 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         """
         node = self._attached()
         began = self.clock()
-        beat: Beat = self._own(lambda: heartbeat(self._owning, node, self._epoch(), self.lease), self._presence)
+        beat: Beat = self._own(
+            lambda: heartbeat(self._owning, node, self._epoch(), self.lease), self._presence, write=True
+        )
         if (
             beat == "alive"
         ):  # (late: lapsed until a heartbeat finds the lease running, once the node looked what it lost)
@@ -757,7 +765,12 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         """
         node = self._attached()
         ids = list(template_ids)
-        infos: list[ExecutionInfo] = self._own(lambda: claim(self._owning, node, self._epoch(), ids, limit, versions))
+        # A read first: most of the time (every heartbeat) nobody is dead, and nothing is locked.
+        if not ids or not self._own(lambda: claim(self._owning, node, self._epoch(), ids, 1, versions, probe=True)):
+            return []
+        infos: list[ExecutionInfo] = self._own(
+            lambda: claim(self._owning, node, self._epoch(), ids, limit, versions), write=True
+        )
         return infos
 
     def stranded(self, template_ids: Iterable[str], *, versions: Collection[str] | None = None) -> list[ExecutionInfo]:
@@ -840,7 +853,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         if node is None or epoch is None:
             return
         # One attempt: a node that cannot reach the database lets its lease run out instead.
-        self._own(lambda: leave(self._owning, node, epoch), self._presence, retry=False)
+        self._own(lambda: leave(self._owning, node, epoch), self._presence, write=True, retry=False)
 
     def admit(self, policy: OverrunPolicy, begin: ExecutionRecord, here: Collection[str]) -> tuple[Decision, list[str]]:
         """Apply `policy` to a trigger across every node; unless it skips, record `begin`.
@@ -923,7 +936,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         node = self._attached()
         if not self._own(lambda: pending_cancels(self._owning)):
             return []  # every heartbeat: almost always nothing to do
-        mine, settled = self._own(lambda: cancel_requests(self._owning, node, self._epoch(), _now()))
+        mine, settled = self._own(lambda: cancel_requests(self._owning, node, self._epoch(), _now()), write=True)
         if settled:
             log.warning("PostgresStore: %d execution(s) of dead nodes cancelled on request", settled)
         return list(mine)
@@ -942,7 +955,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         node = self._attached()
         ids = list(exec_ids)
         if ids:
-            self._own(lambda: mark_cancelled(self._owning, node, self._epoch(), ids, _now()))
+            self._own(lambda: mark_cancelled(self._owning, node, self._epoch(), ids, _now()), write=True)
 
     def unfinished_among(self, exec_ids: Iterable[str]) -> list[str]:
         """Those of `exec_ids` that have not ended (on any node)."""
@@ -955,7 +968,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         node = self._attached()
         ids = list(exec_ids)
         if ids:
-            self._own(lambda: unlock(self._owning, node, self._epoch(), ids), self._writer)
+            self._own(lambda: unlock(self._owning, node, self._epoch(), ids), self._writer, write=True)
 
     def prune_nodes(self, grace: float) -> list[str]:
         """Delete the rows of dead nodes with a default name, once they own no unfinished execution.
