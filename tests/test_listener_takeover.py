@@ -132,10 +132,13 @@ def test_a_listening_task_taken_over_gets_the_events_published_while_its_node_wa
 
 
 async def _take_over(engine: Engine) -> Workflow:
-    """The worker's workflow, once this engine took it over (its lease must run out first on PostgreSQL)."""
+    """The worker's workflow, once this engine took it over (its lease must run out first on PostgreSQL).
+
+    By `recover()`, or by the engine's own look for dead nodes' work, whichever comes first.
+    """
     deadline = asyncio.get_running_loop().time() + 15
     while True:
-        resumed = await engine.recover()
+        resumed = await engine.recover() or engine.running("ev")
         if resumed:
             [wf] = resumed
             return wf

@@ -19,16 +19,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import weakref
 from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tukio.event import Event
+from tukio.task._events import Gate, gates, receive
 
 if TYPE_CHECKING:
     from tukio.task.task import TukioTask
 
-__all__ = ["PAGE", "ListenMark", "admit", "catch_up", "gates", "mark_payload", "read_mark"]
+__all__ = ["PAGE", "ListenMark", "catch_up", "mark_payload", "read_mark"]
 
 log = logging.getLogger(__name__)
 
@@ -59,24 +59,11 @@ class ListenMark:
         return event_id > (self.published if origin in self.local else self.read)
 
 
-#: Reads the events every node published after an id: ``(id, origin, topic, data)``, `PAGE` at most.
-Fetch = Callable[[int], Sequence[tuple[int, str | None, str | None, Any]]]
-
-
-class _Gate:
-    """A task that catches up: the ids of the events it got, and the new ones held until it caught up."""
-
-    __slots__ = ("held", "seen")
-
-    def __init__(self, seen: Collection[int]) -> None:
-        self.seen = set(seen)
-        self.held: list[Event] | None = []
-
-
-#: The resumed listening tasks (a task ends, its gate goes); empty almost always.
-gates: weakref.WeakKeyDictionary[TukioTask, _Gate] = weakref.WeakKeyDictionary()
 #: The catching up in progress (kept from the garbage collector until done).
 _running: set[asyncio.Task[None]] = set()
+
+#: Reads the events every node published after an id: ``(id, origin, topic, data)``, `PAGE` at most.
+Fetch = Callable[[int], Sequence[tuple[int, str | None, str | None, Any]]]
 
 
 def mark_payload(mark: ListenMark) -> list[Any]:
@@ -99,22 +86,6 @@ def read_mark(payload: Any) -> ListenMark | None:
         raise ValueError(f"a listening mark that cannot be read: {payload!r}") from exc
 
 
-def admit(task: TukioTask, event: Event) -> bool:
-    """False when `task` must not get `event` now: a copy it got already, or held until it caught up."""
-    gate = gates.get(task)
-    if gate is None:
-        return True
-    event_id = event._id
-    if event_id is not None and event_id in gate.seen:
-        return False
-    if gate.held is not None:
-        gate.held.append(event)
-        return False
-    if event_id is not None:
-        gate.seen.add(event_id)
-    return True
-
-
 def catch_up(task: TukioTask, mark: ListenMark, got: Collection[int], fetch: Fetch) -> None:
     """Give `task` (resumed, listening again) the shared events after `mark` it did not get.
 
@@ -123,15 +94,13 @@ def catch_up(task: TukioTask, mark: ListenMark, got: Collection[int], fetch: Fet
     the ids in `got` (the events it had received) and every event id it
     gets are never given twice.
     """
-    gate = gates[task] = _Gate(got)
+    gate = gates[task] = Gate(got)
     running = task.get_loop().create_task(_catch_up(task, gate, mark, fetch), name=f"tukio-catch-up-{task.uid}")
     _running.add(running)
     running.add_done_callback(_running.discard)
 
 
-async def _catch_up(task: TukioTask, gate: _Gate, mark: ListenMark, fetch: Fetch) -> None:
-    from tukio.task._events import receive  # (that module gives events through `admit`)
-
+async def _catch_up(task: TukioTask, gate: Gate, mark: ListenMark, fetch: Fetch) -> None:
     listening = task._listening
     everything = None in listening
     missed: list[Event] = []

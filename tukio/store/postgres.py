@@ -33,27 +33,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from tukio._report import iso_from_timestamp
 from tukio.policy import Decision, OverrunPolicy
+from tukio.store import _ownsql as own
 from tukio.store._flow_postgres import PostgresFlow, drive_on
 from tukio.store._flow_postgres import blob as _blob
 from tukio.store._lease import Beat, NodeLease, lease_clock
-from tukio.store._ownsql import (
-    COLUMNS,
-    POSTGRES_OWNING,
-    Step,
-    cancel_requests,
-    claim,
-    heartbeat,
-    join,
-    leave,
-    live,
-    lost,
-    mark_cancelled,
-    owned,
-    pending_cancels,
-    stranded,
-    unfinished_among,
-    unlock,
-)
+from tukio.store._ownsql import COLUMNS, POSTGRES_OWNING, Step
 from tukio.store._pgschema import MIGRATIONS, SQL
 from tukio.store._sqladmin import POSTGRES, Runner, SQLAdmin
 from tukio.store.base import (
@@ -581,7 +565,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
             node, epoch = self.node, self.epoch
             assert node is not None
             assert epoch is not None
-            gone = await link.call(lambda c: drive_on(c, lost(self._owning, node, epoch, ids)))
+            gone = await link.call(lambda c: drive_on(c, own.lost(self._owning, node, epoch, ids)))
             if gone:
                 log.warning("PostgresStore: node %s was late and lost %d execution(s)", node, len(gone))
                 if self.on_fenced is not None:
@@ -690,7 +674,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
     def _join(self, node: str) -> int:
         began = self.clock()
         epoch, taken = self._own(
-            lambda: join(self._owning, node, self.lease, self.ephemeral), self._presence, write=True
+            lambda: own.join(self._owning, node, self.lease, self.ephemeral), self._presence, write=True
         )
         # Published once committed: a call that reads the epoch meanwhile (an admission, on another
         # connection) would not find the node's row yet, and take the node for replaced.
@@ -718,7 +702,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
     def owned(self) -> list[ExecutionInfo]:
         """List the unfinished executions this node (and epoch) owns, oldest first."""
         node = self._attached()
-        infos: list[ExecutionInfo] = self._own(lambda: owned(self._owning, node, self._epoch()))
+        infos: list[ExecutionInfo] = self._own(lambda: own.owned(self._owning, node, self._epoch()))
         return infos
 
     def heartbeat(self) -> Beat:
@@ -736,7 +720,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         node = self._attached()
         began = self.clock()
         beat: Beat = self._own(
-            lambda: heartbeat(self._owning, node, self._epoch(), self.lease), self._presence, write=True
+            lambda: own.heartbeat(self._owning, node, self._epoch(), self.lease), self._presence, write=True
         )
         if (
             beat == "alive"
@@ -766,10 +750,10 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         node = self._attached()
         ids = list(template_ids)
         # A read first: most of the time (every heartbeat) nobody is dead, and nothing is locked.
-        if not ids or not self._own(lambda: claim(self._owning, node, self._epoch(), ids, 1, versions, probe=True)):
+        if not ids or not self._own(lambda: own.claim(self._owning, node, self._epoch(), ids, 1, versions, probe=True)):
             return []
         infos: list[ExecutionInfo] = self._own(
-            lambda: claim(self._owning, node, self._epoch(), ids, limit, versions), write=True
+            lambda: own.claim(self._owning, node, self._epoch(), ids, limit, versions), write=True
         )
         return infos
 
@@ -782,7 +766,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         """
         self._attached()
         ids = list(template_ids)
-        infos: list[ExecutionInfo] = self._own(lambda: stranded(self._owning, ids, versions))
+        infos: list[ExecutionInfo] = self._own(lambda: own.stranded(self._owning, ids, versions))
         return infos
 
     def version_rows(
@@ -844,7 +828,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         """Return those of `exec_ids` that this node (and epoch) no longer owns."""
         node = self._attached()
         ids = list(exec_ids)
-        gone: list[str] = self._own(lambda: lost(self._owning, node, self._epoch(), ids)) if ids else []
+        gone: list[str] = self._own(lambda: own.lost(self._owning, node, self._epoch(), ids)) if ids else []
         return gone
 
     def leave(self) -> None:
@@ -853,7 +837,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         if node is None or epoch is None:
             return
         # One attempt: a node that cannot reach the database lets its lease run out instead.
-        self._own(lambda: leave(self._owning, node, epoch), self._presence, write=True, retry=False)
+        self._own(lambda: own.leave(self._owning, node, epoch), self._presence, write=True, retry=False)
 
     def admit(self, policy: OverrunPolicy, begin: ExecutionRecord, here: Collection[str]) -> tuple[Decision, list[str]]:
         """Apply `policy` to a trigger across every node; unless it skips, record `begin`.
@@ -934,9 +918,9 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
             The unfinished executions of this node that another node asked to cancel.
         """
         node = self._attached()
-        if not self._own(lambda: pending_cancels(self._owning)):
+        if not self._own(lambda: own.pending_cancels(self._owning)):
             return []  # every heartbeat: almost always nothing to do
-        mine, settled = self._own(lambda: cancel_requests(self._owning, node, self._epoch(), _now()), write=True)
+        mine, settled = self._own(lambda: own.cancel_requests(self._owning, node, self._epoch(), _now()), write=True)
         if settled:
             log.warning("PostgresStore: %d execution(s) of dead nodes cancelled on request", settled)
         return list(mine)
@@ -955,12 +939,12 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         node = self._attached()
         ids = list(exec_ids)
         if ids:
-            self._own(lambda: mark_cancelled(self._owning, node, self._epoch(), ids, _now()), write=True)
+            self._own(lambda: own.mark_cancelled(self._owning, node, self._epoch(), ids, _now()), write=True)
 
     def unfinished_among(self, exec_ids: Iterable[str]) -> list[str]:
         """Those of `exec_ids` that have not ended (on any node)."""
         ids = list(exec_ids)
-        found: list[str] = self._own(lambda: unfinished_among(self._owning, ids)) if ids else []
+        found: list[str] = self._own(lambda: own.unfinished_among(self._owning, ids)) if ids else []
         return found
 
     def unlock(self, exec_ids: Iterable[str]) -> None:
@@ -968,7 +952,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         node = self._attached()
         ids = list(exec_ids)
         if ids:
-            self._own(lambda: unlock(self._owning, node, self._epoch(), ids), self._writer, write=True)
+            self._own(lambda: own.unlock(self._owning, node, self._epoch(), ids), self._writer, write=True)
 
     def prune_nodes(self, grace: float) -> list[str]:
         """Delete the rows of dead nodes with a default name, once they own no unfinished execution.
@@ -1015,7 +999,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
 
     def _live(self, names: Iterable[str]) -> set[str]:
         """Those of the nodes `names` that are alive (see `SQL.alive`)."""
-        found: set[str] = self._own(lambda: live(self._owning, sorted(set(names))))
+        found: set[str] = self._own(lambda: own.live(self._owning, sorted(set(names))))
         return found
 
     def _node_rows(self) -> list[tuple[str, int, float]]:

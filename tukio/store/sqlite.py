@@ -21,30 +21,12 @@ if sys.platform != "win32":
 
 from tukio._report import iso_from_timestamp
 from tukio.policy import Decision, OverrunPolicy
+from tukio.store import _ownsql as own
 from tukio.store._flow_sqlite import SQLiteFlow
 from tukio.store._flowsql import QUEUED, drive
 from tukio.store._gate import rule
 from tukio.store._lease import Beat, Clock, NodeLease, lease_clock
-from tukio.store._ownsql import (
-    COLUMNS,
-    SQLITE_OWNING,
-    Step,
-    cancel_requests,
-    claim,
-    heartbeat,
-    join,
-    leave,
-    live,
-    lost,
-    mark_cancelled,
-    owned,
-    pending_cancels,
-    running,
-    sqlite_functions,
-    stranded,
-    unfinished_among,
-    unlock,
-)
+from tukio.store._ownsql import COLUMNS, SQLITE_OWNING, Step
 from tukio.store._sqladmin import SQLITE, Runner, SQLAdmin
 from tukio.store.base import (
     UNFINISHED,
@@ -485,7 +467,7 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
     def _connect(self, synchronous: str, timeout: float) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=timeout)
         try:
-            sqlite_functions(db, lambda: self.clock(), lambda node: self._locked(node))
+            own.sqlite_functions(db, lambda: self.clock(), lambda node: self._locked(node))
             db.execute(f"PRAGMA synchronous={synchronous}")
             # The store checkpoints itself (`_maybe_checkpoint`), never in the middle of a commit.
             db.execute("PRAGMA wal_autocheckpoint=0")
@@ -840,7 +822,7 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
         if not self._take_lock(node, wait=1.0):
             log.warning("SQLiteStore: node %s: another process holds its lock; that process is fenced", node)
         began = self.clock()
-        epoch, taken = self._own(join(SQLITE_OWNING, node, self.lease, self.ephemeral), write=True)
+        epoch, taken = self._own(own.join(SQLITE_OWNING, node, self.lease, self.ephemeral), write=True)
         self.epoch, self._owner = epoch, (node, epoch)
         self._renewed(began)
         log.info("SQLiteStore: node %s joined (epoch %d), owning %d unfinished execution(s)", node, epoch, taken)
@@ -922,7 +904,7 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
         """
         node, epoch = self._attached()
         began = self.clock()
-        beat: Beat = self._own(heartbeat(SQLITE_OWNING, node, epoch, self.lease), write=True)
+        beat: Beat = self._own(own.heartbeat(SQLITE_OWNING, node, epoch, self.lease), write=True)
         if beat == "replaced":
             self._release_lock()  # for the process that replaced this one
             return beat
@@ -936,7 +918,7 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
 
     def owned(self) -> list[ExecutionInfo]:
         """List the unfinished executions this node (and epoch) owns, oldest first."""
-        infos: list[ExecutionInfo] = self._own(owned(SQLITE_OWNING, *self._attached()))
+        infos: list[ExecutionInfo] = self._own(own.owned(SQLITE_OWNING, *self._attached()))
         return infos
 
     def claim(
@@ -964,9 +946,9 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
         if not ids:
             return []
         # A read first: most of the time (every heartbeat) nobody is dead, and nothing is locked.
-        if not self._own(claim(SQLITE_OWNING, node, epoch, ids, 1, versions, probe=True)):
+        if not self._own(own.claim(SQLITE_OWNING, node, epoch, ids, 1, versions, probe=True)):
             return []
-        infos: list[ExecutionInfo] = self._own(claim(SQLITE_OWNING, node, epoch, ids, limit, versions), write=True)
+        infos: list[ExecutionInfo] = self._own(own.claim(SQLITE_OWNING, node, epoch, ids, limit, versions), write=True)
         return infos
 
     def stranded(self, template_ids: Iterable[str], *, versions: Collection[str] | None = None) -> list[ExecutionInfo]:
@@ -978,12 +960,12 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
         `Engine.unrecovered`.
         """
         self._attached()
-        infos: list[ExecutionInfo] = self._own(stranded(SQLITE_OWNING, list(template_ids), versions))
+        infos: list[ExecutionInfo] = self._own(own.stranded(SQLITE_OWNING, list(template_ids), versions))
         return infos
 
     def lost(self, exec_ids: Iterable[str]) -> list[str]:
         """Return those of `exec_ids` that this node (and epoch) no longer owns."""
-        gone: list[str] = self._own(lost(SQLITE_OWNING, *self._attached(), list(exec_ids)))
+        gone: list[str] = self._own(own.lost(SQLITE_OWNING, *self._attached(), list(exec_ids)))
         return gone
 
     def leave(self) -> None:
@@ -991,7 +973,7 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
         owner = self._owner
         if owner is None or self._db is None:
             return
-        self._own(leave(SQLITE_OWNING, *owner))
+        self._own(own.leave(SQLITE_OWNING, *owner))
         self._release_lock()
 
     # -- overrun policies across nodes (see tukio.store._gate) --------------------------------------
@@ -1020,7 +1002,7 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
             db = self._conn()
             with _transaction(db):
                 rows = drive(
-                    running(SQLITE_OWNING, node, epoch, begin.template_id), lambda st: self._run_statement(db, st)
+                    own.running(SQLITE_OWNING, node, epoch, begin.template_id), lambda st: self._run_statement(db, st)
                 )
                 if rows is None:
                     log.warning("SQLiteStore: node %s was replaced: trigger of %s skipped", node, begin.template_id)
@@ -1067,10 +1049,10 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
             The unfinished executions of this node that another node asked to cancel.
         """
         node, epoch = self._attached()
-        if not self._own(pending_cancels(SQLITE_OWNING)):
+        if not self._own(own.pending_cancels(SQLITE_OWNING)):
             return []  # every heartbeat: almost always nothing to do
         now = iso_from_timestamp(time.time())
-        mine, settled = self._own(cancel_requests(SQLITE_OWNING, node, epoch, now), write=True)
+        mine, settled = self._own(own.cancel_requests(SQLITE_OWNING, node, epoch, now), write=True)
         if settled:
             log.warning("SQLiteStore: %d execution(s) of dead nodes cancelled on request", settled)
         return list(mine)
@@ -1078,16 +1060,16 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
     def mark_cancelled(self, exec_ids: Iterable[str]) -> None:
         """Record these unfinished executions of this node as cancelled (they will not run)."""
         now = iso_from_timestamp(time.time())
-        self._own(mark_cancelled(SQLITE_OWNING, *self._attached(), list(exec_ids), now), write=True)
+        self._own(own.mark_cancelled(SQLITE_OWNING, *self._attached(), list(exec_ids), now), write=True)
 
     def unfinished_among(self, exec_ids: Iterable[str]) -> list[str]:
         """Those of `exec_ids` that have not ended (on any node)."""
-        found: list[str] = self._own(unfinished_among(SQLITE_OWNING, list(exec_ids)))
+        found: list[str] = self._own(own.unfinished_among(SQLITE_OWNING, list(exec_ids)))
         return found
 
     def unlock(self, exec_ids: Iterable[str]) -> None:
         """Record that these executions of this node unlocked ('skip-until-unlock' no longer skips for them)."""
-        self._own(unlock(SQLITE_OWNING, *self._attached(), list(exec_ids)), write=True)
+        self._own(own.unlock(SQLITE_OWNING, *self._attached(), list(exec_ids)), write=True)
 
     def prune_nodes(self, grace: float) -> list[str]:
         """Delete the rows and lock files of dead nodes with a default name, once they own no unfinished execution.
@@ -1170,7 +1152,7 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
 
     def _live(self, names: Iterable[str]) -> set[str]:
         """Those of the nodes `names` that are alive (their lease runs and a process holds their lock)."""
-        found: set[str] = self._own(live(SQLITE_OWNING, sorted(set(names))))
+        found: set[str] = self._own(own.live(SQLITE_OWNING, sorted(set(names))))
         return found
 
     def _node_rows(self) -> list[tuple[str, int, float]]:

@@ -12,18 +12,18 @@ from __future__ import annotations
 import logging
 import weakref
 from collections import deque
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from tukio._report import describe_error
 from tukio.broker import EXEC_TOPIC
-from tukio.store._catchup import admit, gates
 
 if TYPE_CHECKING:
     from tukio.event import Event
     from tukio.recorder import Written
     from tukio.task.task import TukioTask
 
-__all__ = ["receive"]
+__all__ = ["Gate", "admit", "gates", "receive"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,36 @@ log = logging.getLogger(__name__)
 _held: weakref.WeakKeyDictionary[TukioTask, deque[tuple[Event, Written]]] = weakref.WeakKeyDictionary()
 #: Tasks failing because an event could not be recorded: they get no event any more.
 _failed: weakref.WeakSet[TukioTask] = weakref.WeakSet()
+
+
+class Gate:
+    """A task that catches up (see `tukio.store._catchup`): the ids of the events it got, and the new ones held."""
+
+    __slots__ = ("held", "seen")
+
+    def __init__(self, seen: Collection[int]) -> None:
+        self.seen = set(seen)
+        self.held: list[Event] | None = []
+
+
+#: The resumed listening tasks catching up (a task ends, its gate goes); empty almost always.
+gates: weakref.WeakKeyDictionary[TukioTask, Gate] = weakref.WeakKeyDictionary()
+
+
+def admit(task: TukioTask, event: Event) -> bool:
+    """False when `task` must not get `event` now: a copy it got already, or held until it caught up."""
+    gate = gates.get(task)
+    if gate is None:
+        return True
+    event_id = event._id
+    if event_id is not None and event_id in gate.seen:
+        return False
+    if gate.held is not None:
+        gate.held.append(event)
+        return False
+    if event_id is not None:
+        gate.seen.add(event_id)
+    return True
 
 
 def receive(task: TukioTask, event: Event) -> None:
