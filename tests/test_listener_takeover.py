@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,58 @@ async def test_a_task_catching_up_gets_the_missed_events_first_and_no_event_twic
     await asyncio.wait_for(wf, 10)
     assert got == [2, 4, 5, 6]
     await engine.stop()
+
+
+async def test_a_catch_up_that_cannot_read_the_store_hands_over_what_it_held(
+    registered: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    got: list[int] = []
+
+    async def listen(event: Event) -> dict[str, Any]:
+        queue = asyncio.current_task().queue  # type: ignore[union-attr]
+        while len(got) < 1:
+            got.append((await queue.get()).data["n"])
+        return {}
+
+    registered("catch-up-failing", listen)
+    engine = Engine()
+    await engine.load(template([("w", "catch-up-failing", {"topics": ["news"]})], {}, id="cf", topics=[]))
+    wf = await engine.trigger("cf", {})
+    assert wf is not None
+    release = threading.Event()
+
+    def fetch(after: int) -> list[tuple[int, str | None, str | None, Any]]:
+        release.wait(10)
+        raise ConnectionError("the database is gone")
+
+    catch_up(wf.tasks_by_id["w"], ListenMark(read=0, published=0, local=()), [], fetch)
+    event = Event({"n": 7}, topic="news")
+    event._id = 7
+    wf.tasks_by_id["w"].deliver(event)  # held while the missed ones are read
+    release.set()
+    await asyncio.wait_for(wf, 10)
+    assert got == [7]
+    assert "the events it missed could not be read" in caplog.text
+    await engine.stop()
+
+
+def test_a_mark_waits_for_the_first_cursor_of_the_loops_reader() -> None:
+    from tukio import cluster
+
+    loop = asyncio.new_event_loop()
+    try:
+        marks: list[ListenMark] = []
+        cluster.listen_mark(loop, marks.append)
+        assert marks == []  # no engine of this loop reads the shared events: no mark
+        reader = types.SimpleNamespace(read=None, _on_read=[])
+        cluster._listeners[loop] = reader  # type: ignore[assignment]
+        cluster._published[loop] = 4
+        cluster.listen_mark(loop, marks.append)
+        assert marks == []  # its first read of the store's cursor is on its way
+        reader.read = 9
+        for call in reader._on_read:
+            call()
+        assert marks == [ListenMark(read=9, published=4, local=())]
+    finally:
+        cluster._listeners.pop(loop, None)
+        loop.close()
