@@ -261,3 +261,35 @@ def test_a_mark_waits_for_the_first_cursor_of_the_loops_reader() -> None:
     finally:
         cluster._listeners.pop(loop, None)
         loop.close()
+
+
+async def test_data_received_dispatches_here_even_when_its_caller_stops_waiting_for_the_store(
+    tmp_path: Path,
+) -> None:
+    from tukio.broker import get_broker
+
+    got: list[Event] = []
+    publishing, release = threading.Event(), threading.Event()
+    with SQLiteStore(tmp_path / "j.db") as store:
+        engine = Engine(store=store, node="here", lease=30)
+        publish = store.publish
+
+        def slow_publish(data: Any, topic: str | None) -> int:
+            publishing.set()
+            release.wait(10)
+            return publish(data, topic)
+
+        store.publish = slow_publish  # type: ignore[method-assign]
+        get_broker().register(got.append, "news")
+        try:
+            sending = asyncio.ensure_future(engine.data_received({"n": 1}, topic="news"))
+            assert await asyncio.to_thread(publishing.wait, 10)
+            assert got == []  # kept for the other nodes first
+            sending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await sending
+            assert [e.data for e in got] == [{"n": 1}]  # dispatched here all the same
+        finally:
+            release.set()
+            get_broker().unregister(got.append, "news")
+            await engine.stop()

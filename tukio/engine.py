@@ -361,11 +361,15 @@ class Engine(EngineFlow, asyncio.Future):  # type: ignore[type-arg]
             event: Event | None = None
         else:
             event = data if isinstance(data, Event) else Event(data, topic=topic)
-            if self._cluster is not None:
-                # Kept for the listening tasks of the other engines first: dispatched here with its
-                # id, a task taken over after this node died gets it from the store once only.
-                event._id = await self._cluster.publish(event.data, topic)
-            broker.dispatch(event, topics=topic)
+            if self._cluster is None:
+                broker.dispatch(event, topics=topic)
+            else:
+                try:
+                    # Kept for the listening tasks of the other engines first: dispatched here with its
+                    # id, a task taken over after this node died gets it from the store once only.
+                    event._id = await self._cluster.publish(event.data, topic)
+                finally:  # (here too when the caller gave up waiting: the other nodes may have it)
+                    broker.dispatch(event, topics=topic)
         if self._stopping:
             log.debug("engine stopping: data on topic %s dispatched, no workflow started", topic)
             return None
