@@ -77,6 +77,8 @@ class Owning:
         skip_locked: locks the rows a claim reads, passing over those another claim holds.
         lock_rows: locks the executions a step reads (of the table named ``x``).
         lock_row: locks the one row a step reads.
+        returning: an update can return the row as it was (through a ``WITH``
+            of it): a heartbeat is then one statement.
     """
 
     prefix: str
@@ -88,6 +90,7 @@ class Owning:
     skip_locked: str = ""
     lock_rows: str = ""
     lock_row: str = ""
+    returning: bool = False
 
     def sql(self, text: str) -> str:
         """`text` with ``{p}`` (the prefix), ``{now}``, ``{later}``, ``{alive}`` and ``{same}`` spelled out."""
@@ -140,6 +143,7 @@ def POSTGRES_OWNING(schema: str) -> Owning:
         skip_locked=" FOR UPDATE SKIP LOCKED",
         lock_rows=" FOR UPDATE OF x",
         lock_row=" FOR UPDATE",
+        returning=True,
     )
 
 
@@ -176,14 +180,28 @@ def join(o: Owning, node: str, lease: float, ephemeral: bool) -> Step:
 
 
 def heartbeat(o: Owning, node: str, epoch: int, lease: float) -> Step:
-    """Renew the lease of `node` (under `epoch`): "alive", "late" (it had expired) or "replaced"."""
-    found = yield Statement(
-        o.sql("SELECT n.expires >= {now} FROM {p}nodes AS n WHERE n.name = ? AND n.epoch = ?{lock_row}"),
-        (node, epoch),
-    )
+    """Renew the lease of `node` (under `epoch`): "alive", "late" (it had expired) or "replaced".
+
+    Where the database returns the row as it was (PostgreSQL), one
+    statement: a renewal is one round trip, however slow the network.
+    """
+    if o.returning:
+        found = yield Statement(
+            o.sql(
+                "WITH was AS (SELECT expires FROM {p}nodes WHERE name = ? AND epoch = ?{lock_row}) "
+                "UPDATE {p}nodes AS n SET beat = {now}, expires = {later} FROM was "
+                "WHERE n.name = ? AND n.epoch = ? RETURNING was.expires >= {now}"
+            ),
+            (node, epoch, lease, node, epoch),
+        )
+    else:
+        found = yield Statement(
+            o.sql("SELECT n.expires >= {now} FROM {p}nodes AS n WHERE n.name = ? AND n.epoch = ?"), (node, epoch)
+        )
+        if found:
+            yield Statement(o.sql("UPDATE {p}nodes SET beat = {now}, expires = {later} WHERE name = ?"), (lease, node))
     if not found:
         return "replaced"
-    yield Statement(o.sql("UPDATE {p}nodes SET beat = {now}, expires = {later} WHERE name = ?"), (lease, node))
     state: Literal["alive", "late"] = "alive" if found[0][0] else "late"
     return state
 

@@ -688,7 +688,9 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
     ) -> Any:
         """Run a step of the ownership protocol (see `tukio.store._ownsql`); with `write`, in one transaction.
 
-        `make` makes the step: a step whose connection was lost is made and run again.
+        A step of one statement (ids go as arrays here) needs none: a round
+        trip, not three. `make` makes the step: a step whose connection was
+        lost is made and run again.
         """
 
         async def op(conn: asyncpg.Connection) -> Any:
@@ -719,9 +721,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         """
         node = self._attached()
         began = self.clock()
-        beat: Beat = self._own(
-            lambda: own.heartbeat(self._owning, node, self._epoch(), self.lease), self._presence, write=True
-        )
+        beat: Beat = self._own(lambda: own.heartbeat(self._owning, node, self._epoch(), self.lease), self._presence)
         if (
             beat == "alive"
         ):  # (late: lapsed until a heartbeat finds the lease running, once the node looked what it lost)
@@ -837,7 +837,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         if node is None or epoch is None:
             return
         # One attempt: a node that cannot reach the database lets its lease run out instead.
-        self._own(lambda: own.leave(self._owning, node, epoch), self._presence, write=True, retry=False)
+        self._own(lambda: own.leave(self._owning, node, epoch), self._presence, retry=False)
 
     def admit(self, policy: OverrunPolicy, begin: ExecutionRecord, here: Collection[str]) -> tuple[Decision, list[str]]:
         """Apply `policy` to a trigger across every node; unless it skips, record `begin`.
@@ -939,7 +939,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         node = self._attached()
         ids = list(exec_ids)
         if ids:
-            self._own(lambda: own.mark_cancelled(self._owning, node, self._epoch(), ids, _now()), write=True)
+            self._own(lambda: own.mark_cancelled(self._owning, node, self._epoch(), ids, _now()))
 
     def unfinished_among(self, exec_ids: Iterable[str]) -> list[str]:
         """Those of `exec_ids` that have not ended (on any node)."""
@@ -952,7 +952,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         node = self._attached()
         ids = list(exec_ids)
         if ids:
-            self._own(lambda: own.unlock(self._owning, node, self._epoch(), ids), self._writer, write=True)
+            self._own(lambda: own.unlock(self._owning, node, self._epoch(), ids), self._writer)
 
     def prune_nodes(self, grace: float) -> list[str]:
         """Delete the rows of dead nodes with a default name, once they own no unfinished execution.
