@@ -293,3 +293,45 @@ async def test_data_received_dispatches_here_even_when_its_caller_stops_waiting_
             release.set()
             get_broker().unregister(got.append, "news")
             await engine.stop()
+
+
+async def test_a_task_listening_before_the_events_cursor_is_read_gets_its_mark_once_it_is(
+    pg_schema: tuple[str, str], registered: Callable[..., Any]
+) -> None:
+    """PostgreSQL reads a node's events cursor in the background: the mark waits for it, then is written."""
+    from tukio.store.postgres import PostgresStore
+
+    dsn, schema = pg_schema
+    registered("mark-waits", _wait_forever)
+    cursor_asked, cursor_given = threading.Event(), threading.Event()
+    with PostgresStore(dsn, schema=schema) as store:
+        event_cursor = store.event_cursor
+
+        def slow_cursor() -> int:
+            cursor_asked.set()
+            cursor_given.wait(10)
+            return event_cursor()
+
+        store.event_cursor = slow_cursor  # type: ignore[method-assign]
+        engine = Engine(store=store, node="early", lease=30)
+        await engine.load(template([("w", "mark-waits", {"topics": ["news"]})], {}, id="mw", topics=[]))
+        wf = await engine.trigger("mw", {})
+        assert wf is not None
+        assert await asyncio.to_thread(cursor_asked.wait, 10)
+        await engine.flush()
+
+        def marks() -> list[Any]:
+            return [p for _, p in store.task_events(wf.uid).get("w", []) if read_mark(p) is not None]
+
+        assert await asyncio.to_thread(marks) == []  # where the events stand is not known yet
+        cursor_given.set()
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await asyncio.to_thread(marks):
+            assert asyncio.get_running_loop().time() < deadline, "the mark was never written"
+            await asyncio.sleep(0.02)
+        wf.cancel()
+        await engine.stop()
+
+
+async def _wait_forever(event: Event) -> None:
+    await asyncio.Event().wait()

@@ -511,6 +511,7 @@ class Journal(Recorder):
         seq = seqs[task_id] = seqs.get(task_id, 0) + 1
         blob = _storable_blob(self._dumps(mark_payload(mark)))
         self._batch.append(TaskEventRecord(storable(workflow.uid), storable(task_id), seq, blob))
+        self._later()  # (written with the next batch, or soon: the mark may come after the task's start)
 
     def task_event(self, workflow: Workflow, task_id: str, event: Event) -> Written:
         """Journal an event task `task_id` receives; the task gets it once that is committed.
