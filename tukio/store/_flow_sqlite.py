@@ -50,7 +50,8 @@ class SQLiteFlow:
     # SQLiteStore's:
     _lock: Any
     _conn: Callable[[], sqlite3.Connection]
-    _attached: Callable[[], tuple[str, int]]
+    _attached: Callable[[], str]
+    _epoch: Callable[[], int]
     _transaction: Callable[[sqlite3.Connection], contextlib.AbstractContextManager[None]]
     _busy: Callable[[sqlite3.OperationalError], bool]
     _fast: sqlite3.Connection | None
@@ -117,7 +118,7 @@ class SQLiteFlow:
             return bool(self._conn().execute(query, (template_id,)).fetchall())
 
     def _flow_step(self, template_id: str, limits: Limits, rows: Sequence[FlowRow], look_due: bool) -> StepResult:
-        owner = self._attached()  # (joins first if need be, taking the lock)
+        owner = self._attached(), self._epoch()  # (joins first if need be, taking the lock)
         with self._lock:
             return self._step_on(self._conn(), owner, template_id, limits, rows, look_due)
 
@@ -147,7 +148,7 @@ class SQLiteFlow:
             return drive(gen, lambda st: self._run_statement(db, st))
 
     def _flow_launches(self) -> list[tuple[str, str]]:
-        owner = self._attached()
+        owner = self._attached(), self._epoch()
         with self._lock:
             db = self._conn()
             with self._transaction(db):
@@ -167,7 +168,7 @@ class SQLiteFlow:
 
     def flow_cancel(self, exec_ids: Iterable[str]) -> list[str]:
         """Record these executions of this node as cancelled if they have not started; return those cancelled."""
-        node, _ = self._attached()
+        node = self._attached()
         ids = list(exec_ids)
         if not ids:
             return []

@@ -36,7 +36,8 @@ from tukio.policy import Decision, OverrunPolicy
 from tukio.store import _ownsql as own
 from tukio.store._flow_postgres import PostgresFlow, drive_on
 from tukio.store._flow_postgres import blob as _blob
-from tukio.store._lease import Beat, NodeLease, lease_clock
+from tukio.store._lease import Beat, lease_clock
+from tukio.store._node import OwningNode
 from tukio.store._ownsql import COLUMNS, POSTGRES_OWNING, Step
 from tukio.store._pgschema import MIGRATIONS, SQL
 from tukio.store._sqladmin import POSTGRES, Runner, SQLAdmin
@@ -62,6 +63,11 @@ if TYPE_CHECKING:
 __all__ = ["Beat", "PostgresStore"]
 
 log = logging.getLogger(__name__)
+
+#: Steps on the connection of the node's presence (see `PostgresStore._own`).
+_PRESENCE = frozenset({own.join, own.heartbeat, own.leave})
+#: Steps of one statement on PostgreSQL (ids go as arrays): they need no transaction.
+_ONE_STATEMENT = frozenset({own.heartbeat, own.mark_cancelled, own.unlock, own.leave})
 
 _T = TypeVar("_T")
 #: Longest pause between two attempts to reach a database that went away.
@@ -367,7 +373,7 @@ def _event_columns(events: Sequence[TaskEventRecord]) -> list[list[Any]]:
     return cols
 
 
-class PostgresStore(PostgresFlow, Store, NodeLease):
+class PostgresStore(PostgresFlow, Store, OwningNode):
     """Keeps executions in a PostgreSQL database; several engines may share it.
 
     The tables live in their own schema, created and migrated when the store
@@ -416,8 +422,7 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         self.sql = SQL(schema)
         self._owning = POSTGRES_OWNING(self.sql.schema)  # the ownership protocol (see `tukio.store._ownsql`)
         self._write_task = _write_task_sql(self.sql.schema)
-        NodeLease.__init__(self, lease_clock)  # the node's own deadline (leases are on the server's clock)
-        self._joining = threading.Lock()
+        OwningNode.__init__(self, lease_clock)  # the node's own deadline (leases are on the server's clock)
         # The writer of each event loop that writes (see `write_soon`).
         self._soon: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Soon] = weakref.WeakKeyDictionary()
         # The connection of each loop's flow control (see `PostgresFlow`).
@@ -577,11 +582,6 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         rows = self._run(self._reader.call(lambda c: c.fetch(query, exec_id)))
         return task_events(self.serializer, exec_id, [(r[0], r[1], _unblob(r[2], r[4]), r[3]) for r in rows])
 
-    def _ensure_joined(self) -> None:
-        with self._joining:
-            if self.node is not None and self.epoch is None:
-                self._join(self.node)
-
     def executions(
         self, *, state: str | Iterable[str] | None = None, template_id: str | None = None
     ) -> list[ExecutionInfo]:
@@ -651,123 +651,25 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         return self._run(self._reader.call(op))
 
     # -- ownership (see tukio.cluster) ------------------------------------------------------------
-    def join(self) -> int:
-        """Start a new epoch of the attached node and take its unfinished executions back.
+    def _own(self, step: Callable[..., Step], *args: Any, write: bool = False, retry: bool = True) -> Any:
+        """Run a step of the ownership protocol (see `tukio.store._ownsql`); with `write`, atomically.
 
-        Executions the node owned under an earlier epoch (a previous run of
-        a process with the same name) are now owned under the new one, so a
-        leftover process of that name is fenced. Writes join by themselves
-        when the node has not joined yet.
-
-        Returns:
-            The node's new epoch.
-
-        Raises:
-            RuntimeError: no node is attached.
+        A step of one statement here (ids go as arrays) needs no
+        transaction: a round trip, not three. The node's presence (join,
+        heartbeat, leave) has its own connection, never behind a slow read;
+        unlocks go after the node's writes, on theirs. A step whose
+        connection was lost is made and run again (unless not `retry`).
         """
-        node = self.node
-        if node is None:
-            raise RuntimeError(f"{self!r}: no node attached (see PostgresStore.attach)")
-        with self._joining:
-            return self._join(node)
-
-    def _join(self, node: str) -> int:
-        began = self.clock()
-        epoch, taken = self._own(
-            lambda: own.join(self._owning, node, self.lease, self.ephemeral), self._presence, write=True
-        )
-        # Published once committed: a call that reads the epoch meanwhile (an admission, on another
-        # connection) would not find the node's row yet, and take the node for replaced.
-        self._renewed(began)
-        self.epoch = epoch
-        log.info("PostgresStore: node %s joined (epoch %s), owning %d unfinished execution(s)", node, epoch, taken)
-        return int(epoch)
-
-    def _own(
-        self, make: Callable[[], Step], link: _Link | None = None, *, write: bool = False, retry: bool = True
-    ) -> Any:
-        """Run a step of the ownership protocol (see `tukio.store._ownsql`); with `write`, in one transaction.
-
-        A step of one statement (ids go as arrays here) needs none: a round
-        trip, not three. `make` makes the step: a step whose connection was
-        lost is made and run again.
-        """
+        link = self._presence if step in _PRESENCE else self._writer if step is own.unlock else self._reader
+        atomic = write and step not in _ONE_STATEMENT
 
         async def op(conn: asyncpg.Connection) -> Any:
-            if not write:
-                return await drive_on(conn, make())
+            if not atomic:
+                return await drive_on(conn, step(self._owning, *args))
             async with conn.transaction():
-                return await drive_on(conn, make())
+                return await drive_on(conn, step(self._owning, *args))
 
-        return self._run((link or self._reader).call(op, retry=retry))
-
-    def owned(self) -> list[ExecutionInfo]:
-        """List the unfinished executions this node (and epoch) owns, oldest first."""
-        node = self._attached()
-        infos: list[ExecutionInfo] = self._own(lambda: own.owned(self._owning, node, self._epoch()))
-        return infos
-
-    def heartbeat(self) -> Beat:
-        """Renew the node's lease.
-
-        Returns:
-            "alive" when the lease was running; "late" when it had expired
-            (other nodes may have taken executions over: ask `lost`);
-            "replaced" when a newer epoch of the node exists (restarted
-            elsewhere): every write of this one is refused.
-
-        Raises:
-            RuntimeError: the node has not joined.
-        """
-        node = self._attached()
-        began = self.clock()
-        beat: Beat = self._own(lambda: own.heartbeat(self._owning, node, self._epoch(), self.lease), self._presence)
-        if (
-            beat == "alive"
-        ):  # (late: lapsed until a heartbeat finds the lease running, once the node looked what it lost)
-            self._renewed(began)
-        return beat
-
-    def claim(
-        self, template_ids: Iterable[str], *, limit: int = 100, versions: Collection[str] | None = None
-    ) -> list[ExecutionInfo]:
-        """Take over unfinished executions of dead nodes (or of no node), at most `limit`.
-
-        A claim is atomic: each execution is taken by one node only.
-
-        Args:
-            template_ids: claim only executions of these templates (those this node can run).
-            limit: claim at most this many.
-            versions: when given, claim only executions of these template
-                versions (and those journaled before versions were kept).
-
-        Returns:
-            The executions now owned by this node.
-
-        Raises:
-            RuntimeError: the node has not joined.
-        """
-        node = self._attached()
-        ids = list(template_ids)
-        # A read first: most of the time (every heartbeat) nobody is dead, and nothing is locked.
-        if not ids or not self._own(lambda: own.claim(self._owning, node, self._epoch(), ids, 1, versions, probe=True)):
-            return []
-        infos: list[ExecutionInfo] = self._own(
-            lambda: own.claim(self._owning, node, self._epoch(), ids, limit, versions), write=True
-        )
-        return infos
-
-    def stranded(self, template_ids: Iterable[str], *, versions: Collection[str] | None = None) -> list[ExecutionInfo]:
-        """The unfinished executions of dead nodes (or of no node) that `claim` leaves alone.
-
-        Those whose template is not among `template_ids`, or (`versions`
-        given) whose version is not among `versions`: `recover()` lists
-        them, with the reason, in `Engine.unrecovered`.
-        """
-        self._attached()
-        ids = list(template_ids)
-        infos: list[ExecutionInfo] = self._own(lambda: own.stranded(self._owning, ids, versions))
-        return infos
+        return self._run(link.call(op, retry=retry))
 
     def version_rows(
         self, *, template_id: str | None = None, version: str | None = None
@@ -824,20 +726,13 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
 
         self._run(self._writer.call(op))
 
-    def lost(self, exec_ids: Iterable[str]) -> list[str]:
-        """Return those of `exec_ids` that this node (and epoch) no longer owns."""
-        node = self._attached()
-        ids = list(exec_ids)
-        gone: list[str] = self._own(lambda: own.lost(self._owning, node, self._epoch(), ids)) if ids else []
-        return gone
-
     def leave(self) -> None:
         """End the node's lease now: what it still owns is taken over at once."""
         node, epoch = self.node, self.epoch
         if node is None or epoch is None:
             return
         # One attempt: a node that cannot reach the database lets its lease run out instead.
-        self._own(lambda: own.leave(self._owning, node, epoch), self._presence, retry=False)
+        self._own(own.leave, node, epoch, retry=False)
 
     def admit(self, policy: OverrunPolicy, begin: ExecutionRecord, here: Collection[str]) -> tuple[Decision, list[str]]:
         """Apply `policy` to a trigger across every node; unless it skips, record `begin`.
@@ -907,24 +802,6 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
             return Decision.skip, []
         return Decision(row[0]), list(row[1])
 
-    def cancel_requests(self) -> list[str]:
-        """Act on the cancel requests of 'abort-running' that no live node will: return this node's.
-
-        Requests for executions that ended are dropped; executions of dead
-        nodes (or of no node) that someone asked to cancel are marked
-        cancelled (they are never taken over).
-
-        Returns:
-            The unfinished executions of this node that another node asked to cancel.
-        """
-        node = self._attached()
-        if not self._own(lambda: own.pending_cancels(self._owning)):
-            return []  # every heartbeat: almost always nothing to do
-        mine, settled = self._own(lambda: own.cancel_requests(self._owning, node, self._epoch(), _now()), write=True)
-        if settled:
-            log.warning("PostgresStore: %d execution(s) of dead nodes cancelled on request", settled)
-        return list(mine)
-
     def listen_cancels(self, wake: Callable[[], None]) -> bool:
         """Call `wake` (from the store's thread) whenever an admission asks a node to cancel executions.
 
@@ -933,26 +810,6 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
         """
 
         return self._listen_on(f"tukio_cancels_{self._namespace}", wake, "cancels", lost_too=False)
-
-    def mark_cancelled(self, exec_ids: Iterable[str]) -> None:
-        """Record these unfinished executions of this node as cancelled (they will not run)."""
-        node = self._attached()
-        ids = list(exec_ids)
-        if ids:
-            self._own(lambda: own.mark_cancelled(self._owning, node, self._epoch(), ids, _now()))
-
-    def unfinished_among(self, exec_ids: Iterable[str]) -> list[str]:
-        """Those of `exec_ids` that have not ended (on any node)."""
-        ids = list(exec_ids)
-        found: list[str] = self._own(lambda: own.unfinished_among(self._owning, ids)) if ids else []
-        return found
-
-    def unlock(self, exec_ids: Iterable[str]) -> None:
-        """Record that these executions of this node unlocked ('skip-until-unlock' no longer skips for them)."""
-        node = self._attached()
-        ids = list(exec_ids)
-        if ids:
-            self._own(lambda: own.unlock(self._owning, node, self._epoch(), ids), self._writer)
 
     def prune_nodes(self, grace: float) -> list[str]:
         """Delete the rows of dead nodes with a default name, once they own no unfinished execution.
@@ -996,11 +853,6 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
                 return [_count(await conn.execute(query, *params)) for query, params in statements]
 
         return self._run(self._reader.call(op))
-
-    def _live(self, names: Iterable[str]) -> set[str]:
-        """Those of the nodes `names` that are alive (see `SQL.alive`)."""
-        found: set[str] = self._own(lambda: own.live(self._owning, sorted(set(names))))
-        return found
 
     def _node_rows(self) -> list[tuple[str, int, float]]:
         query = f"SELECT name, epoch, extract(epoch FROM expires)::float8 FROM {self.sql.schema}.nodes ORDER BY name"
@@ -1086,18 +938,6 @@ class PostgresStore(PostgresFlow, Store, NodeLease):
             return True
 
         return bool(self._run(self._listener.call(op)))
-
-    def _attached(self) -> str:
-        if self.node is None:
-            raise RuntimeError(f"{self!r}: no node attached (see PostgresStore.attach)")
-        if self.epoch is None:
-            self._ensure_joined()  # once: the heartbeat may be joining at the same moment
-        return self.node
-
-    def _epoch(self) -> int:
-        """The node's epoch (it joined: see `_attached`)."""
-        assert self.epoch is not None
-        return self.epoch
 
     def close(self) -> None:
         """Close the connections and stop the store's thread (idempotent)."""

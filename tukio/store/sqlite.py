@@ -25,7 +25,8 @@ from tukio.store import _ownsql as own
 from tukio.store._flow_sqlite import SQLiteFlow
 from tukio.store._flowsql import QUEUED, drive
 from tukio.store._gate import rule
-from tukio.store._lease import Beat, Clock, NodeLease, lease_clock
+from tukio.store._lease import Beat, Clock, lease_clock
+from tukio.store._node import OwningNode
 from tukio.store._ownsql import COLUMNS, SQLITE_OWNING, Step
 from tukio.store._sqladmin import SQLITE, Runner, SQLAdmin
 from tukio.store.base import (
@@ -355,7 +356,7 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return code in _BUSY if code is not None else "locked" in str(exc) or "busy" in str(exc)
 
 
-class SQLiteStore(SQLiteFlow, Store, NodeLease):
+class SQLiteStore(SQLiteFlow, Store, OwningNode):
     """Keeps executions in an SQLite database file, in WAL mode.
 
     A commit is durable against a crash of the process as soon as it returns.
@@ -410,6 +411,7 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
 
     blocking = True
     keeps_events = True
+    _owning = SQLITE_OWNING
 
     def __init__(
         self,
@@ -422,7 +424,7 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
         clock: Clock = lease_clock,
     ) -> None:
         Store.__init__(self, serializer)
-        NodeLease.__init__(self, clock)
+        OwningNode.__init__(self, clock)
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
         if not event_poll > 0:
@@ -447,7 +449,6 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
         self._synchronous = synchronous.upper()
         self._closing = False
         self._owner: tuple[str, int] | None = None  # (node, epoch) once joined: writes are fenced
-        self._joining = threading.Lock()
         self._held: IO[bytes] | None = None  # the node's lock file, locked while the node lives
         try:
             self._db = self._connect(synchronous.upper(), timeout=10.0)
@@ -791,51 +792,28 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
     #: Events are shared through the file (see `publish`).
     shares_events = True
 
-    def join(self) -> int:
-        """Start a new epoch of the attached node and take its unfinished executions back.
-
-        The node first locks its lock file (``<path>.nodes/<node>.lock``) and
-        holds it as long as the store is open: once its process dies, the
-        other nodes find the lock free and know it dead at once. If another
-        process still holds it (a leftover process of the same name), the
-        node goes on without it after a second, and takes it at a later
-        heartbeat; that process is fenced by the new epoch.
-
-        Returns:
-            The node's new epoch.
-
-        Raises:
-            RuntimeError: no node is attached.
-        """
-        node = self.node
-        if node is None:
-            raise RuntimeError(f"{self!r}: no node attached (see SQLiteStore.attach)")
-        with self._joining:
-            return self._join(node)
-
-    def _ensure_joined(self) -> None:
-        with self._joining:
-            if self.node is not None and self._owner is None:
-                self._join(self.node)
-
-    def _join(self, node: str) -> int:
-        if not self._take_lock(node, wait=1.0):
-            log.warning("SQLiteStore: node %s: another process holds its lock; that process is fenced", node)
-        began = self.clock()
-        epoch, taken = self._own(own.join(SQLITE_OWNING, node, self.lease, self.ephemeral), write=True)
-        self.epoch, self._owner = epoch, (node, epoch)
-        self._renewed(began)
-        log.info("SQLiteStore: node %s joined (epoch %d), owning %d unfinished execution(s)", node, epoch, taken)
-        return int(epoch)
-
-    def _own(self, step: Step, *, write: bool = False) -> Any:
+    def _own(self, step: Callable[..., Step], *args: Any, write: bool = False) -> Any:
         """Run a step of the ownership protocol (see `tukio.store._ownsql`); with `write`, under the write lock."""
+        made = step(self._owning, *args)
         with self._lock:
             db = self._conn()
             if not write:
-                return drive(step, lambda st: self._run_statement(db, st))
+                return drive(made, lambda st: self._run_statement(db, st))
             with _transaction(db):
-                return drive(step, lambda st: self._run_statement(db, st))
+                return drive(made, lambda st: self._run_statement(db, st))
+
+    def _joining_as(self, node: str) -> None:
+        if not self._take_lock(node, wait=1.0):
+            log.warning("SQLiteStore: node %s: another process holds its lock; that process is fenced", node)
+
+    def _joined(self, node: str, epoch: int) -> None:
+        self._owner = (node, epoch)
+
+    def _beaten(self, node: str, beat: Beat) -> None:
+        if beat == "replaced":
+            self._release_lock()  # for the process that replaced this one
+        elif self._held is None:  # (not before: a node pruned as dead must not make its lock file again)
+            self._take_lock(node, wait=0)
 
     def _lock_path(self, node: str) -> str:
         name = urllib.parse.quote(node, safe="")
@@ -886,94 +864,12 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
             os.close(fd)  # also releases the shared lock taken, if any
         return False
 
-    def _attached(self) -> tuple[str, int]:
-        if self.node is None:
-            raise RuntimeError(f"{self!r}: no node attached (see SQLiteStore.attach)")
-        self._ensure_joined()
-        assert self._owner is not None
-        return self._owner
-
-    def heartbeat(self) -> Beat:
-        """Renew the node's lease (and take its lock file if it could not yet).
-
-        Returns:
-            "alive" when the lease was running; "late" when it had expired
-            (other nodes may have taken executions over: ask `lost`);
-            "replaced" when a newer epoch of the node exists (restarted
-            elsewhere): every write of this one is refused.
-        """
-        node, epoch = self._attached()
-        began = self.clock()
-        beat: Beat = self._own(own.heartbeat(SQLITE_OWNING, node, epoch, self.lease), write=True)
-        if beat == "replaced":
-            self._release_lock()  # for the process that replaced this one
-            return beat
-        if self._held is None:  # (not before: a node pruned as dead must not make its lock file again)
-            self._take_lock(node, wait=0)
-        if (
-            beat == "alive"
-        ):  # (late: lapsed until a heartbeat finds the lease running, once the node looked what it lost)
-            self._renewed(began)
-        return beat
-
-    def owned(self) -> list[ExecutionInfo]:
-        """List the unfinished executions this node (and epoch) owns, oldest first."""
-        infos: list[ExecutionInfo] = self._own(own.owned(SQLITE_OWNING, *self._attached()))
-        return infos
-
-    def claim(
-        self, template_ids: Iterable[str], *, limit: int = 100, versions: Collection[str] | None = None
-    ) -> list[ExecutionInfo]:
-        """Take over unfinished executions of dead nodes (or of no node), at most `limit`.
-
-        A node is dead when its lease expired, or when no process holds its
-        lock file (its process died). A paused process holds its lock but
-        not its lease: it is dead once the lease expires, and fenced when it
-        comes back. A claim is one write transaction: each execution is
-        taken by one node only.
-
-        Args:
-            template_ids: claim only executions of these templates (those this node can run).
-            limit: claim at most this many.
-            versions: when given, claim only executions of these template
-                versions (and those journaled before versions were kept).
-
-        Returns:
-            The executions now owned by this node.
-        """
-        node, epoch = self._attached()
-        ids = list(template_ids)
-        if not ids:
-            return []
-        # A read first: most of the time (every heartbeat) nobody is dead, and nothing is locked.
-        if not self._own(own.claim(SQLITE_OWNING, node, epoch, ids, 1, versions, probe=True)):
-            return []
-        infos: list[ExecutionInfo] = self._own(own.claim(SQLITE_OWNING, node, epoch, ids, limit, versions), write=True)
-        return infos
-
-    def stranded(self, template_ids: Iterable[str], *, versions: Collection[str] | None = None) -> list[ExecutionInfo]:
-        """The unfinished executions of dead nodes (or of no node) that `claim` leaves alone.
-
-        Those whose template is not among `template_ids`, or (`versions`
-        given) whose template version is not among `versions`: this node
-        cannot run them; `recover()` lists them, with the reason, in
-        `Engine.unrecovered`.
-        """
-        self._attached()
-        infos: list[ExecutionInfo] = self._own(own.stranded(SQLITE_OWNING, list(template_ids), versions))
-        return infos
-
-    def lost(self, exec_ids: Iterable[str]) -> list[str]:
-        """Return those of `exec_ids` that this node (and epoch) no longer owns."""
-        gone: list[str] = self._own(own.lost(SQLITE_OWNING, *self._attached(), list(exec_ids)))
-        return gone
-
     def leave(self) -> None:
         """End the node's lease now and free its lock: what it still owns is taken over at once."""
         owner = self._owner
         if owner is None or self._db is None:
             return
-        self._own(own.leave(SQLITE_OWNING, *owner))
+        self._own(own.leave, *owner)
         self._release_lock()
 
     # -- overrun policies across nodes (see tukio.store._gate) --------------------------------------
@@ -997,7 +893,7 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
             starts (abort-running: those running here, and those requested).
             A node that was replaced (a newer epoch) is told to skip.
         """
-        node, epoch = self._attached()
+        node, epoch = self._attached(), self._epoch()
         with self._lock:
             db = self._conn()
             with _transaction(db):
@@ -1038,39 +934,6 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
                 )
         return ruled.decision, ruled.wait
 
-    def cancel_requests(self) -> list[str]:
-        """Act on the cancel requests of 'abort-running' that no live node will: return this node's.
-
-        Requests for executions that ended are dropped; executions of dead
-        nodes (or of no node) that someone asked to cancel are marked
-        cancelled (they are never taken over).
-
-        Returns:
-            The unfinished executions of this node that another node asked to cancel.
-        """
-        node, epoch = self._attached()
-        if not self._own(own.pending_cancels(SQLITE_OWNING)):
-            return []  # every heartbeat: almost always nothing to do
-        now = iso_from_timestamp(time.time())
-        mine, settled = self._own(own.cancel_requests(SQLITE_OWNING, node, epoch, now), write=True)
-        if settled:
-            log.warning("SQLiteStore: %d execution(s) of dead nodes cancelled on request", settled)
-        return list(mine)
-
-    def mark_cancelled(self, exec_ids: Iterable[str]) -> None:
-        """Record these unfinished executions of this node as cancelled (they will not run)."""
-        now = iso_from_timestamp(time.time())
-        self._own(own.mark_cancelled(SQLITE_OWNING, *self._attached(), list(exec_ids), now), write=True)
-
-    def unfinished_among(self, exec_ids: Iterable[str]) -> list[str]:
-        """Those of `exec_ids` that have not ended (on any node)."""
-        found: list[str] = self._own(own.unfinished_among(SQLITE_OWNING, list(exec_ids)))
-        return found
-
-    def unlock(self, exec_ids: Iterable[str]) -> None:
-        """Record that these executions of this node unlocked ('skip-until-unlock' no longer skips for them)."""
-        self._own(own.unlock(SQLITE_OWNING, *self._attached(), list(exec_ids)), write=True)
-
     def prune_nodes(self, grace: float) -> list[str]:
         """Delete the rows and lock files of dead nodes with a default name, once they own no unfinished execution.
 
@@ -1083,7 +946,7 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
         Returns:
             The names of the nodes deleted.
         """
-        node, _ = self._attached()
+        node = self._attached()
         now = self.clock()
         pruned: list[str] = []
         with self._lock:
@@ -1149,11 +1012,6 @@ class SQLiteStore(SQLiteFlow, Store, NodeLease):
             db = self._conn()
             with _transaction(db):
                 return [db.execute(query, params).rowcount for query, params in statements]
-
-    def _live(self, names: Iterable[str]) -> set[str]:
-        """Those of the nodes `names` that are alive (their lease runs and a process holds their lock)."""
-        found: set[str] = self._own(own.live(SQLITE_OWNING, sorted(set(names))))
-        return found
 
     def _node_rows(self) -> list[tuple[str, int, float]]:
         # Leases run on the host's lease clock (see `tukio.store._lease`): shown on the wall clock.
