@@ -573,7 +573,7 @@ def test_processes_triggered_at_once_under_skip_start_one_instance(spawn: Callab
     a.send("go")
     b.send("go")
     said = sorted([a.line(), b.line()])
-    assert said == ["SKIPPED", "STARTED"]
+    assert said == ["SKIPPED", "STARTED"], f"a: {a.log.read_text()}\nb: {b.log.read_text()}"
     for worker in (a, b):
         worker.send("end")
     a.wait()
