@@ -15,6 +15,7 @@ import pytest
 
 from tukio.store import _ownsql as own
 from tukio.store._flowsql import Statement
+from tukio.store.postgres import _ONE_STATEMENT
 
 PG = own.POSTGRES_OWNING('"s"')
 
@@ -65,3 +66,20 @@ def test_a_claim_probe_reads_one_row_and_takes_nothing() -> None:
     assert sent[0].sql.endswith("FOR UPDATE SKIP LOCKED")
     assert sent[1].sql.startswith('UPDATE "s".executions SET owner = ?, epoch = ? WHERE exec_id = ANY(?)')
     assert sent[1].params == ["a", 1, ["e1"]]
+
+
+def test_the_steps_postgresql_runs_without_a_transaction_are_one_statement_there() -> None:
+    ids = [f"e{i}" for i in range(1200)]
+    made = {
+        own.heartbeat: own.heartbeat(PG, "a", 1, 5.0),
+        own.mark_cancelled: own.mark_cancelled(PG, "a", 1, ids, None),
+        own.unlock: own.unlock(PG, "a", 1, ids),
+        own.leave: own.leave(PG, "a", 1),
+    }
+    assert set(made) == _ONE_STATEMENT
+    for step in made.values():
+        assert len(statements(step, [[(True,)]])) == 1
+    # Those it wraps in one do take several (a claim reads, then takes).
+    assert (
+        len(statements(own.claim(PG, "a", 1, ["t"], 100, None), [[("e1", "t", "pending", None, None, None, None)]])) > 1
+    )
