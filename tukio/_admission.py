@@ -15,11 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from tukio._report import iso_from_timestamp, storable
+from tukio._report import iso_now, storable
 from tukio.policy import Decision
 from tukio.store.base import UNFINISHED, ExecutionRecord
 
@@ -252,7 +251,7 @@ def begin_record(
         storable(workflow.uid),
         storable(str(workflow.template.uid)),
         UNFINISHED,
-        iso_from_timestamp(time.time()),
+        iso_now(),
         template=template,
         event=event,
         version=workflow.template.version,

@@ -27,6 +27,7 @@ __all__ = [
     "holder_report",
     "iso",
     "iso_from_timestamp",
+    "iso_now",
     "parse_time",
     "storable",
     "task_entry",
@@ -131,6 +132,11 @@ def iso_from_timestamp(timestamp: float | None) -> str | None:
         # "YYYY-MM-DDTHH:MM:SS+00:00" without its offset.
         second = _second = (whole, datetime.fromtimestamp(whole, timezone.utc).isoformat()[:-6])
     return f"{second[1]}.{micros:06d}+00:00"
+
+
+def iso_now() -> str | None:
+    """The time now as the journal writes it (`iso_from_timestamp` of ``time.time()``)."""
+    return iso_from_timestamp(time.time())
 
 
 def parse_time(value: Any) -> datetime | None:

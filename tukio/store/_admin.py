@@ -6,12 +6,11 @@
 from __future__ import annotations
 
 import abc
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from tukio._report import iso_from_timestamp
+from tukio._report import iso_now
 
 __all__ = ["FAILED_STATES", "Admin", "Filters", "NodeRow", "Row", "now"]
 
@@ -121,4 +120,4 @@ class Admin(abc.ABC):
 
 def now() -> str:
     """The current time as the journal writes it."""
-    return iso_from_timestamp(time.time()) or ""
+    return iso_now() or ""

@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-import time
 import weakref
 import zlib
 from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tukio._report import iso_from_timestamp
+from tukio._report import iso_now
 from tukio.store._flowsql import (
     QUEUED,
     FlowRow,
@@ -221,7 +220,7 @@ class PostgresFlow:
             f"WHERE exec_id = ANY($1) AND owner = $2 AND (state = '{QUEUED}' OR (state = 'pending' AND launch = 1)) "
             "RETURNING exec_id"
         )
-        ended = iso_from_timestamp(time.time())
+        ended = iso_now()
         return [r[0] for r in self._run(self._reader.call(lambda c: c.fetch(query, ids, node, ended)))]
 
     def flow_ended(self, exec_ids: Sequence[str]) -> list[str]:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from tukio._report import iso_from_timestamp
+from tukio._report import iso_now
 from tukio.store._flowsql import (
     QUEUED,
     FlowRow,
@@ -173,7 +173,7 @@ class SQLiteFlow:
         if not ids:
             return []
         marks = ", ".join("?" * len(ids))
-        ended = iso_from_timestamp(time.time())
+        ended = iso_now()
         where = f"exec_id IN ({marks}) AND owner = ? AND (state = '{QUEUED}' OR (state = 'pending' AND launch = 1))"
         with self._lock:
             db = self._conn()

@@ -14,11 +14,10 @@ import abc
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
-from tukio._report import iso_from_timestamp
+from tukio._report import iso_now
 from tukio.store import _ownsql as own
 from tukio.store._lease import Beat, Clock, NodeLease
 from tukio.store._ownsql import Owning, Step
@@ -200,7 +199,7 @@ class OwningNode(NodeLease):
         node = self._attached()
         if not self._own(own.pending_cancels):
             return []  # every heartbeat: almost always nothing to do
-        mine, settled = self._own(own.cancel_requests, node, self._epoch(), _now(), write=True)
+        mine, settled = self._own(own.cancel_requests, node, self._epoch(), iso_now(), write=True)
         if settled:
             log.warning("%s: %d execution(s) of dead nodes cancelled on request", type(self).__name__, settled)
         return list(mine)
@@ -210,7 +209,7 @@ class OwningNode(NodeLease):
         node = self._attached()
         ids = list(exec_ids)
         if ids:
-            self._own(own.mark_cancelled, node, self._epoch(), ids, _now(), write=True)
+            self._own(own.mark_cancelled, node, self._epoch(), ids, iso_now(), write=True)
 
     def unfinished_among(self, exec_ids: Iterable[str]) -> list[str]:
         """Those of `exec_ids` that have not ended (on any node)."""
@@ -229,8 +228,3 @@ class OwningNode(NodeLease):
         """Those of the nodes `names` that are alive (see `Owning.alive`)."""
         found: set[str] = self._own(own.live, sorted(set(names)))
         return found
-
-
-def _now() -> str | None:
-    """The end time of what a node marks cancelled."""
-    return iso_from_timestamp(time.time())

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from tukio._report import NO_REPORT, describe_error, holder_report, iso, iso_from_timestamp, storable
+from tukio._report import NO_REPORT, describe_error, holder_report, iso, iso_from_timestamp, iso_now, storable
 from tukio.errors import DamagedRecordError, JournalError
 from tukio.event import Event, EventSource
 from tukio.recorder import WRITTEN, Recorder, Written
@@ -63,10 +63,6 @@ LONE_TURNS = 3
 IDLE_EXIT = 1.0
 #: First and longest wait (seconds) before writing again to a store that failed.
 RETRY_DELAY = (0.05, 5.0)
-
-
-def _now() -> str | None:
-    return iso_from_timestamp(time.time())
 
 
 # -- writing a batch, whatever it takes -----------------------------------------------------
@@ -413,14 +409,14 @@ class Journal(Recorder):
             error = storable(f"workflow {template_id}: {what} cannot be stored: {describe_error(exc)}")
             log.error("[%s] %s", uid, error)
             self._batch.append(
-                ExecutionRecord(uid, template_id, "exception", _now(), _now(), error, template, version=version)
+                ExecutionRecord(uid, template_id, "exception", iso_now(), iso_now(), error, template, version=version)
                 if version is not None
-                else ExecutionRecord(uid, template_id, "exception", _now(), _now(), error)
+                else ExecutionRecord(uid, template_id, "exception", iso_now(), iso_now(), error)
             )
             self._later()
             return Written(JournalError(error), done=True)
         self._batch.append(
-            ExecutionRecord(uid, template_id, UNFINISHED, _now(), template=template, event=event, version=version)
+            ExecutionRecord(uid, template_id, UNFINISHED, iso_now(), template=template, event=event, version=version)
         )
         return self._submit()
 
@@ -452,7 +448,7 @@ class Journal(Recorder):
                 storable(str(workflow.template.uid)),
                 state,
                 None,
-                _now(),
+                iso_now(),
                 storable(error) if error is not None else None,
             )
         )
@@ -656,7 +652,7 @@ class Journal(Recorder):
             )
             log.exception("[%s] %s", workflow.uid, refused)
             record = TaskRecord(
-                storable(workflow.uid), storable(tid), None, "exception", None, _now(), self._empty, refused
+                storable(workflow.uid), storable(tid), None, "exception", None, iso_now(), self._empty, refused
             )
         self._batch.append(record)
         return refused

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tukio._report import iso_from_timestamp
+from tukio._report import iso_now
 from tukio.policy import Decision, OverrunPolicy
 from tukio.store import _ownsql as own
 from tukio.store._flow_postgres import PostgresFlow, drive_on
@@ -790,7 +790,7 @@ class PostgresStore(PostgresFlow, Store, OwningNode):
             template,
             event,
             texts if begin.template is not None else e_texts,
-            _now(),
+            iso_now(),
             begin.version,
         )
         row = await self._reader.call(lambda c: c.fetchrow(self.sql.admit, *args))
@@ -1003,10 +1003,6 @@ def _close_on(
     else:
         with contextlib.suppress(Exception):
             loop.run_until_complete(close())
-
-
-def _now() -> str | None:
-    return iso_from_timestamp(time.time())
 
 
 def _count(status: str) -> int:

@@ -19,7 +19,7 @@ from typing import IO, Any
 if sys.platform != "win32":
     import fcntl
 
-from tukio._report import iso_from_timestamp
+from tukio._report import iso_now
 from tukio.policy import Decision, OverrunPolicy
 from tukio.store import _ownsql as own
 from tukio.store._flow_sqlite import SQLiteFlow
@@ -725,9 +725,7 @@ class SQLiteStore(SQLiteFlow, Store, OwningNode):
                 ).fetchall()
                 if not found:
                     raise KeyError(f"no unfinished execution {exec_id!r} in the store")
-                begin = ExecutionRecord(
-                    exec_id, found[0][0], UNFINISHED, iso_from_timestamp(time.time()), template=template
-                )
+                begin = ExecutionRecord(exec_id, found[0][0], UNFINISHED, iso_now(), template=template)
                 _keep_version(db, begin._replace(version=version))
                 db.execute("UPDATE executions SET version = ?, template = NULL WHERE exec_id = ?", (version, exec_id))
                 kept = list(renames)
@@ -922,7 +920,7 @@ class SQLiteStore(SQLiteFlow, Store, OwningNode):
                         epoch,
                     ),
                 )
-                ended = iso_from_timestamp(time.time())
+                ended = iso_now()
                 db.executemany(  # made this node's: a zombie of the dead owner is fenced
                     "UPDATE executions SET state = 'cancelled', ended = ?, locked = 0, owner = ?, epoch = ? "
                     "WHERE exec_id = ? AND state = ?",
